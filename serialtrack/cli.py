@@ -1,0 +1,342 @@
+"""The one command-line entry point: `serialtrack --help`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from shared.envelope import InvalidEvent
+from shared.settings import NoRedisConfigured, Settings
+
+app = typer.Typer(
+    help="serialtrack: track every serialized unit (inventory, warranty, theft watch, recalls) "
+         "through events on Redis Streams.\n\nStart with `serialtrack up`, then `serialtrack demo`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Where data lives (SQLite files, embedded Redis). Default: $SERIALTRACK_DATA_DIR or ./serialtrack-data")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    return Settings(data_dir=data_dir) if data_dir else Settings()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _redis_url(settings: Settings) -> str:
+    try:
+        return settings.resolve_redis_url()
+    except NoRedisConfigured as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def up(data_dir: DataDir = None) -> None:
+    """Run the whole system here: an embedded Redis (unless REDIS_URL is set) and every service
+    with its HTTP API. Data is kept in the data dir across restarts. Ctrl-C stops it cleanly."""
+    from .runner import run_system
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        run_system(_settings(data_dir), say=lambda line: out.print(line, highlight=False))
+    except RuntimeError as exc:
+        _fail(str(exc), 1)
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="inventory (more services arrive with their issues)")],
+    port: Annotated[Optional[int], typer.Option(help="HTTP port. Default: $<SERVICE>_PORT")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Bind address. Default: $SERIALTRACK_HTTP_HOST")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run one service: its consumers, its outbox relay and its HTTP read API (one process)."""
+    import uvicorn
+
+    from services.registry import load
+    from shared.service import build_app
+
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(message)s")
+    try:
+        definition = load(service)
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+    settings = _settings(data_dir)
+    _redis_url(settings)
+    application = build_app(definition, settings)
+    uvicorn.run(application, host=host or settings.http_host, port=port or settings.port(service),
+                log_level="warning", timeout_graceful_shutdown=40)
+
+
+@app.command()
+def publish(
+    event_type: Annotated[Optional[str], typer.Argument(metavar="TYPE", help="Event type, e.g. unit.sold")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="The event's data as a JSON object")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="JSONL file, one event per line ('-' = stdin)")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Envelope source. Default: cli/<user>@<host>")] = None,
+    event_id: Annotated[Optional[str], typer.Option("--id", help="Envelope id (reuse it to retry safely)")] = None,
+    time: Annotated[Optional[str], typer.Option(help="When it happened, ISO 8601 with zone. Default: now")] = None,
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Publish events. Either TYPE --data '{...}', or --file events.jsonl where each line is
+    {"type": ..., "data": {...}} or a complete envelope (its id, source and time are kept, so a
+    feed can be replayed). Bad lines are reported with their line number; good lines are still
+    published. Exit code 1 if any line was bad."""
+    from shared.publishing import publish_raw
+
+    from .publishing import build_envelope, default_source, read_events
+
+    settings = _settings(data_dir)
+    source = source or default_source()
+    if (event_type is None) == (file is None):
+        _fail("give either TYPE --data JSON, or --file FILE (see --help)")
+    if file is not None and (data or event_id or time):
+        _fail("--data, --id and --time go with TYPE, not with --file (put them in the file's lines)")
+    redis_url = _redis_url(settings)
+
+    if event_type is not None:
+        if data is None:
+            _fail("TYPE needs --data '{...}' with the event's fields")
+        try:
+            parsed = json.loads(data)
+        except ValueError as exc:
+            _fail(f"--data is not valid JSON: {exc}")
+        try:
+            envelope = build_envelope(event_type, parsed, source=source, id=event_id, time=time)
+        except InvalidEvent as exc:
+            _fail(exc.detail)
+        entry_ids = asyncio.run(_publish_pairs(redis_url, settings, [envelope]))
+        if as_json:
+            out.print_json(data={"published": 1, "failed": 0, "events": [
+                {"id": envelope.id, "source": envelope.source, "type": envelope.type, "entry_id": entry_ids[0]}],
+                "errors": []})
+        else:
+            out.print(f"published {envelope.type} id={envelope.id} (entry {entry_ids[0]})", highlight=False)
+        return
+
+    handle = sys.stdin if str(file) == "-" else None
+    if handle is None:
+        if not file.is_file():
+            _fail(f"no such file: {file}")
+        handle = file.open(encoding="utf-8", errors="replace")
+    size = file.stat().st_size if str(file) != "-" else None
+    published: list[dict] = []
+    errors: list[dict] = []
+    batch: list = []
+
+    async def run() -> None:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(redis_url)
+        try:
+            progress = Progress(TextColumn("publishing"), BarColumn(), TransferSpeedColumn(),
+                                TimeRemainingColumn(), console=err, disable=as_json or not err.is_terminal)
+            with progress:
+                task = progress.add_task("file", total=size)
+                for result in read_events(handle, source=source):
+                    if result.error:
+                        errors.append({"line": result.line, "error": result.error})
+                    else:
+                        batch.append(result)
+                    if len(batch) >= 1000:
+                        await flush(client)
+                    if size:
+                        progress.update(task, completed=handle.tell() if handle.seekable() else 0)
+                await flush(client)
+                progress.update(task, completed=size)
+        finally:
+            await client.aclose()
+
+    async def flush(client) -> None:
+        if not batch:
+            return
+        ids = await publish_raw(client, [(settings.streams.for_type(r.envelope.type),
+                                          r.envelope.model_dump_json(exclude_none=True)) for r in batch])
+        published.extend({"line": r.line, "id": r.envelope.id, "source": r.envelope.source,
+                          "type": r.envelope.type, "entry_id": i} for r, i in zip(batch, ids, strict=True))
+        batch.clear()
+
+    try:
+        asyncio.run(run())
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
+    if as_json:
+        out.print_json(data={"published": len(published), "failed": len(errors), "events": published,
+                             "errors": errors})
+    else:
+        if len(published) <= 50:
+            for row in published:
+                out.print(f"line {row['line']}: published {row['type']} id={row['id']}", highlight=False)
+        for row in errors:
+            err.print(f"line {row['line']}: [red]rejected[/red]: {row['error']}", highlight=False)
+        out.print(f"{len(published)} published, {len(errors)} rejected", highlight=False)
+    if errors:
+        raise typer.Exit(1)
+
+
+async def _publish_pairs(redis_url: str, settings: Settings, envelopes) -> list[str]:
+    import redis.asyncio as aioredis
+
+    from shared.publishing import publish as publish_envelopes
+
+    client = aioredis.from_url(redis_url)
+    try:
+        return await publish_envelopes(client, settings.streams, envelopes)
+    finally:
+        await client.aclose()
+
+
+def fetch_unit(settings: Settings, manufacturer: str, serial: str) -> dict:
+    """Every installed service's view of one unit: {service: document | None (unknown)}."""
+    from services.registry import INSTALLED, load
+
+    report: dict = {}
+    for name in INSTALLED:
+        url = settings.service_url(name) + load(name).lookup_path.format(manufacturer=manufacturer, serial=serial)
+        try:
+            response = httpx.get(url, timeout=10)
+        except httpx.HTTPError:
+            raise ConnectionError(f"the {name} service is not reachable at {settings.service_url(name)}; "
+                                  "is `serialtrack up` running?") from None
+        if response.status_code == 404:
+            report[name] = None
+        elif response.status_code == 400:
+            raise ValueError(response.json().get("detail", response.text))
+        else:
+            response.raise_for_status()
+            report[name] = response.json()
+    return report
+
+
+@app.command()
+def lookup(
+    manufacturer: Annotated[str, typer.Argument(help="e.g. acme")],
+    serial: Annotated[str, typer.Argument(help="e.g. SN0001")],
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Everything the system knows about one unit, from every running service."""
+    from shared.identity import IdentityError, normalize_manufacturer, normalize_serial
+
+    try:
+        manufacturer, serial = normalize_manufacturer(manufacturer), normalize_serial(serial)
+    except IdentityError as exc:
+        _fail(str(exc))
+    try:
+        report = fetch_unit(_settings(data_dir), manufacturer, serial)
+    except (ConnectionError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print_json(data={"manufacturer": manufacturer, "serial": serial, **report})
+        if all(v is None for v in report.values()):
+            raise typer.Exit(1)
+        return
+    if all(v is None for v in report.values()):
+        err.print(f"{manufacturer}/{serial} is not known to any service", highlight=False)
+        raise typer.Exit(1)
+    inventory = report.get("inventory")
+    if inventory:
+        _print_inventory(inventory)
+
+
+def _print_inventory(unit: dict) -> None:
+    flags = []
+    if unit["stolen"]:
+        flags.append(f"[red]REPORTED STOLEN[/red] ({', '.join(unit['theft_cases'])})")
+    if unit["recalls"]:
+        flags.append(f"[yellow]recalls[/yellow] {', '.join(unit['recalls'])}")
+    out.print(f"[bold]{unit['manufacturer']}/{unit['serial']}[/bold]  status [bold]{unit['status']}[/bold] "
+              f"({unit['epcis_disposition']})  at {unit['location'] or '-'}  sku {unit['sku'] or '-'}  "
+              f"condition {unit['condition'] or '-'}", highlight=False)
+    for flag in flags:
+        out.print("  " + flag, highlight=False)
+    table = Table("time", "event", "where", "details", title="history", title_justify="left")
+    for h in unit["history"]:
+        details = ", ".join(f"{k}={h[k]}" for k in ("receipt_id", "customer_id", "condition", "disposition",
+                                                      "agency", "case_number", "recall_id", "note") if h.get(k))
+        where = h.get("location") or ""
+        if h.get("from_location"):
+            where = f"{h['from_location']} -> {where}"
+        table.add_row(h["time"], h["type"], where, details)
+    out.print(table)
+    if unit["anomalies"]:
+        anomalies = Table("time", "kind", "status", "detail", title="anomalies", title_justify="left")
+        for a in unit["anomalies"]:
+            anomalies.add_row(a["event_time"], a["kind"], a["status"], a["detail"])
+        out.print(anomalies)
+
+
+@app.command()
+def demo(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
+    """Publish a short realistic story against a running system and show what each service did."""
+    from .demo import run_demo
+
+    settings = _settings(data_dir)
+    redis_url = _redis_url(settings)
+    try:
+        result = run_demo(settings, redis_url, say=(lambda _line: None) if as_json else
+                          (lambda line: out.print(line, highlight=False)))
+    except (ConnectionError, TimeoutError) as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print_json(data=result)
+
+
+@app.command()
+def deadletters(
+    service: Annotated[str, typer.Option(help="Whose dead letters")] = "inventory",
+    limit: Annotated[int, typer.Option(min=1, help="Newest N entries")] = 20,
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Entries a service could not apply, newest first, with the reason and the original entry."""
+    import redis
+
+    settings = _settings(data_dir)
+    client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
+    try:
+        stream = settings.streams.dead_letters(service)
+        rows = [{"dead_letter_id": i, **fields} for i, fields in client.xrevrange(stream, count=limit)]
+        total = client.xlen(stream)
+    except redis.RedisError as exc:
+        _fail(f"cannot read dead letters: {exc}")
+    finally:
+        client.close()
+    if as_json:
+        out.print_json(data={"service": service, "total": total, "entries": rows})
+        return
+    out.print(f"{total} dead-lettered entries for {service}", highlight=False)
+    for row in rows:
+        out.print(f"[bold]{row['failed_at']}[/bold] {row['stream']} {row['entry_id']} "
+                  f"[red]{row['reason']}[/red]: {row['error']}", highlight=False)
+        out.print(f"  original: {row['original'][:300]}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

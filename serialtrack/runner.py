@@ -1,0 +1,142 @@
+"""`serialtrack up`: the whole system on one machine, nothing pre-installed.
+
+Starts an embedded Redis (unless REDIS_URL is set), then one `serialtrack serve
+<service>` process per installed service, restarts a service that dies, and
+stops everything cleanly on Ctrl-C / SIGTERM (services first, Redis last).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from services.registry import INSTALLED
+from shared.settings import REDIS_URL_FILE, Settings
+
+from .redis_server import RedisServerProcess, free_port, port_is_free
+
+RESTART_BACKOFF_S = 2.0
+
+
+@dataclass
+class Child:
+    service: str
+    url: str
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+
+class System:
+    def __init__(self, settings: Settings, say: Callable[[str], None] = print):
+        self.settings = settings
+        self.say = say
+        self.redis: RedisServerProcess | None = None
+        self.children: list[Child] = []
+        self._stopping = False
+
+    def _env(self, redis_url: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env["REDIS_URL"] = redis_url
+        env["SERIALTRACK_DATA_DIR"] = str(self.settings.data_dir.resolve())
+        env["SERIALTRACK_STREAM_PREFIX"] = self.settings.stream_prefix
+        return env
+
+    def start(self, timeout: float = 60.0) -> None:
+        data_dir = self.settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        url_file = data_dir / REDIS_URL_FILE
+        if self.settings.redis_url:
+            redis_url = self.settings.redis_url
+            self.say(f"redis      {redis_url} (REDIS_URL)")
+        else:
+            port = self.settings.embedded_redis_port
+            if not port_is_free(port):
+                port = free_port()
+            self.redis = RedisServerProcess(data_dir / "redis", port).start()
+            redis_url = self.redis.url
+            url_file.parent.mkdir(parents=True, exist_ok=True)
+            url_file.write_text(redis_url + "\n")
+            self.say(f"redis      {redis_url} (embedded, AOF in {(data_dir / 'redis').resolve()})")
+        self._redis_url = redis_url
+        for service in INSTALLED:
+            child = Child(service, self.settings.service_url(service))
+            self._spawn(child)
+            self.children.append(child)
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            self._wait_healthy(child, deadline)
+            self.say(f"{child.service:<10} {child.url}  (API docs: {child.url}/docs)")
+        self.say(f"data       {data_dir.resolve()}")
+
+    def _spawn(self, child: Child) -> None:
+        child.process = subprocess.Popen(
+            [sys.executable, "-m", "serialtrack.cli", "serve", child.service],
+            env=self._env(self._redis_url),
+            start_new_session=True,  # we forward signals ourselves, in order
+        )
+        child.started_at = time.monotonic()
+
+    def _wait_healthy(self, child: Child, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if child.process.poll() is not None:
+                raise RuntimeError(f"{child.service} exited with code {child.process.returncode} at start")
+            try:
+                if httpx.get(f"{child.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{child.service} did not become healthy at {child.url}")
+
+    def supervise(self) -> None:
+        """Until asked to stop: restart any service that died (its pending entries are reclaimed)."""
+        while not self._stopping:
+            for child in self.children:
+                if child.process.poll() is not None and not self._stopping:
+                    code = child.process.returncode
+                    if time.monotonic() - child.started_at < RESTART_BACKOFF_S:
+                        time.sleep(RESTART_BACKOFF_S)
+                    child.restarts += 1
+                    self.say(f"{child.service} exited with code {code}; restarting (restart #{child.restarts})")
+                    self._spawn(child)
+            time.sleep(0.2)
+
+    def request_stop(self, *_args) -> None:
+        self._stopping = True
+
+    def stop(self) -> None:
+        self._stopping = True
+        for child in self.children:
+            if child.process and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        for child in self.children:
+            if child.process:
+                try:
+                    child.process.wait(45)
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
+        if self.redis:
+            self.redis.stop()
+            (self.settings.data_dir / REDIS_URL_FILE).unlink(missing_ok=True)
+        self.say("stopped")
+
+
+def run_system(settings: Settings, say: Callable[[str], None] = print) -> None:
+    system = System(settings, say)
+    signal.signal(signal.SIGTERM, system.request_stop)
+    signal.signal(signal.SIGINT, system.request_stop)
+    try:
+        system.start()
+        say("serialtrack is up; Ctrl-C stops it")
+        system.supervise()
+    finally:
+        system.stop()

@@ -1,0 +1,141 @@
+"""Inventory's HTTP read side: units, their history and anomalies (OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from shared.http import Limit, Offset, Page, unit_key_or_400
+from shared.store import as_utc
+
+from . import store
+from .domain import EPCIS_DISPOSITION, Status
+
+
+class HistoryEntry(BaseModel):
+    time: datetime
+    type: str
+    source: str
+    id: str
+    location: str | None = None
+    from_location: str | None = None
+    sku: str | None = None
+    condition: str | None = None
+    disposition: str | None = None
+    receipt_id: str | None = None
+    customer_id: str | None = None
+    terminal_id: str | None = None
+    agency: str | None = None
+    case_number: str | None = None
+    recall_id: str | None = None
+    note: str | None = None
+
+
+class AnomalyOut(BaseModel):
+    manufacturer: str
+    serial: str
+    kind: str
+    detail: str
+    status: str
+    event_type: str
+    event_source: str
+    event_id: str
+    event_time: datetime
+    detected_at: datetime
+
+
+class UnitOut(BaseModel):
+    manufacturer: str
+    serial: str
+    status: Status
+    epcis_disposition: str
+    location: str | None
+    sku: str | None
+    condition: str | None
+    stolen: bool
+    theft_cases: list[str]
+    recalls: list[str]
+    last_event_time: datetime
+
+
+class UnitDetail(UnitOut):
+    history: list[HistoryEntry]
+    anomalies: list[AnomalyOut]
+
+
+def _unit(row) -> dict:
+    return {
+        "manufacturer": row.manufacturer, "serial": row.serial, "status": row.status,
+        "epcis_disposition": EPCIS_DISPOSITION[Status(row.status)], "location": row.location, "sku": row.sku,
+        "condition": row.condition, "stolen": row.stolen, "theft_cases": json.loads(row.theft_cases),
+        "recalls": json.loads(row.recalls), "last_event_time": as_utc(row.last_event_time),
+    }
+
+
+def _history(row) -> HistoryEntry:
+    fields = {k: v for k, v in row._mapping.items()
+              if k in HistoryEntry.model_fields and k not in ("id", "time", "type", "source") and v is not None}
+    return HistoryEntry(**fields, time=as_utc(row.event_time), type=row.event_type, source=row.event_source,
+                        id=row.event_id)
+
+
+def _anomaly(row) -> AnomalyOut:
+    data = dict(row._mapping)
+    data["event_time"], data["detected_at"] = as_utc(row.event_time), as_utc(row.detected_at)
+    return AnomalyOut(**data)
+
+
+def read_api(engine: Engine) -> APIRouter:
+    router = APIRouter(tags=["inventory"])
+
+    @router.get("/units/{manufacturer}/{serial}", response_model=UnitDetail,
+                summary="One unit: current state, full history, anomalies",
+                responses={400: {"description": "invalid manufacturer or serial"}, 404: {"description": "unknown unit"}})
+    def get_unit(manufacturer: str, serial: str) -> UnitDetail:
+        key = unit_key_or_400(manufacturer, serial)
+        with Session(engine) as session:
+            row = store.get_unit(session, key)
+            if row is None:
+                raise HTTPException(404, detail=f"unit {key[0]}/{key[1]} is not known to inventory "
+                                                "(no receipt, sale or report of it has been applied)")
+            return UnitDetail(**_unit(row), history=[_history(h) for h in store.unit_history(session, key)],
+                              anomalies=[_anomaly(a) for a in store.unit_anomalies(session, key)])
+
+    @router.get("/units", response_model=Page[UnitOut], summary="Units, filtered, paginated")
+    def list_units(
+        sku: str | None = None,
+        location: str | None = None,
+        status: Annotated[Status | None, Query(description="e.g. in_stock, sold, quarantined")] = None,
+        manufacturer: str | None = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> Page[UnitOut]:
+        if manufacturer:
+            manufacturer = unit_key_or_400(manufacturer, "X")[0]
+        with Session(engine) as session:
+            total, rows = store.list_units(session, sku=sku, location=location, status=status,
+                                           manufacturer=manufacturer, limit=limit, offset=offset)
+        return Page(total=total, limit=limit, offset=offset, items=[UnitOut(**_unit(r)) for r in rows])
+
+    @router.get("/anomalies", response_model=Page[AnomalyOut], summary="Anomalies, newest first")
+    def list_anomalies(
+        kind: str | None = None,
+        status: Annotated[str | None, Query(pattern="^(open|withdrawn)$")] = None,
+        manufacturer: str | None = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> Page[AnomalyOut]:
+        if manufacturer:
+            manufacturer = unit_key_or_400(manufacturer, "X")[0]
+        with Session(engine) as session:
+            total, rows = store.list_anomalies(session, kind=kind, status=status, manufacturer=manufacturer,
+                                               limit=limit, offset=offset)
+        return Page(total=total, limit=limit, offset=offset, items=[_anomaly(r) for r in rows])
+
+    return router

@@ -1,0 +1,16 @@
+"""Wiring: the inventory service as a ServiceDefinition (run it with `serialtrack serve inventory`)."""
+
+from shared.service import ServiceDefinition
+
+from . import api, handlers, store
+
+definition = ServiceDefinition(
+    name=handlers.SERVICE,
+    description="Every unit's status, location and condition, from receipt to sale, return, transfer, "
+                "quarantine or loss, with its full history and the anomalies seen on the way.",
+    event_types=handlers.EVENT_TYPES,
+    tables=store.TABLES,
+    apply=handlers.apply_events,
+    read_api=api.read_api,
+    lookup_path="/units/{manufacturer}/{serial}",
+)

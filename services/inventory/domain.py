@@ -1,0 +1,247 @@
+"""Inventory rules, pure: how the facts about one unit fold into its current state.
+
+A unit's state is a function of its history ordered by event time (ties broken
+by source and id), not of the order in which events happened to arrive. The
+service applies a late fact incrementally when it is newer than everything
+seen, and refolds the unit's whole history otherwise, so shuffled delivery
+ends in the same state as in-order delivery.
+
+Facts that contradict the history are still applied (they happened) and are
+reported as anomalies; a refold may withdraw an anomaly that only came from
+arrival order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    IN_STOCK = "in_stock"
+    IN_TRANSIT = "in_transit"
+    SOLD = "sold"
+    RETURNED = "returned"  # back in a store after a sale, awaiting resale or inspection
+    QUARANTINED = "quarantined"  # held, not to be sold (recall, inspection)
+    DAMAGED = "damaged"
+    LOST = "lost"
+    STOLEN = "stolen"  # the retailer's own finding; a law-enforcement report sets the stolen flag
+    DESTROYED = "destroyed"
+    UNKNOWN = "unknown"  # known only from a report or a sale, never received
+
+
+# GS1 CBV disposition for each status (shown by the read API).
+EPCIS_DISPOSITION = {
+    Status.IN_STOCK: "sellable_accessible",
+    Status.IN_TRANSIT: "in_transit",
+    Status.SOLD: "retail_sold",
+    Status.RETURNED: "returned",
+    Status.QUARANTINED: "non_sellable_other",
+    Status.DAMAGED: "damaged",
+    Status.LOST: "unknown",
+    Status.STOLEN: "stolen",
+    Status.DESTROYED: "destroyed",
+    Status.UNKNOWN: "unknown",
+}
+
+ON_HAND = frozenset({Status.IN_STOCK, Status.RETURNED, Status.QUARANTINED, Status.DAMAGED})
+QUARANTINABLE = frozenset({Status.IN_STOCK, Status.RETURNED, Status.DAMAGED})
+
+ADJUSTMENT_STATUS = {
+    "damaged": Status.DAMAGED,
+    "lost": Status.LOST,
+    "stolen": Status.STOLEN,
+    "destroyed": Status.DESTROYED,
+    "found": Status.IN_STOCK,
+    "quarantined": Status.QUARANTINED,
+    "sellable": Status.IN_STOCK,
+}
+
+OrderKey = tuple[datetime, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One event as it concerns one unit: a row of the unit's history.
+
+    A bulk receipt shares one Fact among all its units.
+    """
+
+    time: datetime
+    source: str
+    event_id: str
+    type: str
+    location: str | None = None
+    from_location: str | None = None
+    sku: str | None = None
+    condition: str | None = None
+    disposition: str | None = None
+    receipt_id: str | None = None
+    customer_id: str | None = None
+    terminal_id: str | None = None
+    agency: str | None = None
+    case_number: str | None = None
+    recall_id: str | None = None
+    note: str | None = None
+    in_transit: bool = False
+
+    @property
+    def order(self) -> OrderKey:
+        return (self.time, self.source, self.event_id)
+
+    @property
+    def case(self) -> str:
+        return f"{self.agency}:{self.case_number}"
+
+
+@dataclass(slots=True)
+class UnitState:
+    manufacturer: str
+    serial: str
+    status: Status = Status.UNKNOWN
+    location: str | None = None
+    sku: str | None = None
+    condition: str | None = None
+    theft_cases: tuple[str, ...] = ()  # open law-enforcement reports, "agency:case"
+    recalls: tuple[str, ...] = ()  # recalls that cover the unit, issued before its latest fact
+    ever_received: bool = False
+    last: OrderKey | None = None
+
+    @property
+    def stolen(self) -> bool:
+        return bool(self.theft_cases)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.manufacturer, self.serial)
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    kind: str
+    detail: str
+    fact: Fact
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """The unit went on hold because recall ``recall_id`` covers it."""
+
+    recall_id: str
+    location: str | None
+    fact: Fact
+
+
+Effect = Anomaly | Quarantined
+
+
+def _quarantine_for_recalls(state: UnitState, fact: Fact, effects: list[Effect]) -> None:
+    if state.recalls and state.status in QUARANTINABLE:
+        state.status = Status.QUARANTINED
+        effects.extend(Quarantined(r, state.location, fact) for r in state.recalls)
+
+
+def apply(state: UnitState, fact: Fact) -> list[Effect]:
+    """Apply one fact in time order; returns anomalies and quarantines it caused."""
+    effects: list[Effect] = []
+    kind = fact.type
+    status = state.status
+    if kind == "unit.received":
+        if status in ON_HAND:
+            effects.append(Anomaly("received_while_in_stock",
+                                   f"received at {fact.location} while {status} at {state.location}", fact))
+        state.status = Status.DAMAGED if fact.condition == "damaged" else Status.IN_STOCK
+        state.location, state.sku, state.condition = fact.location, fact.sku, fact.condition
+        state.ever_received = True
+        _quarantine_for_recalls(state, fact, effects)
+    elif kind == "unit.transferred":
+        if status not in ON_HAND:
+            effects.append(Anomaly("transferred_while_not_in_stock",
+                                   f"transferred from {fact.from_location} while {status}", fact))
+        elif state.location != fact.from_location:
+            effects.append(Anomaly("transferred_from_wrong_location",
+                                   f"transferred from {fact.from_location} but it is at {state.location}", fact))
+        state.location = fact.location
+        if fact.in_transit and status in (Status.IN_STOCK, Status.RETURNED):
+            state.status = Status.IN_TRANSIT
+    elif kind == "unit.sold":
+        if not state.ever_received:
+            effects.append(Anomaly("sold_never_received", f"sold at {fact.location}, never received", fact))
+        if status == Status.SOLD:
+            effects.append(Anomaly("sold_twice", f"sold at {fact.location} without a return since its last sale", fact))
+        elif status == Status.QUARANTINED:
+            effects.append(Anomaly("sold_while_quarantined",
+                                   f"sold at {fact.location} while quarantined"
+                                   + (f" (recall {', '.join(state.recalls)})" if state.recalls else ""), fact))
+        elif status in (Status.LOST, Status.DESTROYED, Status.DAMAGED):
+            effects.append(Anomaly("sold_while_unavailable", f"sold at {fact.location} while {status}", fact))
+        if state.stolen or status == Status.STOLEN:
+            cases = ", ".join(state.theft_cases) or "retailer report"
+            effects.append(Anomaly("sold_while_stolen", f"sold at {fact.location} while reported stolen ({cases})", fact))
+        state.status = Status.SOLD
+        state.location = fact.location
+        state.sku = fact.sku or state.sku
+    elif kind == "unit.returned":
+        if status != Status.SOLD:
+            effects.append(Anomaly("returned_never_sold", f"returned at {fact.location} while {status}", fact))
+        state.status = Status.DAMAGED if fact.condition == "damaged" else Status.RETURNED
+        state.location, state.condition = fact.location, fact.condition
+        _quarantine_for_recalls(state, fact, effects)
+    elif kind == "unit.adjusted":
+        state.status = ADJUSTMENT_STATUS[fact.disposition]  # type: ignore[index]
+        state.location = fact.location or state.location
+        if fact.disposition == "found":
+            _quarantine_for_recalls(state, fact, effects)
+    elif kind == "theft.reported":
+        if fact.case not in state.theft_cases:
+            state.theft_cases = (*state.theft_cases, fact.case)
+    elif kind == "theft.recovered":
+        state.theft_cases = tuple(c for c in state.theft_cases if c != fact.case)
+    elif kind == "recall.issued":
+        if fact.recall_id not in state.recalls:
+            state.recalls = (*state.recalls, fact.recall_id)  # type: ignore[arg-type]
+        if status in QUARANTINABLE:
+            state.status = Status.QUARANTINED
+            effects.append(Quarantined(fact.recall_id, state.location, fact))  # type: ignore[arg-type]
+    else:
+        raise ValueError(f"inventory has no rule for {kind!r}")
+    state.last = fact.order if state.last is None or fact.order > state.last else state.last
+    return effects
+
+
+def fold(manufacturer: str, serial: str, facts: Iterable[Fact]) -> tuple[UnitState, list[Effect]]:
+    """The unit's state from its whole history, applied in time order."""
+    state = UnitState(manufacturer, serial)
+    effects: list[Effect] = []
+    for fact in sorted(facts, key=lambda f: f.order):
+        effects.extend(apply(state, fact))
+    return state, effects
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What applying new facts to one unit produced."""
+
+    state: UnitState
+    effects: list[Effect] = field(default_factory=list)
+    refolded: bool = False  # the whole history was replayed: stored anomalies must be reconciled
+
+
+def advance(state: UnitState | None, manufacturer: str, serial: str, new: list[Fact],
+            load_history: Callable[[], list[Fact]]) -> Outcome:
+    """Apply ``new`` facts to a unit: incrementally when they are newer than everything seen,
+    otherwise by refolding the stored history plus the new facts (``load_history`` is only
+    called then)."""
+    new = sorted(new, key=lambda f: f.order)
+    if state is None:
+        state, effects = fold(manufacturer, serial, new)
+        return Outcome(state, effects)
+    if state.last is None or new[0].order > state.last:
+        effects: list[Effect] = []
+        for fact in new:
+            effects.extend(apply(state, fact))
+        return Outcome(state, effects)
+    refolded, effects = fold(manufacturer, serial, [*load_history(), *new])
+    return Outcome(refolded, effects, refolded=True)

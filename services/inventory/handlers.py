@@ -1,0 +1,152 @@
+"""Inventory's service layer: turn a batch of events into per-unit facts, fold, save.
+
+Called by the shared consumer inside one transaction that also holds the inbox
+rows, so everything here commits or rolls back together with "event applied".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+from sqlalchemy.orm import Session
+
+from shared.contracts import (
+    InventoryAnomalyDetected,
+    RecallIssued,
+    TheftRecovered,
+    TheftReported,
+    UnitAdjusted,
+    UnitQuarantined,
+    UnitReceived,
+    UnitReturned,
+    UnitSold,
+    UnitTransferred,
+)
+from shared.envelope import Event, make_event
+from shared.store import add_to_outbox
+
+from . import store
+from .domain import Anomaly, Fact, Quarantined, advance
+
+SERVICE = "inventory"
+SOURCE = "serialtrack/inventory"
+EVENT_TYPES = (
+    "unit.received", "unit.transferred", "unit.sold", "unit.returned", "unit.adjusted",
+    "theft.reported", "theft.recovered", "recall.issued",
+)
+_IDS = uuid.UUID("6f1d2a4e-6c1b-4f0e-9a57-3c2f4f1b9d10")
+
+
+def facts_of(event: Event) -> Iterator[tuple[store.UnitKey, Fact]]:
+    d = event.data
+    base = {"time": event.time, "source": event.source, "event_id": event.id, "type": event.type}
+    if isinstance(d, UnitReceived):
+        fact = Fact(**base, location=d.location, sku=d.sku, condition=d.condition.value)
+        for serial in d.iter_serials():
+            yield (d.manufacturer, serial), fact
+    elif isinstance(d, UnitTransferred):
+        yield (d.manufacturer, d.serial), Fact(**base, location=d.to_location, from_location=d.from_location,
+                                               in_transit=d.in_transit)
+    elif isinstance(d, UnitSold):
+        yield (d.manufacturer, d.serial), Fact(**base, location=d.location, sku=d.sku, receipt_id=d.receipt_id,
+                                               customer_id=d.customer_id, terminal_id=d.terminal_id)
+    elif isinstance(d, UnitReturned):
+        yield (d.manufacturer, d.serial), Fact(**base, location=d.location, receipt_id=d.receipt_id,
+                                               condition=d.condition.value, note=d.reason)
+    elif isinstance(d, UnitAdjusted):
+        yield (d.manufacturer, d.serial), Fact(**base, disposition=d.disposition.value, note=d.note or None,
+                                               location=d.location)
+    elif isinstance(d, (TheftReported, TheftRecovered)):
+        fact = Fact(**base, agency=d.agency, case_number=d.case_number,
+                    note=getattr(d, "description", None) or None)
+        for serial in d.iter_serials():
+            yield (d.manufacturer, serial), fact
+    else:
+        raise ValueError(f"inventory does not consume {event.type}")
+
+
+def _recall_fact(event: Event) -> Fact:
+    return Fact(time=event.time, source=event.source, event_id=event.id, type=event.type,
+                recall_id=event.data.recall_id)
+
+
+def apply_events(session: Session, events: list[Event]) -> None:
+    per_unit: dict[store.UnitKey, list[Fact]] = {}
+    for event in events:
+        if isinstance(event.data, RecallIssued):
+            fact = _recall_fact(event)
+            store.save_recall(session, event.data, fact)
+            for key in store.units_covered_by(session, event.data):
+                per_unit.setdefault(key, []).append(fact)
+        else:
+            for key, fact in facts_of(event):
+                per_unit.setdefault(key, []).append(fact)
+
+    states = store.load_units(session, per_unit)
+    _add_open_recalls(session, per_unit, states)
+
+    saved_states, history, anomaly_rows, outgoing = [], [], [], []
+    for key, facts in per_unit.items():
+        outcome = advance(states.get(key), key[0], key[1], facts,
+                          load_history=lambda key=key: store.load_history(session, key))
+        saved_states.append(outcome.state)
+        history.extend((key, fact) for fact in facts)
+        derived = [store.anomaly_row(key, e) for e in outcome.effects if isinstance(e, Anomaly)]
+        new_anomalies = _reconcile_anomalies(session, key, derived) if outcome.refolded else derived
+        anomaly_rows.extend(new_anomalies)
+        outgoing.extend(_anomaly_event(row) for row in new_anomalies)
+        outgoing.extend(_quarantine_event(key, e) for e in outcome.effects if isinstance(e, Quarantined))
+
+    store.save_units(session, saved_states)
+    store.save_history(session, history)
+    store.save_anomalies(session, anomaly_rows)
+    add_to_outbox(session, SERVICE, outgoing)
+
+
+def _add_open_recalls(session: Session, per_unit: dict[store.UnitKey, list[Fact]],
+                      states: dict[store.UnitKey, object]) -> None:
+    """Units first seen now (or whose sku just became known) get the open recalls that cover them,
+    as facts at the recall's time: a unit received after a recall is quarantined on arrival."""
+    recalls = store.open_recalls(session, {maker for maker, _ in per_unit})
+    if not recalls:
+        return
+    for key, facts in per_unit.items():
+        state = states.get(key)
+        seen = set(state.recalls) if state else set()
+        seen.update(f.recall_id for f in facts if f.recall_id)
+        sku = (state.sku if state else None) or next((f.sku for f in facts if f.sku), None)
+        for recall, fact in recalls:
+            if recall.recall_id not in seen and recall.covers(key[0], key[1], sku):
+                facts.append(fact)
+
+
+def _reconcile_anomalies(session: Session, key: store.UnitKey, derived: list[dict]) -> list[dict]:
+    """After a refold: withdraw anomalies that only came from arrival order, reopen ones derived
+    again, and return the ones that are new."""
+    derived_ids = {store.anomaly_identity(row) for row in derived}
+    open_ids = store.anomaly_identities(session, key, "open")
+    withdrawn_ids = store.anomaly_identities(session, key, "withdrawn")
+    store.set_anomaly_status(session, open_ids - derived_ids, "withdrawn")
+    store.set_anomaly_status(session, derived_ids & withdrawn_ids, "open")
+    return [row for row in derived if store.anomaly_identity(row) not in open_ids | withdrawn_ids]
+
+
+def _anomaly_event(row: dict) -> Event:
+    identity = "/".join(store.anomaly_identity(row))
+    return make_event(
+        InventoryAnomalyDetected(
+            manufacturer=row["manufacturer"], serial=row["serial"], kind=row["kind"], detail=row["detail"],
+            event_type_seen=row["event_type"], event_source=row["event_source"], event_id=row["event_id"],
+        ),
+        source=SOURCE, id=str(uuid.uuid5(_IDS, f"anomaly/{identity}")), time=row["event_time"],
+    )
+
+
+def _quarantine_event(key: store.UnitKey, effect: Quarantined) -> Event:
+    # Deterministic id: a refold that quarantines the unit again emits the same event, which consumers drop.
+    return make_event(
+        UnitQuarantined(manufacturer=key[0], serial=key[1], recall_id=effect.recall_id, location=effect.location),
+        source=SOURCE, id=str(uuid.uuid5(_IDS, f"quarantine/{key[0]}/{key[1]}/{effect.recall_id}")),
+        time=effect.fact.time,
+    )

@@ -1,0 +1,310 @@
+"""Inventory tables and the set-based reads and writes the handlers and the API use."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import Index, Table, UniqueConstraint, and_, func, select, update
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel
+
+from shared.contracts import RecallIssued
+from shared.store import as_utc, chunks, insert_ignore, insert_rows, upsert_rows, utcnow
+
+from .domain import Anomaly, Fact, Status, UnitState
+
+UnitKey = tuple[str, str]
+
+
+class UnitRow(SQLModel, table=True):
+    __tablename__ = "inventory_units"
+    __table_args__ = (
+        Index("ix_inventory_units_sku", "sku"),
+        Index("ix_inventory_units_location", "location"),
+        Index("ix_inventory_units_status", "status"),
+    )
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+    status: str = Field(max_length=16)
+    location: str | None = Field(default=None, max_length=64)
+    sku: str | None = Field(default=None, max_length=64)
+    condition: str | None = Field(default=None, max_length=16)
+    stolen: bool = False
+    theft_cases: str = "[]"  # JSON list of open "agency:case"
+    recalls: str = "[]"  # JSON list of recall ids covering the unit
+    ever_received: bool = False
+    last_event_time: datetime
+    last_event_source: str = Field(max_length=256)
+    last_event_id: str = Field(max_length=128)
+    updated_at: datetime
+
+
+class HistoryRow(SQLModel, table=True):
+    __tablename__ = "inventory_history"
+    __table_args__ = (
+        UniqueConstraint("manufacturer", "serial", "event_source", "event_id", name="uq_inventory_history_event"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    manufacturer: str = Field(max_length=64)
+    serial: str = Field(max_length=64)
+    event_time: datetime
+    event_type: str = Field(max_length=64)
+    event_source: str = Field(max_length=256)
+    event_id: str = Field(max_length=128)
+    location: str | None = None
+    from_location: str | None = None
+    sku: str | None = None
+    condition: str | None = None
+    disposition: str | None = None
+    receipt_id: str | None = None
+    customer_id: str | None = None
+    terminal_id: str | None = None
+    agency: str | None = None
+    case_number: str | None = None
+    recall_id: str | None = None
+    note: str | None = None
+    in_transit: bool = False
+    recorded_at: datetime
+
+
+class AnomalyRow(SQLModel, table=True):
+    __tablename__ = "inventory_anomalies"
+    __table_args__ = (
+        UniqueConstraint("manufacturer", "serial", "kind", "event_source", "event_id", name="uq_inventory_anomaly"),
+        Index("ix_inventory_anomalies_unit", "manufacturer", "serial"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    manufacturer: str = Field(max_length=64)
+    serial: str = Field(max_length=64)
+    kind: str = Field(max_length=48, index=True)
+    detail: str
+    event_type: str = Field(max_length=64)
+    event_source: str = Field(max_length=256)
+    event_id: str = Field(max_length=128)
+    event_time: datetime
+    status: str = Field(default="open", max_length=16, index=True)  # open | withdrawn (a late event explained it)
+    detected_at: datetime
+
+
+class RecallRow(SQLModel, table=True):
+    __tablename__ = "inventory_recalls"
+    recall_id: str = Field(primary_key=True, max_length=64)
+    manufacturer: str = Field(max_length=64, index=True)
+    scope: str  # the recall.issued data as JSON
+    issued_at: datetime
+    event_source: str = Field(max_length=256)
+    event_id: str = Field(max_length=128)
+    status: str = Field(default="open", max_length=16)
+
+
+TABLES: list[Table] = [UnitRow.__table__, HistoryRow.__table__, AnomalyRow.__table__, RecallRow.__table__]  # type: ignore[list-item]
+
+_units = UnitRow.__table__
+_history = HistoryRow.__table__
+_anomalies = AnomalyRow.__table__
+_recalls = RecallRow.__table__
+
+_FACT_COLUMNS = ("location", "from_location", "sku", "condition", "disposition", "receipt_id", "customer_id",
+                 "terminal_id", "agency", "case_number", "recall_id", "note", "in_transit")
+
+
+def _state_from_row(row) -> UnitState:
+    return UnitState(
+        manufacturer=row.manufacturer, serial=row.serial, status=Status(row.status), location=row.location,
+        sku=row.sku, condition=row.condition, theft_cases=tuple(json.loads(row.theft_cases)),
+        recalls=tuple(json.loads(row.recalls)), ever_received=row.ever_received,
+        last=(as_utc(row.last_event_time), row.last_event_source, row.last_event_id),
+    )
+
+
+def load_units(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, UnitState]:
+    """Current state of the given units (missing ones are absent). Locks them on PostgreSQL,
+    so two processes of one service cannot interleave read-modify-write on a unit."""
+    by_maker: dict[str, list[str]] = {}
+    for manufacturer, serial in keys:
+        by_maker.setdefault(manufacturer, []).append(serial)
+    locking = session.get_bind().dialect.name == "postgresql"
+    found: dict[UnitKey, UnitState] = {}
+    for manufacturer, serials in by_maker.items():
+        for part in chunks(sorted(serials)):
+            query = select(_units).where(_units.c.manufacturer == manufacturer, _units.c.serial.in_(part))
+            if locking:
+                query = query.order_by(_units.c.serial).with_for_update()
+            for row in session.execute(query):
+                found[(row.manufacturer, row.serial)] = _state_from_row(row)
+    return found
+
+
+def load_history(session: Session, key: UnitKey) -> list[Fact]:
+    rows = session.execute(
+        select(_history).where(_history.c.manufacturer == key[0], _history.c.serial == key[1])
+    )
+    return [
+        Fact(time=as_utc(r.event_time), source=r.event_source, event_id=r.event_id, type=r.event_type,
+             **{c: getattr(r, c) for c in _FACT_COLUMNS})
+        for r in rows
+    ]
+
+
+def save_units(session: Session, states: Sequence[UnitState]) -> None:
+    now = utcnow()
+    upsert_rows(session, _units, [
+        {
+            "manufacturer": s.manufacturer, "serial": s.serial, "status": s.status.value, "location": s.location,
+            "sku": s.sku, "condition": s.condition, "stolen": s.stolen,
+            "theft_cases": json.dumps(list(s.theft_cases)), "recalls": json.dumps(list(s.recalls)),
+            "ever_received": s.ever_received, "last_event_time": s.last[0], "last_event_source": s.last[1],
+            "last_event_id": s.last[2], "updated_at": now,
+        }
+        for s in states
+    ], keys=("manufacturer", "serial"))
+
+
+def save_history(session: Session, facts: Sequence[tuple[UnitKey, Fact]]) -> None:
+    now = utcnow()
+    # One dict per distinct fact, copied per unit: a bulk receipt shares one Fact.
+    templates: dict[int, dict] = {}
+    rows = []
+    for (manufacturer, serial), fact in facts:
+        template = templates.get(id(fact))
+        if template is None:
+            template = templates[id(fact)] = {
+                "event_time": fact.time, "event_type": fact.type, "event_source": fact.source,
+                "event_id": fact.event_id, "recorded_at": now, **{c: getattr(fact, c) for c in _FACT_COLUMNS},
+            }
+        rows.append({**template, "manufacturer": manufacturer, "serial": serial})
+    insert_ignore(session, _history, rows)  # a fact already in the history (refold input) stays once
+
+
+def anomaly_row(key: UnitKey, anomaly: Anomaly) -> dict:
+    fact = anomaly.fact
+    return {
+        "manufacturer": key[0], "serial": key[1], "kind": anomaly.kind, "detail": anomaly.detail,
+        "event_type": fact.type, "event_source": fact.source, "event_id": fact.event_id, "event_time": fact.time,
+        "status": "open", "detected_at": utcnow(),
+    }
+
+
+def anomaly_identity(row: dict) -> tuple:
+    return (row["manufacturer"], row["serial"], row["kind"], row["event_source"], row["event_id"])
+
+
+def save_anomalies(session: Session, rows: Sequence[dict]) -> None:
+    insert_ignore(session, _anomalies, rows)  # an anomaly already recorded stays recorded once
+
+
+def set_anomaly_status(session: Session, identities: Iterable[tuple], status: str) -> None:
+    """Withdraw anomalies a refold no longer derives, or reopen ones it derives again."""
+    for manufacturer, serial, kind, source, event_id in identities:
+        session.execute(
+            update(_anomalies).where(
+                _anomalies.c.manufacturer == manufacturer, _anomalies.c.serial == serial, _anomalies.c.kind == kind,
+                _anomalies.c.event_source == source, _anomalies.c.event_id == event_id,
+            ).values(status=status)
+        )
+
+
+def anomaly_identities(session: Session, key: UnitKey, status: str) -> set[tuple]:
+    rows = session.execute(
+        select(_anomalies.c.manufacturer, _anomalies.c.serial, _anomalies.c.kind, _anomalies.c.event_source,
+               _anomalies.c.event_id).where(
+            _anomalies.c.manufacturer == key[0], _anomalies.c.serial == key[1], _anomalies.c.status == status
+        )
+    )
+    return {tuple(r) for r in rows}
+
+
+def save_recall(session: Session, recall: RecallIssued, fact: Fact) -> None:
+    insert_ignore(session, _recalls, [{
+        "recall_id": recall.recall_id, "manufacturer": recall.manufacturer,
+        "scope": recall.model_dump_json(), "issued_at": fact.time, "event_source": fact.source,
+        "event_id": fact.event_id, "status": "open",
+    }])
+
+
+def open_recalls(session: Session, manufacturers: Iterable[str]) -> list[tuple[RecallIssued, Fact]]:
+    makers = sorted(set(manufacturers))
+    if not makers:
+        return []
+    rows = session.execute(
+        select(_recalls).where(_recalls.c.manufacturer.in_(makers), _recalls.c.status == "open")
+    )
+    return [
+        (RecallIssued.model_validate_json(r.scope),
+         Fact(time=as_utc(r.issued_at), source=r.event_source, event_id=r.event_id, type="recall.issued",
+              recall_id=r.recall_id))
+        for r in rows
+    ]
+
+
+def units_covered_by(session: Session, recall: RecallIssued) -> list[UnitKey]:
+    """Known units a recall covers, found by index (serial list, range bounds, sku), not by scan."""
+    maker = recall.manufacturer
+    base = select(_units.c.serial, _units.c.sku).where(_units.c.manufacturer == maker)
+    candidates = []
+    if recall.serials:
+        for part in chunks(sorted(set(recall.serials))):
+            candidates.extend(session.execute(base.where(_units.c.serial.in_(part))))
+    for rng in recall.serial_ranges:
+        if rng.width is not None:
+            low, high = f"{rng.prefix}{rng.first:0{rng.width}d}", f"{rng.prefix}{rng.last:0{rng.width}d}"
+        else:  # unpadded numbers do not sort as strings: scan the prefix, filter exactly below
+            low, high = rng.prefix, rng.prefix + "\x7f"
+        candidates.extend(session.execute(base.where(and_(_units.c.serial >= low, _units.c.serial <= high))))
+    if not (recall.serials or recall.serial_ranges):
+        candidates.extend(session.execute(base.where(_units.c.sku.in_(recall.skus))))
+    return sorted({(maker, serial) for serial, sku in candidates if recall.covers(maker, serial, sku)})
+
+
+# Read side (HTTP API)
+
+
+def get_unit(session: Session, key: UnitKey):
+    return session.execute(
+        select(_units).where(_units.c.manufacturer == key[0], _units.c.serial == key[1])
+    ).first()
+
+
+def unit_history(session: Session, key: UnitKey) -> list:
+    return list(session.execute(
+        select(_history).where(_history.c.manufacturer == key[0], _history.c.serial == key[1])
+        .order_by(_history.c.event_time, _history.c.event_source, _history.c.event_id)
+    ))
+
+
+def unit_anomalies(session: Session, key: UnitKey) -> list:
+    return list(session.execute(
+        select(_anomalies).where(_anomalies.c.manufacturer == key[0], _anomalies.c.serial == key[1])
+        .order_by(_anomalies.c.event_time)
+    ))
+
+
+def list_units(session: Session, *, sku=None, location=None, status=None, manufacturer=None,
+               limit: int, offset: int) -> tuple[int, list]:
+    conditions = [c for c in (
+        _units.c.sku == sku if sku else None,
+        _units.c.location == location if location else None,
+        _units.c.status == status if status else None,
+        _units.c.manufacturer == manufacturer if manufacturer else None,
+    ) if c is not None]
+    total = session.scalar(select(func.count()).select_from(_units).where(*conditions))
+    rows = session.execute(
+        select(_units).where(*conditions).order_by(_units.c.manufacturer, _units.c.serial).limit(limit).offset(offset)
+    )
+    return total or 0, list(rows)
+
+
+def list_anomalies(session: Session, *, kind=None, status=None, manufacturer=None,
+                   limit: int, offset: int) -> tuple[int, list]:
+    conditions = [c for c in (
+        _anomalies.c.kind == kind if kind else None,
+        _anomalies.c.status == status if status else None,
+        _anomalies.c.manufacturer == manufacturer if manufacturer else None,
+    ) if c is not None]
+    total = session.scalar(select(func.count()).select_from(_anomalies).where(*conditions))
+    rows = session.execute(
+        select(_anomalies).where(*conditions).order_by(_anomalies.c.id.desc()).limit(limit).offset(offset)
+    )
+    return total or 0, list(rows)

@@ -1,0 +1,15 @@
+"""The services this build ships, in start order. `serialtrack up` starts each of them."""
+
+from __future__ import annotations
+
+import importlib
+
+from shared.service import ServiceDefinition
+
+INSTALLED = ("inventory",)
+
+
+def load(name: str) -> ServiceDefinition:
+    if name not in INSTALLED:
+        raise KeyError(f"unknown service {name!r}; this build has: {', '.join(INSTALLED)}")
+    return importlib.import_module(f"services.{name}.app").definition

@@ -1,0 +1,218 @@
+"""At-least-once, idempotent consumption of Redis Streams through FastStream.
+
+FastStream's defaults do not give at-least-once delivery (see
+../shared/notes/faststream-redis-streams.md), so every service consumes through
+this module, which arranges it:
+
+- groups are created at id 0 before the broker starts, so a service deployed
+  after events were published still gets them;
+- per stream two FastStream subscribers share the group: a batch reader
+  (XREADGROUP, ``max_records`` = batch size) and a reclaimer (XAUTOCLAIM of
+  entries idle longer than ``claim_idle_ms``: a crashed consumer's entries);
+- acks are manual: XACK only after the service's transaction (state change +
+  inbox rows + outbox rows) committed;
+- entries that can never apply (not JSON, bad envelope, unknown type, bad
+  data) go to the dead-letter stream with the reason and the original entry,
+  in the same MULTI as their XACK;
+- a failing batch is split so one bad event does not hold back the others;
+  an event whose handler keeps failing is dead-lettered after
+  ``max_deliveries`` deliveries; infrastructure failures (database down) are
+  never counted against that budget: they back off and retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from faststream import AckPolicy, Context
+from faststream.redis import RedisBroker, StreamSub
+from faststream.redis.message import RedisStreamMessage
+from redis.exceptions import ResponseError
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .envelope import MAX_ENTRY_BYTES, Event, InvalidEvent, decode_entry
+from .settings import Settings
+from .store import claim_inbox, is_transient
+from .streams import group_for
+
+log = logging.getLogger("serialtrack.consumer")
+
+ApplyEvents = Callable[[Session, list[Event]], None]
+
+TRANSIENT_BACKOFF_S = 1.0
+
+
+class EventProcessor:
+    """Applies a batch in one local transaction: inbox dedupe, the service's change, its outbox rows."""
+
+    def __init__(self, service: str, engine: Engine, apply: ApplyEvents):
+        self.service = service
+        self.engine = engine
+        self.apply = apply
+
+    def process(self, events: Sequence[Event]) -> int:
+        """Returns how many events were new. Runs in a worker thread (blocking I/O)."""
+        for attempt in range(3):
+            try:
+                with Session(self.engine) as session, session.begin():
+                    fresh = claim_inbox(session, self.service, events)
+                    if fresh:
+                        self.apply(session, fresh)
+                return len(fresh)
+            except IntegrityError:
+                # Most likely a concurrent consumer committed the same event first:
+                # the retry's inbox check will see it. A real constraint bug fails 3 times.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+@dataclass(slots=True)
+class _Entry:
+    entry_id: str
+    fields: dict[bytes, bytes]
+    event: Event | None = None
+
+
+class StreamConsumer:
+    def __init__(
+        self,
+        *,
+        service: str,
+        event_types: Sequence[str],
+        processor: EventProcessor,
+        redis: aioredis.Redis,
+        settings: Settings,
+        on_committed: Callable[[], None] | None = None,
+    ):
+        self.service = service
+        self.group = group_for(service)
+        self.event_types = list(event_types)
+        self.processor = processor
+        self.redis = redis
+        self.settings = settings
+        self.streams = settings.streams
+        self.consumer_name = settings.consumer_name(service)
+        self.dead_letter_stream = self.streams.dead_letters(service)
+        self.on_committed = on_committed
+        # One writer per process: batches of different streams would otherwise fight
+        # over the database (SQLite allows one writer) and over the same units.
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def stream_names(self) -> list[str]:
+        return [self.streams.for_type(t) for t in self.event_types]
+
+    async def ensure_groups(self) -> None:
+        """Create each group at id 0 (not FastStream's "$"): history published before us is ours too."""
+        for stream in self.stream_names:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def attach(self, broker: RedisBroker) -> None:
+        s = self.settings
+        for stream in self.stream_names:
+            reader = StreamSub(
+                stream, group=self.group, consumer=self.consumer_name,
+                batch=True, max_records=s.batch_size, polling_interval=s.poll_ms,
+            )
+            reclaimer = StreamSub(
+                stream, group=self.group, consumer=self.consumer_name,
+                batch=True, max_records=1, polling_interval=max(s.poll_ms, min(s.claim_idle_ms // 2, 1000)),
+                min_idle_time=s.claim_idle_ms,
+            )
+            broker.subscriber(stream=reader, ack_policy=AckPolicy.MANUAL, title=f"{self.service}:{stream}")(
+                self._handler(stream)
+            )
+            broker.subscriber(stream=reclaimer, ack_policy=AckPolicy.MANUAL, title=f"{self.service}:{stream}:reclaim")(
+                self._handler(stream)
+            )
+
+    def _handler(self, stream: str):
+        async def handle(msg: RedisStreamMessage = Context("message")) -> None:
+            raw = msg.raw_message
+            ids = [i.decode() if isinstance(i, bytes) else i for i in raw["message_ids"]]
+            data = raw["data"]
+            await self.handle_entries(stream, [_Entry(i, f) for i, f in zip(ids, data, strict=True)])
+
+        return handle
+
+    async def handle_entries(self, stream: str, entries: list[_Entry]) -> None:
+        good: list[_Entry] = []
+        poison: list[tuple[_Entry, str, str]] = []
+        for entry in entries:
+            try:
+                entry.event = decode_entry(entry.fields, entry.entry_id)
+                good.append(entry)
+            except InvalidEvent as exc:
+                poison.append((entry, exc.reason, exc.detail))
+        if poison:
+            # Invalid input skips retries: no delivery can fix it.
+            await self._dead_letter(stream, poison)
+        if good:
+            await self._apply(stream, good)
+
+    async def _apply(self, stream: str, entries: list[_Entry]) -> None:
+        try:
+            async with self._write_lock:
+                await asyncio.to_thread(self.processor.process, [e.event for e in entries])
+        except Exception as exc:  # noqa: BLE001 - every failure is handled below, none escapes
+            if is_transient(exc):
+                log.warning("%s: store unavailable (%s); %d entries stay pending", self.service, exc, len(entries))
+                await asyncio.sleep(TRANSIENT_BACKOFF_S)
+                return
+            if len(entries) > 1:
+                for entry in entries:  # isolate the event that fails; the rest apply
+                    await self._apply(stream, [entry])
+                return
+            await self._failed(stream, entries[0], exc)
+            return
+        await self.redis.xack(stream, self.group, *[e.entry_id for e in entries])
+        if self.on_committed:
+            self.on_committed()
+
+    async def _failed(self, stream: str, entry: _Entry, exc: Exception) -> None:
+        deliveries = await self.delivery_count(stream, entry.entry_id)
+        if deliveries >= self.settings.max_deliveries:
+            log.error("%s: %s failed %d times, dead-lettered: %r", self.service, entry.entry_id, deliveries, exc)
+            await self._dead_letter(stream, [(entry, "handler_failed", f"{type(exc).__name__}: {exc}"[:2000])], deliveries)
+        else:
+            log.warning("%s: %s failed (delivery %d of %d), will retry: %r",
+                        self.service, entry.entry_id, deliveries, self.settings.max_deliveries, exc)
+
+    async def delivery_count(self, stream: str, entry_id: str) -> int:
+        pending = await self.redis.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
+        return int(pending[0]["times_delivered"]) if pending else 1
+
+    async def _dead_letter(self, stream: str, items: list[tuple[_Entry, str, str]], deliveries: int = 1) -> None:
+        now = datetime.now(UTC).isoformat()
+        pipe = self.redis.pipeline(transaction=True)  # the DLQ copy and the XACK happen together
+        for entry, reason, detail in items:
+            original = {
+                k.decode("utf-8", "replace"): v[:MAX_ENTRY_BYTES // 10].decode("utf-8", "replace")
+                for k, v in entry.fields.items()
+            }
+            pipe.xadd(self.dead_letter_stream, {
+                "stream": stream,
+                "entry_id": entry.entry_id,
+                "group": self.group,
+                "reason": reason,
+                "error": detail,
+                "deliveries": str(deliveries),
+                "failed_at": now,
+                "original": json.dumps(original),
+            })
+            log.warning("%s: dead-lettered %s from %s: %s: %s", self.service, entry.entry_id, stream, reason, detail)
+        pipe.xack(stream, self.group, *[entry.entry_id for entry, _, _ in items])
+        await pipe.execute()

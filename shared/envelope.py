@@ -1,0 +1,168 @@
+"""The event envelope and its wire format on Redis Streams.
+
+Every stream entry has exactly one field, ``event``, holding the envelope as
+UTF-8 JSON with CloudEvents 1.0 attribute names::
+
+    XADD serialtrack:unit.sold * event '{"specversion":"1.0","id":"r-991","source":"pos/store-12/till-3",
+        "type":"unit.sold","time":"2026-11-26T10:00:00Z","subject":"acme/SN1",
+        "datacontenttype":"application/json","data":{...}}'
+
+So a POS terminal in any language publishes with a plain XADD; no FastStream
+framing is involved. ``(source, id)`` identifies an event: consumers
+deduplicate on it, so a producer that retries must reuse the id.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from .contracts import EVENT_TYPES, EventData, UnitSelection
+from .identity import unit_subject
+
+ENTRY_FIELD = "event"
+MAX_ENTRY_BYTES = 1_000_000
+
+_Printable = r"^[\x21-\x7e]+$"  # ids and sources are ASCII without spaces: they go into keys and logs
+
+
+class Envelope(BaseModel):
+    # Unknown extension attributes are ignored: consumers are tolerant.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_Printable)]
+    source: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_Printable)]
+    type: str
+    time: AwareDatetime
+    subject: Annotated[str, StringConstraints(max_length=200, pattern=_Printable)] | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+    # Reserved for the producer's signature over the envelope (security issue).
+    signature: str | None = Field(default=None, max_length=1024)
+
+    @field_validator("time")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.source, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decoded, validated event: the envelope plus its typed ``data``."""
+
+    envelope: Envelope
+    data: EventData
+    entry_id: str | None = None  # the stream entry it came from, if any
+
+    @property
+    def type(self) -> str:
+        return self.envelope.type
+
+    @property
+    def time(self) -> datetime:
+        return self.envelope.time
+
+    @property
+    def source(self) -> str:
+        return self.envelope.source
+
+    @property
+    def id(self) -> str:
+        return self.envelope.id
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.envelope.source, self.envelope.id)
+
+
+class InvalidEvent(ValueError):
+    """An entry that can never be applied: it goes to the dead-letter stream at once."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason  # machine-readable: too_large, not_json, bad_envelope, unknown_type, bad_data
+        self.detail = detail
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:10]:
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def validate_data(event_type: str, data: dict[str, Any]) -> EventData:
+    model = EVENT_TYPES.get(event_type)
+    if model is None:
+        raise InvalidEvent("unknown_type", f"unknown event type {event_type!r}; known: {', '.join(sorted(EVENT_TYPES))}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidEvent("bad_data", f"{event_type}: {describe_validation_error(exc)}") from None
+
+
+def decode_entry(fields: dict[bytes, bytes], entry_id: str | None = None) -> Event:
+    """Stream entry fields -> validated Event, or InvalidEvent with a clear reason."""
+    raw = fields.get(ENTRY_FIELD.encode())
+    if raw is None:
+        names = ", ".join(sorted(k.decode("utf-8", "replace") for k in fields)) or "none"
+        raise InvalidEvent("bad_envelope", f"entry has no '{ENTRY_FIELD}' field (fields: {names})")
+    return decode_envelope_bytes(raw, entry_id)
+
+
+def decode_envelope_bytes(raw: bytes, entry_id: str | None = None) -> Event:
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise InvalidEvent("too_large", f"envelope is {len(raw)} bytes; the limit is {MAX_ENTRY_BYTES}")
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEvent("not_json", f"envelope is not valid UTF-8 JSON: {str(exc)[:200]}") from None
+    if not isinstance(document, dict):
+        raise InvalidEvent("bad_envelope", f"envelope must be a JSON object, got {type(document).__name__}")
+    try:
+        envelope = Envelope.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidEvent("bad_envelope", describe_validation_error(exc)) from None
+    return Event(envelope, validate_data(envelope.type, envelope.data), entry_id)
+
+
+def subject_of(data: EventData) -> str | None:
+    if isinstance(data, UnitSelection):
+        return unit_subject(data.manufacturer, data.serial) if data.serial else None
+    manufacturer, serial = getattr(data, "manufacturer", None), getattr(data, "serial", None)
+    return unit_subject(manufacturer, serial) if manufacturer and serial else None
+
+
+def make_event(
+    data: EventData,
+    *,
+    source: str,
+    id: str | None = None,
+    time: datetime | None = None,
+) -> Event:
+    """Wrap contract data in a new envelope (the producer side)."""
+    envelope = Envelope(
+        id=id or str(uuid.uuid4()),
+        source=source,
+        type=data.event_type,
+        time=time or datetime.now(UTC),
+        subject=subject_of(data),
+        data=data.model_dump(mode="json", exclude_none=True),
+    )
+    return Event(envelope, data)
+
+
+def encode_envelope(envelope: Envelope) -> dict[str, bytes]:
+    """Envelope -> stream entry fields."""
+    return {ENTRY_FIELD.encode(): envelope.model_dump_json(exclude_none=True).encode()}

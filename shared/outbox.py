@@ -1,0 +1,83 @@
+"""The outbox relay: publishes rows that services committed with their state changes.
+
+At-least-once: a row is deleted only after its XADD succeeded. A crash between
+the two publishes it again; consumers drop the repeat by (source, id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from .publishing import publish_raw
+from .store import forget_outbox, take_outbox
+from .streams import Streams
+
+log = logging.getLogger("serialtrack.outbox")
+
+
+class OutboxRelay:
+    def __init__(self, service: str, engine: Engine, redis: aioredis.Redis, streams: Streams,
+                 interval_s: float = 0.5, batch: int = 1000):
+        self.service = service
+        self.engine = engine
+        self.redis = redis
+        self.streams = streams
+        self.interval_s = interval_s
+        self.batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        try:
+            await self.flush()  # publish what the last batches committed
+        except Exception as exc:  # noqa: BLE001 - rows stay in the outbox for the next start
+            log.warning("%s: outbox not flushed at shutdown (%r); it will be on the next start", self.service, exc)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis or the store is down: retry later
+                log.warning("%s: outbox relay failed (%r); retrying", self.service, exc)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def flush(self) -> int:
+        published = 0
+        while True:
+            rows = await asyncio.to_thread(self._take)
+            if not rows:
+                return published
+            await publish_raw(self.redis, [(self.streams.for_type(t), body) for _, t, body in rows])
+            await asyncio.to_thread(self._forget, [seq for seq, _, _ in rows])
+            published += len(rows)
+
+    def _take(self):
+        with Session(self.engine) as session:
+            return take_outbox(session, self.service, self.batch)
+
+    def _forget(self, seqs):
+        with Session(self.engine) as session, session.begin():
+            forget_outbox(session, seqs)

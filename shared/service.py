@@ -1,0 +1,116 @@
+"""Wiring shared by every service: one process = FastStream consumers + outbox relay + HTTP read API.
+
+A service declares a ``ServiceDefinition`` (its name, the event types it reads,
+its tables, the function that applies a batch, its read API) and gets a FastAPI
+app whose lifespan starts and stops the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, Table, func, select
+from sqlalchemy.orm import Session
+
+from .broker import make_broker, make_redis
+from .consumer import ApplyEvents, EventProcessor, StreamConsumer
+from .outbox import OutboxRelay
+from .settings import Settings
+from .store import OutboxRow, create_tables, make_engine, ping
+
+log = logging.getLogger("serialtrack.service")
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    description: str
+    event_types: Sequence[str]
+    tables: Sequence[Table]
+    apply: ApplyEvents
+    read_api: Callable[[Engine], APIRouter]
+    lookup_path: str  # GET path with {manufacturer} and {serial}: this service's part of `serialtrack lookup`
+
+
+@dataclass
+class ServiceRuntime:
+    definition: ServiceDefinition
+    settings: Settings
+    engine: Engine
+    consumer: StreamConsumer
+    relay: OutboxRelay
+
+
+def build_app(definition: ServiceDefinition, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    redis_url = settings.resolve_redis_url()
+    engine = make_engine(settings.database_url(definition.name))
+    create_tables(engine, definition.tables)
+    redis = make_redis(redis_url)
+    broker = make_broker(redis_url)
+    relay = OutboxRelay(definition.name, engine, redis, settings.streams)
+    consumer = StreamConsumer(
+        service=definition.name,
+        event_types=definition.event_types,
+        processor=EventProcessor(definition.name, engine, definition.apply),
+        redis=redis,
+        settings=settings,
+        on_committed=relay.wake,
+    )
+    consumer.attach(broker)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await consumer.ensure_groups()
+        await broker.start()
+        relay.start()
+        log.info("%s: consuming %d streams as %s", definition.name, len(consumer.stream_names), consumer.consumer_name)
+        try:
+            yield
+        finally:
+            await broker.stop()  # waits for in-flight batches (graceful_timeout)
+            await relay.stop()
+            await redis.aclose()
+            engine.dispose()
+
+    app = FastAPI(
+        title=f"serialtrack {definition.name}",
+        description=definition.description,
+        lifespan=lifespan,
+    )
+    app.state.runtime = ServiceRuntime(definition, settings, engine, consumer, relay)
+    app.include_router(definition.read_api(engine))
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness and backlog of this service")
+    async def healthz():
+        report: dict = {"service": definition.name, "status": "ok"}
+        try:
+            await asyncio.to_thread(ping, engine)
+            report["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            report["database"] = f"error: {exc}"[:300]
+            report["status"] = "degraded"
+        try:
+            pending = 0
+            for stream in consumer.stream_names:
+                info = await redis.xpending(stream, consumer.group)
+                pending += int(info["pending"])
+            report["redis"] = "ok"
+            report["pending_entries"] = pending
+        except Exception as exc:  # noqa: BLE001
+            report["redis"] = f"error: {exc}"[:300]
+            report["status"] = "degraded"
+        if report["database"] == "ok":
+            with Session(engine) as session:
+                report["outbox_unpublished"] = session.scalar(
+                    select(func.count()).select_from(OutboxRow).where(OutboxRow.service == definition.name)
+                )
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    return app

@@ -1,0 +1,92 @@
+"""The one settings object. Every value comes from an environment variable (names below).
+
+| variable | default | meaning |
+| --- | --- | --- |
+| REDIS_URL | (embedded) | Redis server; unset: `serialtrack up` starts an embedded one and records its URL in the data dir |
+| SERIALTRACK_DATA_DIR | ./serialtrack-data | SQLite files, embedded Redis AOF, runtime files |
+| SERIALTRACK_STREAM_PREFIX | serialtrack | prefix of every stream name |
+| <SERVICE>_DATABASE_URL | sqlite in the data dir | e.g. INVENTORY_DATABASE_URL=postgresql://user@host/inventory |
+| <SERVICE>_PORT | 8001 inventory, 8002 warranty, 8003 theft, 8004 recalls | HTTP read API port |
+| SERIALTRACK_HTTP_HOST | 127.0.0.1 | HTTP bind address (0.0.0.0 in containers) |
+| SERIALTRACK_BATCH_SIZE | 500 | entries per XREADGROUP |
+| SERIALTRACK_POLL_MS | 100 | XREADGROUP block time |
+| SERIALTRACK_CLAIM_IDLE_MS | 60000 | an entry pending this long is reclaimed (crashed consumer); keep above the slowest batch |
+| SERIALTRACK_MAX_DELIVERIES | 5 | deliveries of an entry whose handler fails before it is dead-lettered |
+| SERIALTRACK_WORKER_ID | 0 | distinguishes processes of one service; the consumer name is <service>-<host>-<worker id> |
+| SERIALTRACK_EMBEDDED_REDIS_PORT | 6390 | port of the embedded Redis started by `serialtrack up` |
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .streams import DEFAULT_PREFIX, Streams
+
+SERVICES = ("inventory", "warranty", "theft", "recalls")
+DEFAULT_PORTS = {"inventory": 8001, "warranty": 8002, "theft": 8003, "recalls": 8004}
+REDIS_URL_FILE = "run/redis.url"
+
+
+class NoRedisConfigured(RuntimeError):
+    pass
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    data_dir: Path = Field(default=Path("serialtrack-data"), validation_alias="SERIALTRACK_DATA_DIR")
+    stream_prefix: str = Field(default=DEFAULT_PREFIX, validation_alias="SERIALTRACK_STREAM_PREFIX")
+    http_host: str = Field(default="127.0.0.1", validation_alias="SERIALTRACK_HTTP_HOST")
+
+    inventory_database_url: str | None = Field(default=None, validation_alias="INVENTORY_DATABASE_URL")
+    warranty_database_url: str | None = Field(default=None, validation_alias="WARRANTY_DATABASE_URL")
+    theft_database_url: str | None = Field(default=None, validation_alias="THEFT_DATABASE_URL")
+    recalls_database_url: str | None = Field(default=None, validation_alias="RECALLS_DATABASE_URL")
+
+    inventory_port: int = Field(default=DEFAULT_PORTS["inventory"], validation_alias="INVENTORY_PORT")
+    warranty_port: int = Field(default=DEFAULT_PORTS["warranty"], validation_alias="WARRANTY_PORT")
+    theft_port: int = Field(default=DEFAULT_PORTS["theft"], validation_alias="THEFT_PORT")
+    recalls_port: int = Field(default=DEFAULT_PORTS["recalls"], validation_alias="RECALLS_PORT")
+
+    batch_size: int = Field(default=500, ge=1, le=10_000, validation_alias="SERIALTRACK_BATCH_SIZE")
+    poll_ms: int = Field(default=100, ge=1, validation_alias="SERIALTRACK_POLL_MS")
+    claim_idle_ms: int = Field(default=60_000, ge=10, validation_alias="SERIALTRACK_CLAIM_IDLE_MS")
+    max_deliveries: int = Field(default=5, ge=1, validation_alias="SERIALTRACK_MAX_DELIVERIES")
+    worker_id: str = Field(default="0", validation_alias="SERIALTRACK_WORKER_ID")
+    embedded_redis_port: int = Field(default=6390, validation_alias="SERIALTRACK_EMBEDDED_REDIS_PORT")
+
+    @property
+    def streams(self) -> Streams:
+        return Streams(self.stream_prefix)
+
+    def database_url(self, service: str) -> str:
+        url = getattr(self, f"{service}_database_url")
+        return url or f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    def port(self, service: str) -> int:
+        return getattr(self, f"{service}_port")
+
+    def service_url(self, service: str) -> str:
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+        return f"http://{host}:{self.port(service)}"
+
+    def consumer_name(self, service: str) -> str:
+        # Stable across restarts of one process slot, unique per process.
+        return f"{service}-{socket.gethostname()}-{self.worker_id}"
+
+    def resolve_redis_url(self) -> str:
+        """REDIS_URL, else the URL that a running `serialtrack up` recorded in the data dir."""
+        if self.redis_url:
+            return self.redis_url
+        recorded = self.data_dir / REDIS_URL_FILE
+        if recorded.is_file():
+            return recorded.read_text().strip()
+        raise NoRedisConfigured(
+            f"no Redis to talk to: set REDIS_URL, or start the system with `serialtrack up` "
+            f"(it records its embedded Redis in {recorded})"
+        )

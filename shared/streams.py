@@ -1,0 +1,29 @@
+"""Stream and group names. One stream per event type; one consumer group per service.
+
+A configurable prefix keeps deployments (and test runs) that share one Redis apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "serialtrack"
+
+
+@dataclass(frozen=True, slots=True)
+class Streams:
+    prefix: str = DEFAULT_PREFIX
+
+    def for_type(self, event_type: str) -> str:
+        return f"{self.prefix}:{event_type}"
+
+    def dead_letters(self, service: str) -> str:
+        """Entries a service could not apply, with the reason and the original entry."""
+        return f"{self.prefix}:deadletter:{service}"
+
+    def type_of(self, stream: str) -> str:
+        return stream.removeprefix(f"{self.prefix}:")
+
+
+def group_for(service: str) -> str:
+    return service
