@@ -14,7 +14,13 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from shared.contracts import EVENT_TYPES, unknown_fields
-from shared.envelope import Envelope, InvalidEvent, describe_validation_error, subject_of, validate_data
+from shared.envelope import (
+    Envelope,
+    InvalidEvent,
+    describe_validation_error,
+    subject_of,
+    validate_data,
+)
 
 
 def default_source() -> str:

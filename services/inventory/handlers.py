@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from shared.contracts import (
     InventoryAnomalyDetected,
+    InventoryAnomalyWithdrawn,
     RecallIssued,
     TheftRecovered,
     TheftReported,
@@ -93,7 +94,11 @@ def apply_events(session: Session, events: list[Event]) -> None:
         saved_states.append(outcome.state)
         history.extend((key, fact) for fact in facts)
         derived = [store.anomaly_row(key, e) for e in outcome.effects if isinstance(e, Anomaly)]
-        new_anomalies = _reconcile_anomalies(session, key, derived) if outcome.refolded else derived
+        if outcome.refolded:
+            new_anomalies, withdrawn = _reconcile_anomalies(session, key, derived)
+            outgoing.extend(_withdrawal_event(identity) for identity in withdrawn)
+        else:
+            new_anomalies = derived
         anomaly_rows.extend(new_anomalies)
         outgoing.extend(_anomaly_event(row) for row in new_anomalies)
         outgoing.extend(_quarantine_event(key, e) for e in outcome.effects if isinstance(e, Quarantined))
@@ -121,15 +126,26 @@ def _add_open_recalls(session: Session, per_unit: dict[store.UnitKey, list[Fact]
                 facts.append(fact)
 
 
-def _reconcile_anomalies(session: Session, key: store.UnitKey, derived: list[dict]) -> list[dict]:
+def _reconcile_anomalies(session: Session, key: store.UnitKey,
+                         derived: list[dict]) -> tuple[list[dict], set[tuple]]:
     """After a refold: withdraw anomalies that only came from arrival order, reopen ones derived
-    again, and return the ones that are new."""
+    again. Returns (new anomalies, withdrawn identities)."""
     derived_ids = {store.anomaly_identity(row) for row in derived}
     open_ids = store.anomaly_identities(session, key, "open")
     withdrawn_ids = store.anomaly_identities(session, key, "withdrawn")
     store.set_anomaly_status(session, open_ids - derived_ids, "withdrawn")
     store.set_anomaly_status(session, derived_ids & withdrawn_ids, "open")
-    return [row for row in derived if store.anomaly_identity(row) not in open_ids | withdrawn_ids]
+    new = [row for row in derived if store.anomaly_identity(row) not in open_ids | withdrawn_ids]
+    return new, open_ids - derived_ids
+
+
+def _withdrawal_event(identity: tuple) -> Event:
+    manufacturer, serial, kind, source, event_id = identity
+    return make_event(
+        InventoryAnomalyWithdrawn(manufacturer=manufacturer, serial=serial, kind=kind, event_source=source,
+                                  event_id=event_id),
+        source=SOURCE,  # a random id: the same anomaly may be withdrawn, reopened and withdrawn again
+    )
 
 
 def _anomaly_event(row: dict) -> Event:

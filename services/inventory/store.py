@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from shared.contracts import RecallIssued
-from shared.store import as_utc, chunks, insert_ignore, insert_rows, upsert_rows, utcnow
+from shared.store import as_utc, chunks, insert_ignore, upsert_rows, utcnow
 
 from .domain import Anomaly, Fact, Status, UnitState
 

@@ -1,0 +1,78 @@
+"""Unit movements published by stores, warehouses and POS terminals."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import Field
+
+from ..identity import Manufacturer, Serial
+from .base import Code, Condition, EventData, Note, Text, UnitSelection
+
+
+class Adjustment(StrEnum):
+    """What a stock adjustment declares about a unit (EPCIS disposition words where they exist)."""
+
+    DAMAGED = "damaged"
+    LOST = "lost"
+    STOLEN = "stolen"  # the retailer's own finding; law-enforcement reports are theft.reported
+    DESTROYED = "destroyed"
+    FOUND = "found"  # a lost unit turned up: back in stock
+    QUARANTINED = "quarantined"  # held: not to be sold
+    SELLABLE = "sellable"  # inspected or repaired: back in stock, quarantine lifted
+
+
+class UnitReceived(UnitSelection):
+    """Units arrived at a location (a receipt, or the end of a transfer in transit).
+
+    Bulk receipts use ``serials`` (up to 10,000) or ``serial_range`` (up to 10,000,000).
+    """
+
+    event_type: ClassVar[str] = "unit.received"
+    sku: Code
+    location: Code
+    condition: Condition = Condition.NEW
+
+
+class UnitTransferred(EventData):
+    """A unit moved between locations. ``in_transit`` leaves it in transit until a ``unit.received``."""
+
+    event_type: ClassVar[str] = "unit.transferred"
+    manufacturer: Manufacturer
+    serial: Serial
+    from_location: Code
+    to_location: Code
+    in_transit: bool = False
+
+
+class UnitSold(EventData):
+    event_type: ClassVar[str] = "unit.sold"
+    manufacturer: Manufacturer
+    serial: Serial
+    sku: Code
+    location: Code
+    terminal_id: Code
+    receipt_id: Code
+    customer_id: Code | None = None
+    price: Decimal | None = Field(default=None, ge=0, max_digits=12, decimal_places=2)
+
+
+class UnitReturned(EventData):
+    event_type: ClassVar[str] = "unit.returned"
+    manufacturer: Manufacturer
+    serial: Serial
+    location: Code
+    receipt_id: Code
+    reason: Text
+    condition: Condition = Condition.OPEN_BOX
+
+
+class UnitAdjusted(EventData):
+    event_type: ClassVar[str] = "unit.adjusted"
+    manufacturer: Manufacturer
+    serial: Serial
+    disposition: Adjustment
+    note: Note = ""
+    location: Code | None = None

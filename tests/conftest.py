@@ -1,0 +1,71 @@
+"""Fixtures: a real Redis, real databases (SQLite and PostgreSQL), settings isolated per test."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from serialtrack.redis_server import free_port
+from shared.settings import SERVICES, Settings
+from tests.support.infra import start_postgres, start_redis
+
+
+@pytest.fixture(scope="session")
+def redis_handle(tmp_path_factory):
+    handle = start_redis(tmp_path_factory.mktemp("redis"))
+    yield handle
+    handle.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin():
+    admin = start_postgres()
+    yield admin
+    if admin:
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path, postgres_admin):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    if postgres_admin is None:
+        pytest.skip("no PostgreSQL: set TEST_POSTGRES_URL (admin URL) or make a Docker engine reachable")
+    url = postgres_admin.create_database()
+    yield url
+    postgres_admin.drop_database(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path}/store.db"
+
+
+def make_settings(redis_url: str, database_url: str, data_dir, **overrides) -> Settings:
+    values = dict(
+        redis_url=redis_url,
+        stream_prefix=f"t-{uuid.uuid4().hex[:10]}",  # streams of one test never meet another's
+        data_dir=data_dir,
+        claim_idle_ms=500,
+        max_deliveries=3,
+        poll_ms=20,
+        batch_size=200,
+        **{f"{service}_database_url": database_url for service in SERVICES},
+        **{f"{service}_port": free_port() for service in SERVICES},
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(redis_handle, database_url, tmp_path) -> Settings:
+    """Settings for one test, on both SQLite and PostgreSQL."""
+    return make_settings(redis_handle.url, database_url, tmp_path)
+
+
+@pytest.fixture
+def sqlite_settings(redis_handle, sqlite_url, tmp_path) -> Settings:
+    """Settings for tests whose subject is delivery, not the store: SQLite only."""
+    return make_settings(redis_handle.url, sqlite_url, tmp_path)

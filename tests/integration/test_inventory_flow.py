@@ -1,0 +1,145 @@
+"""Inventory over a real Redis and a real store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+
+import redis.asyncio as aioredis
+
+from services.inventory.app import definition as inventory
+from shared.publishing import publish
+from tests.support import factories as f
+from tests.support.running import http, running, wait_for
+
+
+async def publish_events(settings, events):
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        return await publish(client, settings.streams, [e.envelope for e in events])
+    finally:
+        await client.aclose()
+
+
+async def get_unit(client, manufacturer, serial):
+    response = await client.get(f"/units/{manufacturer}/{serial}")
+    return response.json() if response.status_code == 200 else None
+
+
+async def test_receive_transfer_sell_return_shows_in_the_read_api(settings):
+    sn = f.serial()
+    async with running(inventory, settings) as app, http(app) as client:
+        await publish_events(settings, [
+            f.received("acme", sn, minutes=0, location="warehouse"),
+            f.transferred("acme", sn, minutes=10, from_location="warehouse", to_location="store-12"),
+            f.sold("acme", sn, minutes=20, location="store-12", customer_id="C-7"),
+            f.returned("acme", sn, minutes=30, location="store-12", condition="open_box"),
+        ])
+        unit = await wait_for(lambda: _with_history(client, "acme", sn, 4), message="4 facts applied")
+        assert unit["status"] == "returned"
+        assert unit["epcis_disposition"] == "returned"
+        assert unit["location"] == "store-12"
+        assert unit["condition"] == "open_box"
+        assert [h["type"] for h in unit["history"]] == ["unit.received", "unit.transferred", "unit.sold",
+                                                          "unit.returned"]
+        assert unit["history"][2]["customer_id"] == "C-7"
+        assert [a for a in unit["anomalies"] if a["status"] == "open"] == []
+
+        listed = (await client.get("/units", params={"location": "store-12", "status": "returned"})).json()
+        assert any(u["serial"] == sn for u in listed["items"])
+
+
+async def _with_history(client, manufacturer, serial, count):
+    unit = await get_unit(client, manufacturer, serial)
+    return unit if unit and len(unit["history"]) >= count else None
+
+
+async def test_a_pos_terminal_can_publish_with_a_plain_xadd(settings):
+    """The documented wire format: one field 'event' with the JSON envelope, no FastStream framing."""
+    sn = f.serial()
+    raw = aioredis.from_url(settings.redis_url)
+    envelope = {
+        "specversion": "1.0", "id": "till-3-000123", "source": "pos/store-12/till-3", "type": "unit.received",
+        "time": "2026-11-01T09:00:00+01:00", "subject": f"acme/{sn}", "datacontenttype": "application/json",
+        "data": {"manufacturer": " ACME ", "serial": sn.lower(), "sku": "TV-55", "location": "store-12"},
+    }
+    async with running(inventory, settings) as app, http(app) as client:
+        await raw.xadd(settings.streams.for_type("unit.received"), {"event": json.dumps(envelope)})
+        unit = await wait_for(lambda: get_unit(client, "acme", sn), message="raw XADD applied")
+        assert unit["status"] == "in_stock"
+        assert unit["history"][0]["source"] == "pos/store-12/till-3"
+        assert unit["history"][0]["time"].startswith("2026-11-01T08:00:00")  # normalized to UTC
+    await raw.aclose()
+
+
+async def test_bulk_receipt_by_range_and_list(settings):
+    prefix = f.serial("B")
+    async with running(inventory, settings) as app, http(app) as client:
+        await publish_events(settings, [
+            f.received("acme", selection={"serial_range": {"prefix": prefix, "first": 1, "last": 1500, "width": 5}},
+                       minutes=0, sku="LAPTOP-13"),
+            f.received("acme", selection={"serials": [f"{prefix}L1", f"{prefix}L2", f"{prefix}L1"]}, minutes=1,
+                       sku="LAPTOP-13"),
+        ])
+        await wait_for(lambda: get_unit(client, "acme", f"{prefix}L2"), message="list receipt")
+        await wait_for(lambda: get_unit(client, "acme", f"{prefix}01500"), message="range receipt")
+        listed = (await client.get("/units", params={"sku": "LAPTOP-13", "limit": 10})).json()
+        assert listed["total"] == 1502
+        assert len(listed["items"]) == 10
+
+
+async def test_anomalies_are_recorded_and_queryable(settings):
+    sold_twice, never_received, stolen = f.serial(), f.serial(), f.serial()
+    async with running(inventory, settings) as app, http(app) as client:
+        await publish_events(settings, [
+            f.received("acme", sold_twice, minutes=0), f.received("acme", stolen, minutes=0),
+            f.sold("acme", sold_twice, minutes=5), f.sold("acme", sold_twice, minutes=6),
+            f.sold("acme", never_received, minutes=5),
+            f.theft_reported("acme", stolen, minutes=3, case_number="C-99"),
+            f.sold("acme", stolen, minutes=9),
+        ])
+
+        async def kinds():
+            page = (await client.get("/anomalies", params={"status": "open", "manufacturer": "acme"})).json()
+            found = {(a["serial"], a["kind"]) for a in page["items"]}
+            wanted = {(sold_twice, "sold_twice"), (never_received, "sold_never_received"),
+                      (stolen, "sold_while_stolen")}
+            return wanted <= found
+
+        await wait_for(kinds, message="three anomalies")
+        unit = await get_unit(client, "acme", stolen)
+        assert unit["stolen"] is True and unit["theft_cases"] == ["metro-pd:C-99"]
+        assert unit["status"] == "sold"  # the sale happened; it is flagged, not dropped
+
+
+async def test_recall_quarantines_stock_and_later_arrivals(settings):
+    prefix = f.serial("R")
+    in_stock, sold_before, arrives_later, other_sku = (f"{prefix}{n:03d}" for n in (1, 2, 3, 4))
+    async with running(inventory, settings) as app, http(app) as client:
+        await publish_events(settings, [
+            f.received("acme", in_stock, minutes=0), f.received("acme", sold_before, minutes=0),
+            f.received("acme", other_sku, minutes=0, sku="RADIO"),
+            f.sold("acme", sold_before, minutes=10),
+        ])
+        await wait_for(lambda: _with_history(client, "acme", sold_before, 2), message="setup applied")
+        await publish_events(settings, [
+            f.recall_issued("acme", minutes=20, recall_id="RC-1", skus=["TV-55"],
+                            serial_ranges=[{"prefix": prefix, "first": 1, "last": 10, "width": 3}]),
+        ])
+        unit = await wait_for(lambda: _with_history(client, "acme", in_stock, 2), message="recall applied")
+        assert unit["status"] == "quarantined" and unit["recalls"] == ["RC-1"]
+        await publish_events(settings, [f.received("acme", arrives_later, minutes=30)])
+        later = await wait_for(lambda: get_unit(client, "acme", arrives_later), message="late arrival")
+        assert later["status"] == "quarantined"
+        assert (await get_unit(client, "acme", sold_before))["status"] == "sold"
+        assert (await get_unit(client, "acme", other_sku))["status"] == "in_stock"
+
+
+async def test_read_api_gives_clear_errors(settings):
+    async with running(inventory, settings) as app, http(app) as client:
+        missing = await client.get("/units/acme/NOPE123")
+        assert missing.status_code == 404 and "not known" in missing.json()["detail"]
+        bad = await client.get("/units/acme/bad%20serial")
+        assert bad.status_code == 400 and "serial" in bad.json()["detail"]
+        assert (await client.get("/units", params={"status": "melted"})).status_code == 422
+        health = await client.get("/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
