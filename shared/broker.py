@@ -9,9 +9,12 @@ from faststream.redis import RedisBroker
 
 
 def make_broker(redis_url: str) -> RedisBroker:
-    # Per-message consume logs at DEBUG: at tens of thousands of events/s INFO logging
-    # would cost more than the work. graceful_timeout lets in-flight batches commit on stop.
-    return RedisBroker(redis_url, log_level=logging.DEBUG, graceful_timeout=30)
+    # FastStream logs every message and every task callback at INFO: at tens of thousands of
+    # events/s that costs more than the work. Its warnings and errors still show.
+    logger = logging.getLogger("serialtrack.faststream")
+    logger.setLevel(logging.WARNING)
+    # graceful_timeout lets in-flight batches commit on stop.
+    return RedisBroker(redis_url, logger=logger, log_level=logging.DEBUG, graceful_timeout=30)
 
 
 def make_redis(redis_url: str) -> aioredis.Redis:
