@@ -1,0 +1,87 @@
+import json
+
+import pytest
+
+from shared.contracts import EVENT_TYPES, RecallIssued, UnitReceived
+from shared.envelope import InvalidEvent, decode_entry, encode_envelope, make_event
+
+GOOD = {
+    "specversion": "1.0", "id": "e-1", "source": "pos/store-1/till-2", "type": "unit.sold",
+    "time": "2026-11-01T10:00:00-05:00",
+    "data": {"manufacturer": "Acme", "serial": "sn1", "sku": "TV", "location": "store-1", "terminal_id": "t",
+             "receipt_id": "r", "price": "19.99", "some_future_field": "ignored"},
+}
+
+
+def entry(document) -> dict:
+    return {b"event": json.dumps(document).encode()}
+
+
+def test_decode_normalizes_identity_and_time_and_tolerates_new_fields():
+    event = decode_entry(entry(GOOD), "1-0")
+    assert event.data.manufacturer == "acme" and event.data.serial == "SN1"
+    assert event.time.isoformat() == "2026-11-01T15:00:00+00:00"
+    assert event.key == ("pos/store-1/till-2", "e-1") and event.entry_id == "1-0"
+
+
+@pytest.mark.parametrize("mutate, reason, words", [
+    (lambda d: d | {"time": "2026-11-01T10:00:00"}, "bad_envelope", "timezone"),
+    (lambda d: d | {"specversion": "0.3"}, "bad_envelope", "specversion"),
+    (lambda d: d | {"id": ""}, "bad_envelope", "id"),
+    (lambda d: d | {"source": "has space"}, "bad_envelope", "source"),
+    (lambda d: d | {"type": "unit.exploded"}, "unknown_type", "unit.exploded"),
+    (lambda d: d | {"data": {**d["data"], "price": "-1"}}, "bad_data", "price"),
+    (lambda d: d | {"data": {**d["data"], "serial": ["SN1"]}}, "bad_data", "serial"),
+    (lambda d: {k: v for k, v in d.items() if k != "data"}, "bad_envelope", "data"),
+])
+def test_decode_rejections_say_what_is_wrong(mutate, reason, words):
+    with pytest.raises(InvalidEvent) as caught:
+        decode_entry(entry(mutate(GOOD)))
+    assert caught.value.reason == reason
+    assert words in str(caught.value)
+
+
+def test_decode_rejects_non_json_oversized_and_foreign_entries():
+    for fields, reason in [
+        ({b"event": b"\xff\xfe"}, "not_json"),
+        ({b"event": b"[" * 50_000 + b"]" * 50_000}, "not_json"),
+        ({b"event": b" " * 1_000_001}, "too_large"),
+        ({b"event": b"42"}, "bad_envelope"),
+        ({b"__data__": b"faststream framing"}, "bad_envelope"),
+    ]:
+        with pytest.raises(InvalidEvent) as caught:
+            decode_entry(fields)
+        assert caught.value.reason == reason
+
+
+def test_round_trip_through_the_wire_format():
+    event = make_event(UnitReceived(manufacturer="acme", serials=["A1", "A2"], sku="X", location="dc"),
+                       source="wms/dc-1")
+    decoded = decode_entry(encode_envelope(event.envelope))
+    assert decoded.envelope == event.envelope
+    assert decoded.envelope.subject is None  # several units: no single subject
+
+
+def test_bulk_receipt_needs_exactly_one_selection():
+    with pytest.raises(ValueError, match="exactly one"):
+        UnitReceived(manufacturer="acme", serial="A1", serials=["A2"], sku="X", location="dc")
+    with pytest.raises(ValueError, match="exactly one"):
+        UnitReceived(manufacturer="acme", sku="X", location="dc")
+    dupes = UnitReceived(manufacturer="acme", serials=["A1", "a1", "A2"], sku="X", location="dc")
+    assert list(dupes.iter_serials()) == ["A1", "A2"] and dupes.unit_count == 2
+
+
+def test_recall_scope_matching():
+    recall = RecallIssued(recall_id="R1", manufacturer="acme", skus=["TV"], hazard="fire", remedy="repair",
+                          serial_ranges=[{"prefix": "S", "first": 1, "last": 5, "width": 2}], serials=["X9"])
+    assert recall.covers("acme", "S03", "TV") and recall.covers("acme", "X9", "TV")
+    assert not recall.covers("acme", "S06", "TV")
+    assert not recall.covers("acme", "S03", "RADIO")
+    assert not recall.covers("other", "S03", "TV")
+    with pytest.raises(ValueError, match="at least one"):
+        RecallIssued(recall_id="R2", manufacturer="acme", hazard="fire", remedy="repair")
+
+
+def test_every_contract_names_a_past_tense_fact():
+    for event_type in EVENT_TYPES:
+        assert event_type == event_type.lower() and "." in event_type
