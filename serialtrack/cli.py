@@ -31,8 +31,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Where data lives (SQLite files, embedded Redis). Default: $SERIALTRACK_DATA_DIR or ./serialtrack-data")]
@@ -142,13 +142,19 @@ def publish(
 
     handle = sys.stdin if str(file) == "-" else None
     if handle is None:
-        if not file.is_file():
+        if not file.exists():
             _fail(f"no such file: {file}")
         handle = file.open(encoding="utf-8", errors="replace")
     size = file.stat().st_size if str(file) != "-" else None
     published: list[dict] = []
     errors: list[dict] = []
     batch: list = []
+    bytes_read = [0]
+
+    def counted(lines):
+        for line in lines:
+            bytes_read[0] += len(line.encode("utf-8", "replace"))
+            yield line
 
     async def run() -> None:
         import redis.asyncio as aioredis
@@ -159,17 +165,16 @@ def publish(
                                 TimeRemainingColumn(), console=err, disable=as_json or not err.is_terminal)
             with progress:
                 task = progress.add_task("file", total=size)
-                for result in read_events(handle, source=source):
+                for result in read_events(counted(handle), source=source):
                     if result.error:
                         errors.append({"line": result.line, "error": result.error})
                     else:
                         batch.append(result)
                     if len(batch) >= 1000:
                         await flush(client)
-                    if size:
-                        progress.update(task, completed=handle.tell() if handle.seekable() else 0)
+                    progress.update(task, completed=bytes_read[0])
                 await flush(client)
-                progress.update(task, completed=size)
+                progress.update(task, completed=bytes_read[0])
         finally:
             await client.aclose()
 

@@ -6,10 +6,10 @@ import getpass
 import json
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -75,7 +75,7 @@ class LineResult:
     error: str | None = None
 
 
-def read_events(stream: IO[str], *, source: str) -> Iterator[LineResult]:
+def read_events(stream: Iterable[str], *, source: str) -> Iterator[LineResult]:
     """Each non-blank line of a JSONL file, validated. Bad lines carry a clear error."""
     for number, text in enumerate(stream, start=1):
         if not text.strip():

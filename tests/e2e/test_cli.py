@@ -1,0 +1,192 @@
+"""The system started and used through the CLI, as a user would: `serialtrack up`, publish,
+lookup, demo, deadletters, Ctrl-C, and a restart that keeps every bit of data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from serialtrack.redis_server import free_port
+from services.registry import INSTALLED
+
+pytestmark = pytest.mark.e2e
+
+
+def cli_env(data_dir, ports) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.endswith("_DATABASE_URL")}
+    env["SERIALTRACK_DATA_DIR"] = str(data_dir)
+    env["SERIALTRACK_EMBEDDED_REDIS_PORT"] = str(ports["redis"])
+    env["SERIALTRACK_CLAIM_IDLE_MS"] = "1000"
+    for service in INSTALLED:
+        env[f"{service.upper()}_PORT"] = str(ports[service])
+    return env
+
+
+def cli(env, *args, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "serialtrack.cli", *args], env=env, input=stdin,
+                            capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"serialtrack {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n"
+                             f"{result.stderr}")
+    return result
+
+
+class System:
+    def __init__(self, env):
+        self.env = env
+        self.process = None
+        self.output = ""
+
+    def start(self, timeout: float = 90) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "serialtrack.cli", "up"], env=self.env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        lines = []
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError("serialtrack up exited:\n" + "".join(lines))
+            lines.append(line)
+            if "serialtrack is up" in line:
+                self.output = "".join(lines)
+                return
+        raise AssertionError("serialtrack up did not come up:\n" + "".join(lines))
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)  # Ctrl-C
+        code = self.process.wait(60)
+        self.output += self.process.stdout.read()
+        return code
+
+
+@pytest.fixture
+def system(tmp_path):
+    ports = {"redis": free_port(), **{s: free_port() for s in INSTALLED}}
+    running = System(cli_env(tmp_path / "data", ports))
+    running.ports = ports
+    running.start()
+    yield running
+    if running.process.poll() is None:
+        running.stop()
+
+
+def wait_for_unit(env, manufacturer, serial, history_length, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = cli(env, "lookup", manufacturer, serial, "--json", check=False)
+        if result.returncode == 0:
+            unit = json.loads(result.stdout)["inventory"]
+            if unit and len(unit["history"]) >= history_length:
+                return unit
+        time.sleep(0.3)
+    raise AssertionError(f"{manufacturer}/{serial} did not reach {history_length} facts")
+
+
+def test_up_publish_lookup_stop_restart_keeps_everything(system, tmp_path):
+    env = system.env
+    assert "redis" in system.output and "(embedded" in system.output
+    for service in INSTALLED:
+        assert f"http://127.0.0.1:{system.ports[service]}" in system.output
+
+    published = json.loads(cli(env, "publish", "unit.received", "--json", "--data",
+                               '{"manufacturer": "Acme", "serial": "e2e-1", "sku": "TV-55", "location": "dc"}',
+                               "--source", "wms/dc-1", "--id", "rcv-1").stdout)
+    assert published["published"] == 1 and published["events"][0]["id"] == "rcv-1"
+
+    lines = [
+        {"type": "unit.transferred", "data": {"manufacturer": "acme", "serial": "E2E-1", "from_location": "dc",
+                                              "to_location": "store-12"}, "time": "2030-01-01T10:00:00Z"},
+        "this is not json",
+        {"type": "unit.sold", "data": {"manufacturer": "acme", "serial": "E2E-1"}},
+        {"specversion": "1.0", "id": "sale-77", "source": "pos/store-12/till-3", "type": "unit.sold",
+         "time": "2030-01-02T10:00:00Z",
+         "data": {"manufacturer": "acme", "serial": "E2E-1", "sku": "TV-55", "location": "store-12",
+                  "terminal_id": "till-3", "receipt_id": "R-77"}},
+        {"type": "unit.sold", "data": {"manufacturer": "acme", "serial": "E2E 1", "sku": "TV-55", "location": "x",
+                                       "terminal_id": "t", "receipt_id": "r"}},
+        {"type": "unit.sold", "data": {"manufacturer": "acme", "serial": "E2E-2", "sku": "TV-55", "location": "x",
+                                       "terminal_id": "t", "receipt_id": "r", "colour": "red"}},
+    ]
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+    result = cli(env, "publish", "--file", str(events_file), "--json", check=False)
+    assert result.returncode == 1  # some lines were bad...
+    report = json.loads(result.stdout)
+    assert report["published"] == 2  # ...and the good ones were published anyway
+    assert {e["line"]: e["id"] for e in report["events"]}[4] == "sale-77"  # a replayed envelope keeps its id
+    errors = {e["line"]: e["error"] for e in report["errors"]}
+    assert set(errors) == {2, 3, 5, 6}
+    assert "JSON" in errors[2] and "receipt_id" in errors[3]
+    assert "serial" in errors[5] and "spaces" in errors[5]
+    assert "unknown field(s) colour" in errors[6]
+
+    unit = wait_for_unit(env, "acme", "e2e-1", 3)
+    assert unit["status"] == "sold" and unit["location"] == "store-12"
+    assert [h["id"] for h in unit["history"]][0] == "rcv-1"
+    text_view = cli(env, "lookup", "acme", "E2E-1").stdout
+    assert "sold" in text_view and "store-12" in text_view
+
+    assert system.stop() == 0
+    assert "stopped" in system.output
+
+    system.start()  # same data dir: Redis AOF and SQLite files are reused
+    unit = wait_for_unit(env, "acme", "e2e-1", 3, timeout=10)
+    assert unit["status"] == "sold"
+    rejected = cli(env, "publish", "unit.returned", "--data", json.dumps(
+        {"manufacturer": "acme", "serial": "E2E-1", "location": "store-12", "receipt_id": "R-77",
+         "reason": "too big", "when": "x"}), check=False)
+    assert rejected.returncode == 2 and "unknown field(s) when" in rejected.stderr
+    cli(env, "publish", "unit.returned", "--time", "2030-01-03T10:00:00Z", "--data", json.dumps(
+        {"manufacturer": "acme", "serial": "E2E-1", "location": "store-12", "receipt_id": "R-77",
+         "reason": "too big"}))
+    unit = wait_for_unit(env, "acme", "e2e-1", 4)
+    assert unit["status"] == "returned"
+
+
+def test_demo_tells_its_story_and_bad_input_is_dead_lettered(system):
+    env = system.env
+    demo = json.loads(cli(env, "demo", "--json").stdout)
+    units = {serial: report["inventory"] for serial, report in demo["units"].items()}
+    first, second, third = demo["serials"]
+    assert units[first]["status"] == "returned"
+    assert units[third]["stolen"] is True
+    open_kinds = {a["kind"] for a in units[third]["anomalies"] if a["status"] == "open"}
+    assert "sold_while_stolen" in open_kinds
+    assert "sold_twice" in {a["kind"] for a in units[second]["anomalies"] if a["status"] == "open"}
+
+    import redis
+
+    client = redis.Redis(port=system.ports["redis"])
+    client.xadd("serialtrack:unit.sold", {"event": "{broken"})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        letters = json.loads(cli(env, "deadletters", "--json").stdout)
+        if letters["total"]:
+            break
+        time.sleep(0.3)
+    assert letters["entries"][0]["reason"] == "not_json"
+    health = httpx.get(f"http://127.0.0.1:{system.ports['inventory']}/healthz", timeout=5).json()
+    assert health["status"] == "ok"  # still up after poison
+
+
+def test_cli_errors_are_clear(tmp_path):
+    env = cli_env(tmp_path / "nothing-here", {"redis": free_port(), **{s: free_port() for s in INSTALLED}})
+    no_redis = cli(env, "publish", "unit.sold", "--data", "{}", check=False)
+    assert no_redis.returncode == 2 and "REDIS_URL" in no_redis.stderr and "serialtrack up" in no_redis.stderr
+    both = cli(env, "publish", "unit.sold", "--file", "x.jsonl", check=False)
+    assert both.returncode == 2 and "either" in both.stderr
+    bad_serial = cli(env, "lookup", "acme", "bad serial", check=False)
+    assert bad_serial.returncode == 2 and "serial" in bad_serial.stderr
+    env["REDIS_URL"] = "redis://127.0.0.1:1/0"
+    unknown_type = cli(env, "publish", "unit.melted", "--data", "{}", check=False)
+    assert unknown_type.returncode == 2 and "unknown event type" in unknown_type.stderr
+    down = cli(env, "lookup", "acme", "SN1", check=False)
+    assert down.returncode == 2 and "not reachable" in down.stderr
+    assert "publish" in cli(env, "--help").stdout
