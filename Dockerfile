@@ -1,0 +1,14 @@
+# One image for every service: `serialtrack serve <service>` picks which one runs.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY services ./services
+COPY serialtrack ./serialtrack
+RUN pip install . && useradd --create-home --uid 10001 serialtrack
+USER serialtrack
+ENV SERIALTRACK_HTTP_HOST=0.0.0.0 SERIALTRACK_DATA_DIR=/home/serialtrack/data
+ENTRYPOINT ["serialtrack"]
+CMD ["--help"]
