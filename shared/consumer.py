@@ -14,6 +14,10 @@ this module, which arranges it:
 - entries that can never apply (not JSON, bad envelope, unknown type, bad
   data) go to the dead-letter stream with the reason and the original entry,
   in the same MULTI as their XACK;
+- one writer task per process applies what every subscriber fetched in one
+  transaction (group commit): entries of different streams that arrived
+  together are applied together, sorted by event time, so a backlog of
+  receipts and sales is not applied sales-first;
 - a failing batch is split so one bad event does not hold back the others;
   an event whose handler keeps failing is dead-lettered after
   ``max_deliveries`` deliveries; infrastructure failures (database down) are
@@ -77,6 +81,7 @@ class EventProcessor:
 
 @dataclass(slots=True)
 class _Entry:
+    stream: str
     entry_id: str
     fields: dict[bytes, bytes]
     event: Event | None = None
@@ -103,9 +108,27 @@ class StreamConsumer:
         self.consumer_name = settings.consumer_name(service)
         self.dead_letter_stream = self.streams.dead_letters(service)
         self.on_committed = on_committed
-        # One writer per process: batches of different streams would otherwise fight
-        # over the database (SQLite allows one writer) and over the same units.
-        self._write_lock = asyncio.Lock()
+        # One writer per process: batches of different streams would otherwise fight over
+        # the database (SQLite allows one writer) and over the same units.
+        self._waiting: list[tuple[list[_Entry], asyncio.Future]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start the writer. Call before the broker starts; stop it after the broker stopped."""
+        self._writer = asyncio.create_task(self._write_loop(), name=f"{self.service}-writer")
+
+    async def stop(self) -> None:
+        if self._writer:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+        for _, done in self._waiting:  # not applied, not acked: they stay pending for the next start
+            if not done.done():
+                done.cancel()
+        self._waiting.clear()
 
     @property
     def stream_names(self) -> list[str]:
@@ -144,7 +167,7 @@ class StreamConsumer:
             raw = msg.raw_message
             ids = [i.decode() if isinstance(i, bytes) else i for i in raw["message_ids"]]
             data = raw["data"]
-            await self.handle_entries(stream, [_Entry(i, f) for i, f in zip(ids, data, strict=True)])
+            await self.handle_entries(stream, [_Entry(stream, i, f) for i, f in zip(ids, data, strict=True)])
 
         return handle
 
@@ -157,16 +180,38 @@ class StreamConsumer:
                 good.append(entry)
             except InvalidEvent as exc:
                 poison.append((entry, exc.reason, exc.detail))
+            except Exception as exc:  # noqa: BLE001 - a decoder bug must not wedge the stream either
+                poison.append((entry, "undecodable", f"{type(exc).__name__}: {exc}"[:2000]))
         if poison:
             # Invalid input skips retries: no delivery can fix it.
             await self._dead_letter(stream, poison)
         if good:
-            await self._apply(stream, good)
+            # Hand the entries to the writer and wait: FastStream reads this stream again only
+            # after we return, which is the backpressure.
+            done = asyncio.get_running_loop().create_future()
+            self._waiting.append((good, done))
+            self._wake.set()
+            await done
 
-    async def _apply(self, stream: str, entries: list[_Entry]) -> None:
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            work, self._waiting = self._waiting, []
+            if not work:
+                continue
+            try:
+                await self._apply([entry for entries, _ in work for entry in entries])
+            except Exception as exc:  # noqa: BLE001 - e.g. Redis down during XACK: entries stay pending
+                log.warning("%s: could not finish a batch (%r); its entries stay pending", self.service, exc)
+            finally:
+                for _, done in work:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _apply(self, entries: list[_Entry]) -> None:
         try:
-            async with self._write_lock:
-                await asyncio.to_thread(self.processor.process, [e.event for e in entries])
+            await asyncio.to_thread(self.processor.process, [e.event for e in entries])
         except Exception as exc:  # noqa: BLE001 - every failure is handled below, none escapes
             if is_transient(exc):
                 log.warning("%s: store unavailable (%s); %d entries stay pending", self.service, exc, len(entries))
@@ -174,15 +219,25 @@ class StreamConsumer:
                 return
             if len(entries) > 1:
                 for entry in entries:  # isolate the event that fails; the rest apply
-                    await self._apply(stream, [entry])
+                    await self._apply([entry])
                 return
-            await self._failed(stream, entries[0], exc)
+            await self._failed(entries[0], exc)
             return
-        await self.redis.xack(stream, self.group, *[e.entry_id for e in entries])
+        await self._ack(entries)
         if self.on_committed:
             self.on_committed()
 
-    async def _failed(self, stream: str, entry: _Entry, exc: Exception) -> None:
+    async def _ack(self, entries: list[_Entry]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, self.group, *ids)
+        await pipe.execute()
+
+    async def _failed(self, entry: _Entry, exc: Exception) -> None:
+        stream = entry.stream
         deliveries = await self.delivery_count(stream, entry.entry_id)
         if deliveries >= self.settings.max_deliveries:
             log.error("%s: %s failed %d times, dead-lettered: %r", self.service, entry.entry_id, deliveries, exc)

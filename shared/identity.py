@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Annotated
 
 from pydantic import (
@@ -43,16 +44,28 @@ class IdentityError(ValueError):
     """A manufacturer or serial that cannot be normalized."""
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_WHITESPACE_RE = re.compile(r"\s+")
+
+
 def _check_text(kind: str, value: object) -> str:
     if not isinstance(value, str):
         raise IdentityError(f"{kind} must be a string, got {type(value).__name__}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value.strip()):
+    text = value.strip()
+    if _CONTROL_RE.search(text):
         raise IdentityError(f"{kind} {value!r} contains control characters")
-    return value.strip()
+    return text
 
 
 def normalize_manufacturer(value: object) -> str:
-    text = re.sub(r"\s+", "-", _check_text("manufacturer", value).lower())
+    if not isinstance(value, str):
+        raise IdentityError(f"manufacturer must be a string, got {type(value).__name__}")
+    return _normalize_manufacturer_text(value)
+
+
+@lru_cache(maxsize=4096)  # a few manufacturers, millions of events
+def _normalize_manufacturer_text(value: str) -> str:
+    text = _WHITESPACE_RE.sub("-", _check_text("manufacturer", value).lower())
     if not _MANUFACTURER_RE.fullmatch(text):
         raise IdentityError(
             f"manufacturer {value!r} is not valid: use 1-{MAX_NAME_LENGTH} characters of "

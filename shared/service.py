@@ -68,6 +68,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await consumer.ensure_groups()
+        consumer.start()
         await broker.start()
         relay.start()
         log.info("%s: consuming %d streams as %s", definition.name, len(consumer.stream_names), consumer.consumer_name)
@@ -75,6 +76,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
             yield
         finally:
             await broker.stop()  # waits for in-flight batches (graceful_timeout)
+            await consumer.stop()
             await relay.stop()
             await redis.aclose()
             engine.dispose()

@@ -13,7 +13,7 @@ arrival order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -229,19 +229,25 @@ class Outcome:
     refolded: bool = False  # the whole history was replayed: stored anomalies must be reconciled
 
 
+def needs_refold(state: UnitState | None, new: list[Fact]) -> bool:
+    """A fact no later than the latest one applied means replaying the history."""
+    return state is not None and state.last is not None and min(f.order for f in new) <= state.last
+
+
 def advance(state: UnitState | None, manufacturer: str, serial: str, new: list[Fact],
-            load_history: Callable[[], list[Fact]]) -> Outcome:
+            history: list[Fact] | None = None) -> Outcome:
     """Apply ``new`` facts to a unit: incrementally when they are newer than everything seen,
-    otherwise by refolding the stored history plus the new facts (``load_history`` is only
-    called then)."""
+    otherwise by refolding the stored ``history`` plus the new facts (see ``needs_refold``)."""
     new = sorted(new, key=lambda f: f.order)
     if state is None:
         state, effects = fold(manufacturer, serial, new)
         return Outcome(state, effects)
-    if state.last is None or new[0].order > state.last:
+    if not needs_refold(state, new):
         effects: list[Effect] = []
         for fact in new:
             effects.extend(apply(state, fact))
         return Outcome(state, effects)
-    refolded, effects = fold(manufacturer, serial, [*load_history(), *new])
+    if history is None:
+        raise ValueError("a late fact needs the unit's stored history to refold")
+    refolded, effects = fold(manufacturer, serial, [*history, *new])
     return Outcome(refolded, effects, refolded=True)

@@ -28,7 +28,7 @@ from shared.envelope import Event, make_event
 from shared.store import add_to_outbox
 
 from . import store
-from .domain import Anomaly, Fact, Quarantined, advance
+from .domain import Anomaly, Fact, Quarantined, advance, needs_refold
 
 SERVICE = "inventory"
 SOURCE = "serialtrack/inventory"
@@ -86,26 +86,36 @@ def apply_events(session: Session, events: list[Event]) -> None:
 
     states = store.load_units(session, per_unit)
     _add_open_recalls(session, per_unit, states)
+    late = [key for key, facts in per_unit.items() if needs_refold(states.get(key), facts)]
+    histories = store.load_histories(session, late) if late else {}
+    recorded = store.anomaly_identities(session, late) if late else {}
 
     saved_states, history, anomaly_rows, outgoing = [], [], [], []
+    withdraw, reopen = [], []
     for key, facts in per_unit.items():
-        outcome = advance(states.get(key), key[0], key[1], facts,
-                          load_history=lambda key=key: store.load_history(session, key))
+        outcome = advance(states.get(key), key[0], key[1], facts, histories.get(key, []))
         saved_states.append(outcome.state)
         history.extend((key, fact) for fact in facts)
         derived = [store.anomaly_row(key, e) for e in outcome.effects if isinstance(e, Anomaly)]
         if outcome.refolded:
-            new_anomalies, withdrawn = _reconcile_anomalies(session, key, derived)
-            outgoing.extend(_withdrawal_event(identity) for identity in withdrawn)
-        else:
-            new_anomalies = derived
-        anomaly_rows.extend(new_anomalies)
-        outgoing.extend(_anomaly_event(row) for row in new_anomalies)
+            # Reconcile with what was recorded: withdraw anomalies that only came from arrival
+            # order, reopen ones derived again, record the new ones.
+            known = recorded.get(key, {})
+            derived_ids = {store.anomaly_identity(row) for row in derived}
+            withdrawn_now = [i for i, status in known.items() if status == "open" and i not in derived_ids]
+            withdraw.extend(withdrawn_now)
+            reopen.extend(i for i in derived_ids if known.get(i) == "withdrawn")
+            outgoing.extend(_withdrawal_event(identity) for identity in withdrawn_now)
+            derived = [row for row in derived if store.anomaly_identity(row) not in known]
+        anomaly_rows.extend(derived)
+        outgoing.extend(_anomaly_event(row) for row in derived)
         outgoing.extend(_quarantine_event(key, e) for e in outcome.effects if isinstance(e, Quarantined))
 
     store.save_units(session, saved_states)
     store.save_history(session, history)
     store.save_anomalies(session, anomaly_rows)
+    store.set_anomaly_status(session, withdraw, "withdrawn")
+    store.set_anomaly_status(session, reopen, "open")
     add_to_outbox(session, SERVICE, outgoing)
 
 
@@ -124,19 +134,6 @@ def _add_open_recalls(session: Session, per_unit: dict[store.UnitKey, list[Fact]
         for recall, fact in recalls:
             if recall.recall_id not in seen and recall.covers(key[0], key[1], sku):
                 facts.append(fact)
-
-
-def _reconcile_anomalies(session: Session, key: store.UnitKey,
-                         derived: list[dict]) -> tuple[list[dict], set[tuple]]:
-    """After a refold: withdraw anomalies that only came from arrival order, reopen ones derived
-    again. Returns (new anomalies, withdrawn identities)."""
-    derived_ids = {store.anomaly_identity(row) for row in derived}
-    open_ids = store.anomaly_identities(session, key, "open")
-    withdrawn_ids = store.anomaly_identities(session, key, "withdrawn")
-    store.set_anomaly_status(session, open_ids - derived_ids, "withdrawn")
-    store.set_anomaly_status(session, derived_ids & withdrawn_ids, "open")
-    new = [row for row in derived if store.anomaly_identity(row) not in open_ids | withdrawn_ids]
-    return new, open_ids - derived_ids
 
 
 def _withdrawal_event(identity: tuple) -> Event:

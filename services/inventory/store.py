@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Index, Table, UniqueConstraint, and_, func, select, update
+from sqlalchemy import Index, Table, UniqueConstraint, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -110,24 +110,25 @@ _FACT_COLUMNS = ("location", "from_location", "sku", "condition", "disposition",
                  "terminal_id", "agency", "case_number", "recall_id", "note", "in_transit")
 
 
+def _json_tuple(text: str) -> tuple[str, ...]:
+    return () if text == "[]" else tuple(json.loads(text))
+
+
 def _state_from_row(row) -> UnitState:
     return UnitState(
         manufacturer=row.manufacturer, serial=row.serial, status=Status(row.status), location=row.location,
-        sku=row.sku, condition=row.condition, theft_cases=tuple(json.loads(row.theft_cases)),
-        recalls=tuple(json.loads(row.recalls)), ever_received=row.ever_received,
-        last=(as_utc(row.last_event_time), row.last_event_source, row.last_event_id),
+        sku=row.sku, condition=row.condition, theft_cases=_json_tuple(row.theft_cases),
+        recalls=_json_tuple(row.recalls), ever_received=row.ever_received,
+        last=(row.last_event_time, row.last_event_source, row.last_event_id),
     )
 
 
 def load_units(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, UnitState]:
     """Current state of the given units (missing ones are absent). Locks them on PostgreSQL,
     so two processes of one service cannot interleave read-modify-write on a unit."""
-    by_maker: dict[str, list[str]] = {}
-    for manufacturer, serial in keys:
-        by_maker.setdefault(manufacturer, []).append(serial)
     locking = session.get_bind().dialect.name == "postgresql"
     found: dict[UnitKey, UnitState] = {}
-    for manufacturer, serials in by_maker.items():
+    for manufacturer, serials in _keys_by_manufacturer(keys).items():
         for part in chunks(sorted(serials)):
             query = select(_units).where(_units.c.manufacturer == manufacturer, _units.c.serial.in_(part))
             if locking:
@@ -137,15 +138,26 @@ def load_units(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, UnitS
     return found
 
 
-def load_history(session: Session, key: UnitKey) -> list[Fact]:
-    rows = session.execute(
-        select(_history).where(_history.c.manufacturer == key[0], _history.c.serial == key[1])
-    )
-    return [
-        Fact(time=as_utc(r.event_time), source=r.event_source, event_id=r.event_id, type=r.event_type,
-             **{c: getattr(r, c) for c in _FACT_COLUMNS})
-        for r in rows
-    ]
+def _keys_by_manufacturer(keys: Iterable[UnitKey]) -> dict[str, list[str]]:
+    by_maker: dict[str, list[str]] = {}
+    for manufacturer, serial in keys:
+        by_maker.setdefault(manufacturer, []).append(serial)
+    return by_maker
+
+
+def load_histories(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, list[Fact]]:
+    """The stored facts of the given units, one query per chunk of units."""
+    histories: dict[UnitKey, list[Fact]] = {}
+    for manufacturer, serials in _keys_by_manufacturer(keys).items():
+        for part in chunks(serials):
+            rows = session.execute(
+                select(_history).where(_history.c.manufacturer == manufacturer, _history.c.serial.in_(part))
+            )
+            for r in rows:
+                histories.setdefault((r.manufacturer, r.serial), []).append(
+                    Fact(time=as_utc(r.event_time), source=r.event_source, event_id=r.event_id, type=r.event_type,
+                         **{c: getattr(r, c) for c in _FACT_COLUMNS}))
+    return histories
 
 
 def save_units(session: Session, states: Sequence[UnitState]) -> None:
@@ -154,7 +166,8 @@ def save_units(session: Session, states: Sequence[UnitState]) -> None:
         {
             "manufacturer": s.manufacturer, "serial": s.serial, "status": s.status.value, "location": s.location,
             "sku": s.sku, "condition": s.condition, "stolen": s.stolen,
-            "theft_cases": json.dumps(list(s.theft_cases)), "recalls": json.dumps(list(s.recalls)),
+            "theft_cases": json.dumps(s.theft_cases) if s.theft_cases else "[]",
+            "recalls": json.dumps(s.recalls) if s.recalls else "[]",
             "ever_received": s.ever_received, "last_event_time": s.last[0], "last_event_source": s.last[1],
             "last_event_id": s.last[2], "updated_at": now,
         }
@@ -196,24 +209,33 @@ def save_anomalies(session: Session, rows: Sequence[dict]) -> None:
 
 
 def set_anomaly_status(session: Session, identities: Iterable[tuple], status: str) -> None:
-    """Withdraw anomalies a refold no longer derives, or reopen ones it derives again."""
-    for manufacturer, serial, kind, source, event_id in identities:
+    """Withdraw anomalies a refold no longer derives, or reopen ones it derives again (one executemany)."""
+    params = [{"m": m, "s": s, "k": k, "src": src, "eid": eid, "status": status}
+              for m, s, k, src, eid in identities]
+    if params:
         session.execute(
             update(_anomalies).where(
-                _anomalies.c.manufacturer == manufacturer, _anomalies.c.serial == serial, _anomalies.c.kind == kind,
-                _anomalies.c.event_source == source, _anomalies.c.event_id == event_id,
-            ).values(status=status)
+                _anomalies.c.manufacturer == bindparam("m"), _anomalies.c.serial == bindparam("s"),
+                _anomalies.c.kind == bindparam("k"), _anomalies.c.event_source == bindparam("src"),
+                _anomalies.c.event_id == bindparam("eid"),
+            ).values(status=bindparam("status")).execution_options(synchronize_session=False),
+            params,
         )
 
 
-def anomaly_identities(session: Session, key: UnitKey, status: str) -> set[tuple]:
-    rows = session.execute(
-        select(_anomalies.c.manufacturer, _anomalies.c.serial, _anomalies.c.kind, _anomalies.c.event_source,
-               _anomalies.c.event_id).where(
-            _anomalies.c.manufacturer == key[0], _anomalies.c.serial == key[1], _anomalies.c.status == status
-        )
-    )
-    return {tuple(r) for r in rows}
+def anomaly_identities(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, dict[tuple, str]]:
+    """Recorded anomalies of the given units: {unit: {identity: status}}."""
+    found: dict[UnitKey, dict[tuple, str]] = {}
+    for manufacturer, serials in _keys_by_manufacturer(keys).items():
+        for part in chunks(serials):
+            rows = session.execute(
+                select(_anomalies.c.manufacturer, _anomalies.c.serial, _anomalies.c.kind, _anomalies.c.event_source,
+                       _anomalies.c.event_id, _anomalies.c.status).where(
+                    _anomalies.c.manufacturer == manufacturer, _anomalies.c.serial.in_(part))
+            )
+            for m, s, kind, source, event_id, status in rows:
+                found.setdefault((m, s), {})[(m, s, kind, source, event_id)] = status
+    return found
 
 
 def save_recall(session: Session, recall: RecallIssued, fact: Fact) -> None:

@@ -199,16 +199,16 @@ async def test_r3_failure_after_commit_before_ack_is_redelivered_and_deduplicate
     sn = f.serial()
     async with running(inventory, settings) as app, http(app) as client:
         consumer = app.state.runtime.consumer
-        real_xack = consumer.redis.xack
+        real_ack = consumer._ack
         failures = []
 
-        async def xack_fails_once(*args):
+        async def ack_fails_once(entries):
             if not failures:
-                failures.append(args)
+                failures.append(entries)
                 raise ConnectionError("injected: Redis went away between commit and XACK")
-            return await real_xack(*args)
+            return await real_ack(entries)
 
-        consumer.redis.xack = xack_fails_once
+        consumer._ack = ack_fails_once
         await publish_events(settings, [f.received("acme", sn, minutes=0)])
         await wait_for(lambda: failures, message="the injected XACK failure")
         assert inbox_count(settings, "inventory") == 1  # committed...

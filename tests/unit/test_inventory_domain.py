@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.inventory.domain import Anomaly, Fact, Quarantined, Status, UnitState, advance, apply, fold
+from services.inventory.domain import Anomaly, Fact, Quarantined, Status, UnitState, advance, apply, fold, needs_refold
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 _ids = itertools.count()
@@ -103,10 +103,13 @@ def test_damaged_condition_on_receipt_means_damaged_status():
 
 def test_advance_is_incremental_in_order_and_refolds_late_facts():
     first, second, late = received(0), sold(10), fact("theft.reported", 5, agency="pd", case_number="1")
-    outcome = advance(None, "acme", "S1", [first], load_history=lambda: pytest.fail("not needed"))
-    outcome = advance(outcome.state, "acme", "S1", [second], load_history=lambda: pytest.fail("not needed"))
-    assert not outcome.refolded
-    refold = advance(outcome.state, "acme", "S1", [late], load_history=lambda: [first, second])
+    outcome = advance(None, "acme", "S1", [first])
+    outcome = advance(outcome.state, "acme", "S1", [second])
+    assert not outcome.refolded and not needs_refold(outcome.state, [fact("unit.sold", 11)])
+    assert needs_refold(outcome.state, [late])
+    with pytest.raises(ValueError, match="history"):
+        advance(outcome.state, "acme", "S1", [late])
+    refold = advance(outcome.state, "acme", "S1", [late], [first, second])
     assert refold.refolded
     assert kinds(refold.effects) == ["sold_while_stolen"]  # the sale now comes after the report
 

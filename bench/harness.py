@@ -1,0 +1,78 @@
+"""What every benchmark needs: a fresh Redis, a fresh store, the service as its own process."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from serialtrack.redis_server import RedisServerProcess, free_port
+from shared.settings import Settings
+from shared.store import InboxRow, make_engine
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+@contextmanager
+def environment(database_url: str | None = None, **overrides):
+    """Redis (AOF everysec, like `serialtrack up`) and settings pointing at a fresh SQLite file."""
+    with tempfile.TemporaryDirectory(prefix="serialtrack-bench-") as tmp:
+        redis = RedisServerProcess(Path(tmp) / "redis").start()
+        try:
+            url = database_url or f"sqlite:///{tmp}/inventory.db"
+            settings = Settings(redis_url=redis.url, data_dir=Path(tmp), inventory_database_url=url,
+                                inventory_port=free_port(), **overrides)
+            yield settings
+        finally:
+            redis.stop()
+
+
+@contextmanager
+def service_process(service: str, settings: Settings):
+    env = dict(os.environ)
+    env.update({
+        "REDIS_URL": settings.redis_url, "SERIALTRACK_DATA_DIR": str(settings.data_dir),
+        f"{service.upper()}_DATABASE_URL": settings.database_url(service),
+        f"{service.upper()}_PORT": str(settings.port(service)),
+        "SERIALTRACK_BATCH_SIZE": str(settings.batch_size), "SERIALTRACK_CLAIM_IDLE_MS": str(settings.claim_idle_ms),
+    })
+    process = subprocess.Popen([sys.executable, "-m", "serialtrack.cli", "serve", service], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(settings.service_url(service) + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"{service} did not start")
+        yield process
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def applied(engine, service: str) -> int:
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.service == service))
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def store_engine(settings: Settings, service: str):
+    return make_engine(settings.database_url(service))

@@ -1,0 +1,125 @@
+"""Inventory throughput and latency: N unit.received + unit.sold events through a real Redis into
+`serialtrack serve inventory` (its own process) on SQLite (or --database-url).
+
+    .venv/bin/python -m bench.inventory_throughput --events 200000
+    .venv/bin/python -m bench.inventory_throughput --events 30000 --rate 5000   # paced: latency
+    .venv/bin/python -m bench.inventory_throughput --mix same-units              # worst case
+
+Mixes:
+- steady (default): half receipts of new units, half sales of units received before the run
+  (one bulk receipt, not timed), as in a store: what is sold now arrived earlier.
+- same-units: each sale's receipt is published 1 ms before it. Receipts and sales travel on
+  different streams, so under a backlog many sales are applied before their receipts and every
+  such unit is refolded (and its "sold, never received" anomaly withdrawn): the worst case.
+
+Events/s = events fully applied (committed) / seconds from the first publish to the last commit.
+Latency = commit time minus the event's time (set when it is published), p50/p99 over all events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import redis.asyncio as aioredis
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bench.harness import applied, environment, machine, percentile, service_process, store_engine
+from shared.contracts import UnitReceived, UnitSold
+from shared.envelope import make_event
+from shared.publishing import publish_raw
+from shared.store import InboxRow, as_utc
+
+
+def events_for(serials: list[str], kind: str) -> list:
+    # A sale happens after its receipt (1 ms later): in-order history, as in a real store.
+    now = datetime.now(UTC) + (timedelta(milliseconds=1) if kind == "sold" else timedelta())
+    if kind == "received":
+        return [make_event(UnitReceived(manufacturer="acme", serial=s, sku="TV-55", location="dc-1"),
+                           source="bench/wms", time=now) for s in serials]
+    return [make_event(UnitSold(manufacturer="acme", serial=s, sku="TV-55", location="store-1",
+                                terminal_id="till-1", receipt_id=f"R-{s}"), source="bench/pos", time=now)
+            for s in serials]
+
+
+async def publish_stock(settings, count: int) -> None:
+    """Units on the shelf before the run: one bulk receipt, applied before timing starts."""
+    client = aioredis.from_url(settings.redis_url)
+    stock = make_event(UnitReceived(manufacturer="acme", serial_range={"prefix": "S", "first": 0, "last": count - 1,
+                                                                       "width": 9}, sku="TV-55", location="dc-1"),
+                       source="bench/wms", time=datetime.now(UTC) - timedelta(days=1))
+    await publish_raw(client, [(settings.streams.for_type(stock.type), stock.envelope.model_dump_json())])
+    await client.aclose()
+
+
+async def publish_all(settings, total: int, rate: float | None, mix: str, chunk: int = 1000) -> float:
+    client = aioredis.from_url(settings.redis_url)
+    streams = settings.streams
+    started = time.perf_counter()
+    sent = 0
+    half = total // 2
+    new_units = [f"B{n:09d}" for n in range(half)]
+    sold_units = new_units if mix == "same-units" else [f"S{n:09d}" for n in range(half)]
+    for start in range(0, half, chunk // 2):
+        batch = (events_for(new_units[start:start + chunk // 2], "received")
+                 + events_for(sold_units[start:start + chunk // 2], "sold"))
+        await publish_raw(client, [(streams.for_type(e.type), e.envelope.model_dump_json(exclude_none=True))
+                                   for e in batch])
+        sent += len(batch)
+        if rate:
+            ahead = sent / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    await client.aclose()
+    return started
+
+
+def latencies(engine, since: datetime) -> list[float]:
+    with Session(engine) as session:
+        rows = session.execute(select(InboxRow.event_time, InboxRow.processed_at)
+                               .where(InboxRow.event_time >= since))
+        return [(as_utc(done) - as_utc(happened)).total_seconds() * 1000 for happened, done in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rate", type=float, default=None, help="events/s to pace the publisher (default: flat out)")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--mix", choices=("steady", "same-units"), default="steady")
+    args = parser.parse_args()
+
+    with environment(args.database_url, batch_size=args.batch_size) as settings:
+        engine = store_engine(settings, "inventory")
+        with service_process("inventory", settings):
+            if args.mix == "steady":
+                asyncio.run(publish_stock(settings, args.events // 2))
+                while applied(engine, "inventory") < 1:
+                    time.sleep(0.05)
+            baseline = applied(engine, "inventory")
+            wall_clock_start = datetime.now(UTC) - timedelta(seconds=1)
+            wall = time.perf_counter()
+            started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix))
+            published_in = time.perf_counter() - started
+            while applied(engine, "inventory") < args.events + baseline:
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
+        lat = latencies(engine, since=wall_clock_start)
+        engine.dispose()
+    print(f"machine: {machine()}; store: {'sqlite' if not args.database_url else args.database_url.split(':')[0]}")
+    print(f"events: {args.events} ({args.events // 2} unit.received + {args.events // 2} unit.sold, "
+          f"mix {args.mix}), "
+          f"batch size {args.batch_size}, publisher {'paced at %.0f/s' % args.rate if args.rate else 'flat out'}")
+    print(f"published in {published_in:.2f}s; all applied after {elapsed:.2f}s "
+          f"(wall {time.perf_counter() - wall:.2f}s)")
+    print(f"throughput: {args.events / elapsed:,.0f} events/s applied")
+    print(f"latency publish->commit: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
+          f"max {max(lat):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
