@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from services.registry import INSTALLED
 from shared.envelope import InvalidEvent
 from shared.settings import NoRedisConfigured, Settings
 
@@ -70,7 +71,7 @@ def up(data_dir: DataDir = None) -> None:
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="inventory (more services arrive with their issues)")],
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(INSTALLED)}")],
     port: Annotated[Optional[int], typer.Option(help="HTTP port. Default: $<SERVICE>_PORT")] = None,
     host: Annotated[Optional[str], typer.Option(help="Bind address. Default: $SERIALTRACK_HTTP_HOST")] = None,
     data_dir: DataDir = None,
@@ -266,9 +267,10 @@ def lookup(
     if all(v is None for v in report.values()):
         err.print(f"{manufacturer}/{serial} is not known to any service", highlight=False)
         raise typer.Exit(1)
-    inventory = report.get("inventory")
-    if inventory:
-        _print_inventory(inventory)
+    if report.get("inventory"):
+        _print_inventory(report["inventory"])
+    if report.get("theft"):
+        _print_theft(report["theft"])
 
 
 def _print_inventory(unit: dict) -> None:
@@ -296,6 +298,22 @@ def _print_inventory(unit: dict) -> None:
         for a in unit["anomalies"]:
             anomalies.add_row(a["event_time"], a["kind"], a["status"], a["detail"])
         out.print(anomalies)
+
+
+def _print_theft(stolen: dict) -> None:
+    if stolen["stolen"]:
+        out.print(f"theft watch: [red]REPORTED STOLEN[/red], open cases {', '.join(stolen['open_cases'])}",
+                  highlight=False)
+    else:
+        out.print("theft watch: not reported stolen"
+                  + (f" ({len(stolen['reports'])} closed report(s))" if stolen["reports"] else ""), highlight=False)
+    if stolen["alerts"]:
+        alerts = Table("seen at", "kind", "case", "where", "seen by", "status", title="theft alerts",
+                       title_justify="left")
+        for a in stolen["alerts"]:
+            alerts.add_row(a["seen_at"], a["kind"], f"{a['agency']}:{a['case_number']}", a.get("location") or "",
+                           a.get("terminal_id") or a.get("event_source") or "", a["status"])
+        out.print(alerts)
 
 
 @app.command()
@@ -342,6 +360,62 @@ def deadletters(
         out.print(f"[bold]{row['failed_at']}[/bold] {row['stream']} {row['entry_id']} "
                   f"[red]{row['reason']}[/red]: {row['error']}", highlight=False)
         out.print(f"  original: {row['original'][:300]}", highlight=False)
+
+
+theft_app = typer.Typer(help="The theft-watch service's tools (stolen-property feeds).", no_args_is_help=True)
+app.add_typer(theft_app, name="theft")
+
+
+@theft_app.command("import")
+def theft_import(
+    file: Annotated[Path, typer.Argument(help="CSV (header: agency, case_number, manufacturer, serial, ...) "
+                                              "or JSONL feed; see docs/theft.md")],
+    source: Annotated[str, typer.Option(help="Envelope source: the feed's publisher")] = "feed/import",
+    file_format: Annotated[Optional[str], typer.Option("--format", help="csv or jsonl (default: detected)")] = None,
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Import a law-enforcement stolen-property feed as theft.reported / theft.recovered events.
+    Bad lines are reported with their line number; good lines are still published. Importing the
+    same feed again is harmless (event ids come from each line's content). Exit code 1 if any
+    line was bad."""
+    import redis.asyncio as aioredis
+
+    from services.theft.feed_import import FeedError, import_feed
+    from shared.publishing import publish as publish_envelopes
+
+    if file_format not in (None, "csv", "jsonl"):
+        _fail("--format must be csv or jsonl")
+    settings = _settings(data_dir)
+    redis_url = _redis_url(settings)
+
+    async def run():
+        client = aioredis.from_url(redis_url)
+        progress = Progress(TextColumn("importing"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                            console=err, disable=as_json or not err.is_terminal)
+        try:
+            with progress:
+                task = progress.add_task("feed", total=None)
+                return await import_feed(
+                    file, lambda envelopes: publish_envelopes(client, settings.streams, envelopes),
+                    lambda done, total: progress.update(task, completed=done, total=total),
+                    source=source, format=file_format)
+        finally:
+            await client.aclose()
+
+    try:
+        report = asyncio.run(run())
+    except FeedError as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print_json(data=report.to_dict())
+    else:
+        for line in report.errors:
+            err.print(f"line {line.line}: [red]rejected[/red]: {line.error}", highlight=False)
+        out.print(f"{report.published} published, {report.rejected} rejected, {report.duplicates} duplicate lines",
+                  highlight=False)
+    if report.rejected:
+        raise typer.Exit(1)
 
 
 def main() -> None:

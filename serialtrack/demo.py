@@ -51,6 +51,17 @@ def story(batch: str, start: datetime) -> list[tuple[str, str, dict, timedelta]]
     ]
 
 
+def _caught_up(report: dict, event_ids: set[str]) -> bool:
+    """Every service that tracks this unit has applied the story's events for it."""
+    unit = report.get("inventory")
+    if not unit or not event_ids <= {h["id"] for h in unit["history"]}:
+        return False
+    stolen = report.get("theft")
+    if stolen is not None and stolen["stolen"]:
+        return len(stolen["alerts"]) >= 2  # the warehouse receipt (retroactive) and the sale
+    return True
+
+
 def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], timeout: float = 30.0) -> dict:
     from .cli import fetch_unit
 
@@ -79,8 +90,7 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
     units: dict[str, dict] = {}
     while time.monotonic() < deadline:
         units = {s: fetch_unit(settings, MANUFACTURER, s) for s in serials}
-        if all(u.get("inventory") and expected[s] <= {h["id"] for h in u["inventory"]["history"]}
-               for s, u in units.items()):
+        if all(_caught_up(u, expected[s]) for s, u in units.items()):
             break
         time.sleep(0.3)
     else:
@@ -95,6 +105,14 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
         say(f"  {MANUFACTURER}/{serial}: {unit['status']} at {unit['location']}{flags}")
         for anomaly in (a for a in unit["anomalies"] if a["status"] == "open"):
             say(f"      anomaly {anomaly['kind']}: {anomaly['detail']}")
+    stolen = units[serials[2]].get("theft")
+    if stolen:
+        say("")
+        say(f"theft watch on {MANUFACTURER}/{serials[2]}:")
+        for alert in stolen["alerts"]:
+            where = alert.get("location") or "?"
+            say(f"  alert ({alert['kind']}): case {alert['agency']}:{alert['case_number']}, "
+                f"seen by {alert.get('terminal_id') or alert.get('event_source')} at {where}")
     say("")
     say(f"try: serialtrack lookup {MANUFACTURER} {serials[2]}")
     return {"manufacturer": MANUFACTURER, "serials": serials, "units": units}

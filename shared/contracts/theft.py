@@ -1,12 +1,13 @@
-"""Stolen reports from law-enforcement feeds."""
+"""Stolen reports from law-enforcement feeds, and the alerts the theft-watch service raises."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from .base import Code, Note, Text, UnitSelection
+from ..identity import Manufacturer, Serial
+from .base import Code, EventData, Note, Text, UnitSelection
 
 
 class TheftReported(UnitSelection):
@@ -24,3 +25,56 @@ class TheftRecovered(UnitSelection):
     event_type: ClassVar[str] = "theft.recovered"
     agency: Code
     case_number: Code
+
+
+class AlertSighting(BaseModel):
+    """Where, when and by whom a unit was seen: one event that named it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_type: str = Field(max_length=64)
+    event_source: str = Field(max_length=256)
+    event_id: str = Field(max_length=128)
+    seen_at: AwareDatetime
+    location: Code | None = None
+    terminal_id: Code | None = None
+    reference: Code | None = None  # receipt, claim or request id the sighting carried
+
+
+AlertKind = Literal["sighting", "retroactive"]
+ReportOrigin = Literal["agency", "retailer"]
+
+
+class TheftAlertRaised(EventData):
+    """A unit with an open stolen (or retailer lost/stolen) report surfaced.
+
+    ``kind`` "sighting": ``sightings`` holds the one event that named the unit while the case was
+    open. ``kind`` "retroactive": the report came after the unit had been seen; ``sightings`` holds
+    the last sightings before the report, newest first. One alert per (sighting, unit, case), or per
+    (unit, case) when retroactive; the envelope id is the alert id, derived from those, so
+    redelivery and refolds never raise it twice.
+    """
+
+    event_type: ClassVar[str] = "theft.alert"
+    alert_id: Code
+    kind: AlertKind
+    manufacturer: Manufacturer
+    serial: Serial
+    origin: ReportOrigin = "agency"
+    agency: Code
+    case_number: Code
+    seen_at: AwareDatetime
+    sightings: list[AlertSighting] = Field(min_length=1, max_length=20)
+
+
+class TheftAlertWithdrawn(EventData):
+    """An alert turned out wrong only because of arrival order: a late ``theft.recovered`` (or a
+    retailer's ``found``) showed the case was closed when the unit was seen."""
+
+    event_type: ClassVar[str] = "theft.alert.withdrawn"
+    alert_id: Code
+    manufacturer: Manufacturer
+    serial: Serial
+    agency: Code
+    case_number: Code
+    reason: Text

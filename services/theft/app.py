@@ -1,0 +1,17 @@
+"""Wiring: the theft-watch service as a ServiceDefinition (run it with `serialtrack serve theft`)."""
+
+from shared.service import ServiceDefinition
+
+from . import api, handlers, store
+
+definition = ServiceDefinition(
+    name=handlers.SERVICE,
+    description="A stolen-serial registry (law-enforcement reports and the retailer's own lost/stolen "
+                "findings) and real-time alerts wherever a reported unit shows up: receipts, sales, returns, "
+                "transfers, warranty claims, return requests. Bulk checks and exports for law enforcement.",
+    event_types=handlers.EVENT_TYPES,
+    tables=store.TABLES,
+    apply=handlers.apply_events,
+    read_api=api.read_api,
+    lookup_path="/stolen/{manufacturer}/{serial}",
+)

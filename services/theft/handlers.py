@@ -1,0 +1,214 @@
+"""Theft watch's service layer: record registry facts and sightings, re-derive the alerts of every
+unit a batch touched that has both, reconcile them with the stored ones, publish the difference.
+
+Called by the shared consumer inside one transaction that also holds the inbox rows, so the rows,
+the alert changes and the outgoing events commit or roll back together with "event applied".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+from sqlalchemy.orm import Session
+
+from shared.contracts import (
+    AlertSighting,
+    ReturnRequested,
+    TheftAlertRaised,
+    TheftAlertWithdrawn,
+    TheftRecovered,
+    TheftReported,
+    UnitAdjusted,
+    UnitReceived,
+    UnitReturned,
+    UnitSold,
+    UnitTransferred,
+    WarrantyClaimSubmitted,
+)
+from shared.envelope import Event, make_event
+from shared.store import add_to_outbox, utcnow
+
+from . import store
+from .domain import (
+    AGENCY,
+    RETAILER,
+    RETAILER_AGENCY,
+    RETAILER_REPORT_DISPOSITIONS,
+    SIGHTING_TYPES,
+    Alert,
+    Sighting,
+    derive_alerts,
+    reconcile,
+    retailer_case_number,
+)
+
+SERVICE = "theft"
+SOURCE = "serialtrack/theft"
+EVENT_TYPES = ("theft.reported", "theft.recovered", "unit.adjusted", *SIGHTING_TYPES)
+
+
+def sightings_of(event: Event) -> Iterator[tuple[store.UnitKey, Sighting]]:
+    """The units an event names, and where, when and by whom they were seen."""
+    d = event.data
+    base = {"time": event.time, "source": event.source, "event_id": event.id, "type": event.type}
+    if isinstance(d, UnitReceived):
+        sighting = Sighting(**base, location=d.location)
+        for serial in d.iter_serials():
+            yield (d.manufacturer, serial), sighting
+    elif isinstance(d, UnitSold):
+        yield (d.manufacturer, d.serial), Sighting(**base, location=d.location, terminal_id=d.terminal_id,
+                                                   reference=d.receipt_id)
+    elif isinstance(d, UnitReturned):
+        yield (d.manufacturer, d.serial), Sighting(**base, location=d.location, reference=d.receipt_id)
+    elif isinstance(d, UnitTransferred):
+        yield (d.manufacturer, d.serial), Sighting(**base, location=d.to_location)
+    elif isinstance(d, WarrantyClaimSubmitted):
+        yield (d.manufacturer, d.serial), Sighting(**base, location=d.location, reference=d.claim_id)
+    elif isinstance(d, ReturnRequested):
+        yield (d.manufacturer, d.serial), Sighting(**base, location=d.location, terminal_id=d.terminal_id,
+                                                   reference=d.request_id)
+    else:
+        raise ValueError(f"{event.type} is not a sighting")
+
+
+def _registry_base(event: Event, now) -> dict:
+    return {"event_type": event.type, "event_source": event.source, "event_id": event.id, "recorded_at": now,
+            "event_time": event.time, "description": None, "contact": None, "location": None,
+            "disposition": None}
+
+
+class _Batch:
+    """The rows one batch adds and the units it touches."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+        self.registry: list[dict] = []
+        self.ranges: list[dict] = []
+        self.sightings: dict[tuple, dict] = {}
+        self.sighted: set[store.UnitKey] = set()
+        self.reported: set[store.UnitKey] = set()
+        self.reported_ranges: list[tuple[str, object]] = []
+
+    def add(self, event: Event) -> None:
+        d = event.data
+        if isinstance(d, (TheftReported, TheftRecovered)):
+            self._add_agency_fact(event, d)
+        elif isinstance(d, UnitAdjusted):
+            self._add_retailer_fact(event, d)
+        else:
+            for key, s in sightings_of(event):
+                self.sighted.add(key)
+                self.sightings[(*key, s.source, s.event_id)] = {
+                    "manufacturer": key[0], "serial": key[1], "event_source": s.source, "event_id": s.event_id,
+                    "event_time": s.time, "event_type": s.type, "location": s.location,
+                    "terminal_id": s.terminal_id, "reference": s.reference, "recorded_at": self.now,
+                }
+
+    def _add_agency_fact(self, event: Event, d: TheftReported | TheftRecovered) -> None:
+        row = {**_registry_base(event, self.now), "origin": AGENCY, "agency": d.agency,
+               "case_number": d.case_number, "manufacturer": d.manufacturer}
+        if isinstance(d, TheftReported):
+            row.update(kind="reported", description=d.description or None, contact=d.contact,
+                       event_time=d.reported_at or event.time)
+        else:
+            row["kind"] = "recovered"
+        if d.serial_range is not None:
+            rng = d.serial_range
+            self.ranges.append({**row, "range_prefix": rng.prefix, "range_first": rng.first,
+                                "range_last": rng.last, "range_width": rng.width})
+            self.reported_ranges.append((d.manufacturer, rng))
+            return
+        for serial in d.iter_serials():
+            self.registry.append({**row, "serial": serial})
+            self.reported.add((d.manufacturer, serial))
+
+    def _add_retailer_fact(self, event: Event, d: UnitAdjusted) -> None:
+        disposition = d.disposition.value
+        if disposition in RETAILER_REPORT_DISPOSITIONS:
+            kind, case_number = "reported", retailer_case_number(event.source, event.id)
+        elif disposition == "found":
+            kind, case_number = "found", "*"  # closes every retailer case of the unit opened before it
+        else:
+            return  # damaged, destroyed, quarantined, sellable: nothing for the theft watch
+        self.registry.append({
+            **_registry_base(event, self.now), "kind": kind, "origin": RETAILER, "agency": RETAILER_AGENCY,
+            "case_number": case_number, "manufacturer": d.manufacturer, "serial": d.serial,
+            "location": d.location, "disposition": disposition, "description": d.note or None,
+        })
+        self.reported.add((d.manufacturer, d.serial))
+
+
+def apply_events(session: Session, events: list[Event]) -> None:
+    batch = _Batch()
+    for event in events:
+        batch.add(event)
+    store.lock_writers(session)
+    store.save_registry(session, batch.registry)
+    store.save_registry_ranges(session, batch.ranges)
+    store.save_sightings(session, list(batch.sightings.values()))
+
+    # Only a unit with both a registry entry and a sighting can have alerts: find those by index.
+    affected = set(store.registry_rows(session, batch.sighted)) if batch.sighted else set()
+    if batch.reported:
+        affected |= store.sighted_keys(session, batch.reported)
+    for manufacturer, rng in batch.reported_ranges:
+        affected |= store.sighted_in_range(session, manufacturer, rng)
+    if affected:
+        add_to_outbox(session, SERVICE, rederive(session, affected))
+
+
+def rederive(session: Session, keys: set[store.UnitKey]) -> list[Event]:
+    """Derive each unit's alerts from all its facts and store/publish what changed."""
+    registry = store.registry_rows(session, keys)
+    sightings = store.sightings_of(session, keys)
+    stored = store.stored_alerts(session, keys)
+    new_rows: list[dict] = []
+    withdrawn_ids: list[str] = []
+    reopened_ids: list[str] = []
+    outgoing: list[Event] = []
+    for key in sorted(keys):
+        derived = derive_alerts(key[0], key[1], (store.registry_fact(r) for r in registry.get(key, ())),
+                                sightings.get(key, ()))
+        before = stored.get(key, {})
+        result = reconcile(derived, before)
+        new_rows.extend(store.alert_row(key, a) for a in result.raised)
+        outgoing.extend(_alert_event(key, a, a.alert_id) for a in result.raised)
+        for alert in result.changed:
+            store.update_alert_content(session, key, alert)
+        for alert in result.reopened:
+            store.update_alert_content(session, key, alert)
+            reopened_ids.append(alert.alert_id)
+            # A new envelope id: consumers already applied the first raise of this alert id.
+            outgoing.append(_alert_event(key, alert, str(uuid.uuid4())))
+        for alert_id in result.withdrawn:
+            withdrawn_ids.append(alert_id)
+            outgoing.append(_withdrawal_event(key, before[alert_id][1]))
+    store.save_alerts(session, new_rows)
+    store.set_alert_status(session, withdrawn_ids, "withdrawn")
+    store.set_alert_status(session, reopened_ids, "open")
+    return outgoing
+
+
+def _alert_event(key: store.UnitKey, alert: Alert, event_id: str) -> Event:
+    return make_event(
+        TheftAlertRaised(
+            alert_id=alert.alert_id, kind=alert.kind, manufacturer=key[0], serial=key[1], origin=alert.origin,
+            agency=alert.agency, case_number=alert.case_number, seen_at=alert.seen_at,
+            sightings=[AlertSighting(event_type=s.type, event_source=s.source, event_id=s.event_id, seen_at=s.time,
+                                     location=s.location, terminal_id=s.terminal_id, reference=s.reference)
+                       for s in alert.sightings],
+        ),
+        # The alert id is derived from (sighting, unit, case): a redelivered sighting or a refold
+        # that derives the alert again produces the same envelope, which consumers drop.
+        source=SOURCE, id=event_id, time=alert.seen_at,
+    )
+
+
+def _withdrawal_event(key: store.UnitKey, alert: Alert) -> Event:
+    return make_event(
+        TheftAlertWithdrawn(alert_id=alert.alert_id, manufacturer=key[0], serial=key[1], agency=alert.agency,
+                            case_number=alert.case_number,
+                            reason="the case was closed (recovered or found) before the unit was seen"),
+        source=SOURCE,  # a random id: an alert may be withdrawn, reopened and withdrawn again
+    )

@@ -1,0 +1,360 @@
+"""Theft-watch tables and the set-based reads and writes the handlers and the API use.
+
+- ``theft_registry``: one row per (report/recovery event, serial): the registry and its index.
+- ``theft_registry_ranges``: reports and recoveries of consecutive serials, kept as ranges
+  (never expanded); matched by prefix, then by number.
+- ``theft_sightings``: every event that named a unit (this service's own record: it never asks
+  another service where a unit was).
+- ``theft_alerts``: one row per alert id; ``status`` open or withdrawn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+
+from sqlalchemy import Index, Table, and_, func, select, text, update
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel
+
+from shared.identity import SerialRange
+from shared.store import as_utc, chunks, insert_ignore, utcnow
+
+from .domain import Alert, RegistryFact, Sighting, range_candidates
+
+UnitKey = tuple[str, str]
+
+
+class _RegistryFields(SQLModel):
+    kind: str = Field(max_length=16)  # reported | recovered | found
+    origin: str = Field(max_length=16)  # agency | retailer
+    agency: str = Field(max_length=64)
+    case_number: str = Field(max_length=64)
+    manufacturer: str = Field(max_length=64)
+    event_time: datetime  # the report's reported_at when given, else the event time: what "when" means here
+    event_type: str = Field(max_length=64)
+    event_source: str = Field(max_length=256)
+    event_id: str = Field(max_length=128)
+    description: str | None = None
+    contact: str | None = Field(default=None, max_length=200)
+    location: str | None = Field(default=None, max_length=64)
+    disposition: str | None = Field(default=None, max_length=16)  # retailer reports: lost | stolen
+    recorded_at: datetime
+
+
+class RegistryRow(_RegistryFields, table=True):
+    __tablename__ = "theft_registry"
+    __table_args__ = (
+        Index("uq_theft_registry_event", "event_source", "event_id", "manufacturer", "serial", unique=True),
+        Index("ix_theft_registry_unit", "manufacturer", "serial"),
+        Index("ix_theft_registry_origin_time", "origin", "event_time"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    serial: str = Field(max_length=64)
+
+
+class RegistryRangeRow(_RegistryFields, table=True):
+    __tablename__ = "theft_registry_ranges"
+    __table_args__ = (
+        Index("uq_theft_registry_range_event", "event_source", "event_id", "manufacturer", "range_prefix",
+              "range_first", unique=True),
+        Index("ix_theft_registry_range_prefix", "manufacturer", "range_prefix"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    range_prefix: str = Field(max_length=64)
+    range_first: int
+    range_last: int
+    range_width: int | None = None
+
+
+class SightingRow(SQLModel, table=True):
+    __tablename__ = "theft_sightings"
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+    event_source: str = Field(primary_key=True, max_length=256)
+    event_id: str = Field(primary_key=True, max_length=128)
+    event_time: datetime
+    event_type: str = Field(max_length=64)
+    location: str | None = Field(default=None, max_length=64)
+    terminal_id: str | None = Field(default=None, max_length=64)
+    reference: str | None = Field(default=None, max_length=64)
+    recorded_at: datetime
+
+
+class AlertRow(SQLModel, table=True):
+    __tablename__ = "theft_alerts"
+    __table_args__ = (
+        Index("ix_theft_alerts_unit", "manufacturer", "serial"),
+        Index("ix_theft_alerts_agency_seen", "agency", "seen_at"),
+        Index("ix_theft_alerts_seen", "seen_at"),
+    )
+    alert_id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=16)  # sighting | retroactive
+    status: str = Field(default="open", max_length=16)  # open | withdrawn
+    manufacturer: str = Field(max_length=64)
+    serial: str = Field(max_length=64)
+    origin: str = Field(max_length=16)
+    agency: str = Field(max_length=64)
+    case_number: str = Field(max_length=64)
+    seen_at: datetime  # the (newest named) sighting's time
+    event_type: str = Field(max_length=64)  # of the newest named sighting, for exports
+    event_source: str = Field(max_length=256)
+    location: str | None = Field(default=None, max_length=64)
+    terminal_id: str | None = Field(default=None, max_length=64)
+    sightings: str  # JSON list, newest first
+    raised_at: datetime
+    updated_at: datetime
+
+
+TABLES: list[Table] = [RegistryRow.__table__, RegistryRangeRow.__table__, SightingRow.__table__,  # type: ignore[list-item]
+                       AlertRow.__table__]
+
+_registry = RegistryRow.__table__
+_ranges = RegistryRangeRow.__table__
+_sightings = SightingRow.__table__
+_alerts = AlertRow.__table__
+
+
+# Writes
+
+_WRITER_LOCK = 0x7468656674  # "theft"
+
+
+def lock_writers(session: Session) -> None:
+    """Serialize theft writers across processes (PostgreSQL; SQLite has one writer anyway).
+
+    Without it two processes could each commit one half of a match (a sighting here, its report
+    there) while neither sees the other's uncommitted row, and no alert would be raised.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK})
+
+
+
+def save_registry(session: Session, rows: Sequence[dict]) -> None:
+    insert_ignore(session, _registry, rows)  # a redelivered report stays one row per serial
+
+
+def save_registry_ranges(session: Session, rows: Sequence[dict]) -> None:
+    insert_ignore(session, _ranges, rows)
+
+
+def save_sightings(session: Session, rows: Sequence[dict]) -> None:
+    insert_ignore(session, _sightings, rows)
+
+
+def _by_maker(keys: Iterable[UnitKey]) -> dict[str, list[str]]:
+    by_maker: dict[str, set[str]] = {}
+    for manufacturer, serial in keys:
+        by_maker.setdefault(manufacturer, set()).add(serial)
+    return {m: sorted(s) for m, s in by_maker.items()}
+
+
+# The registry index: exact serials, then ranges by prefix
+
+
+def registry_rows(session: Session, keys: Iterable[UnitKey], columns: Sequence | None = None) -> dict[UnitKey, list]:
+    """Registry rows (reports, recoveries, found) covering each unit, by index: one IN query per
+    500 serials, plus, only where ranges exist for the manufacturer, one query per range prefix set."""
+    by_maker = _by_maker(keys)
+    found: dict[UnitKey, list] = {}
+    exact_cols = columns or [_registry]
+    for manufacturer, serials in by_maker.items():
+        for part in chunks(serials):
+            query = select(*exact_cols).where(_registry.c.manufacturer == manufacturer, _registry.c.serial.in_(part))
+            for row in session.execute(query):
+                found.setdefault((manufacturer, row.serial), []).append(row)
+    for (manufacturer, serial), row in _range_rows(session, by_maker):
+        found.setdefault((manufacturer, serial), []).append(row)
+    return found
+
+
+def _range_rows(session: Session, by_maker: dict[str, list[str]]) -> Iterator[tuple[UnitKey, object]]:
+    makers = list(by_maker)
+    prefixes: set[tuple[str, str]] = set()
+    for part in chunks(makers):
+        prefixes.update(tuple(r) for r in session.execute(
+            select(_ranges.c.manufacturer, _ranges.c.range_prefix).where(_ranges.c.manufacturer.in_(part)).distinct()
+        ))
+    if not prefixes:
+        return
+    for manufacturer, serials in by_maker.items():
+        wanted: dict[str, list[str]] = {}
+        for serial in serials:
+            for prefix, _, _ in range_candidates(serial):
+                if (manufacturer, prefix) in prefixes:
+                    wanted.setdefault(prefix, []).append(serial)
+        if not wanted:
+            continue
+        for part in chunks(sorted(wanted)):
+            rows = session.execute(select(_ranges).where(_ranges.c.manufacturer == manufacturer,
+                                                         _ranges.c.range_prefix.in_(part)))
+            for row in rows:
+                rng = range_of(row)
+                for serial in wanted[row.range_prefix]:
+                    if serial in rng:
+                        yield (manufacturer, serial), row
+
+
+def range_of(row) -> SerialRange:
+    return SerialRange(prefix=row.range_prefix, first=row.range_first, last=row.range_last, width=row.range_width)
+
+
+def registry_fact(row) -> RegistryFact:
+    return RegistryFact(kind=row.kind, origin=row.origin, agency=row.agency, case_number=row.case_number,
+                        time=as_utc(row.event_time), source=row.event_source, event_id=row.event_id)
+
+
+# Sightings
+
+
+def sighted_keys(session: Session, keys: Iterable[UnitKey]) -> set[UnitKey]:
+    found: set[UnitKey] = set()
+    for manufacturer, serials in _by_maker(keys).items():
+        for part in chunks(serials):
+            found.update((manufacturer, r.serial) for r in session.execute(
+                select(_sightings.c.serial).where(_sightings.c.manufacturer == manufacturer,
+                                                  _sightings.c.serial.in_(part)).distinct()))
+    return found
+
+
+def sighted_in_range(session: Session, manufacturer: str, rng: SerialRange) -> set[UnitKey]:
+    """Units of a range that were ever seen, found by index on the serial bounds."""
+    if rng.width is not None:
+        low, high = f"{rng.prefix}{rng.first:0{rng.width}d}", f"{rng.prefix}{rng.last:0{rng.width}d}"
+    else:  # unpadded numbers do not sort as strings: scan the prefix, filter exactly below
+        low, high = rng.prefix, rng.prefix + "\x7f"
+    rows = session.execute(select(_sightings.c.serial).where(
+        _sightings.c.manufacturer == manufacturer, and_(_sightings.c.serial >= low, _sightings.c.serial <= high)
+    ).distinct())
+    return {(manufacturer, r.serial) for r in rows if r.serial in rng}
+
+
+def sightings_of(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, list[Sighting]]:
+    found: dict[UnitKey, list[Sighting]] = {}
+    for manufacturer, serials in _by_maker(keys).items():
+        for part in chunks(serials):
+            for r in session.execute(select(_sightings).where(_sightings.c.manufacturer == manufacturer,
+                                                              _sightings.c.serial.in_(part))):
+                found.setdefault((manufacturer, r.serial), []).append(_sighting(r))
+    return found
+
+
+def _sighting(r) -> Sighting:
+    return Sighting(time=as_utc(r.event_time), source=r.event_source, event_id=r.event_id, type=r.event_type,
+                    location=r.location, terminal_id=r.terminal_id, reference=r.reference)
+
+
+def last_sightings(session: Session, key: UnitKey, limit: int) -> list[Sighting]:
+    rows = session.execute(
+        select(_sightings).where(_sightings.c.manufacturer == key[0], _sightings.c.serial == key[1])
+        .order_by(_sightings.c.event_time.desc(), _sightings.c.event_source.desc(), _sightings.c.event_id.desc())
+        .limit(limit))
+    return [_sighting(r) for r in rows]
+
+
+# Alerts
+
+
+def sighting_json(s: Sighting) -> dict:
+    return {"event_type": s.type, "event_source": s.source, "event_id": s.event_id, "seen_at": s.time.isoformat(),
+            "location": s.location, "terminal_id": s.terminal_id, "reference": s.reference}
+
+
+def _sighting_from_json(d: dict) -> Sighting:
+    return Sighting(time=as_utc(datetime.fromisoformat(d["seen_at"])), source=d["event_source"],
+                    event_id=d["event_id"], type=d["event_type"], location=d.get("location"),
+                    terminal_id=d.get("terminal_id"), reference=d.get("reference"))
+
+
+def alert_from_row(row) -> Alert:
+    return Alert(alert_id=row.alert_id, kind=row.kind, origin=row.origin, agency=row.agency,
+                 case_number=row.case_number, seen_at=as_utc(row.seen_at),
+                 sightings=tuple(_sighting_from_json(d) for d in json.loads(row.sightings)))
+
+
+def stored_alerts(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, dict[str, tuple[str, Alert]]]:
+    found: dict[UnitKey, dict[str, tuple[str, Alert]]] = {}
+    for manufacturer, serials in _by_maker(keys).items():
+        for part in chunks(serials):
+            for r in session.execute(select(_alerts).where(_alerts.c.manufacturer == manufacturer,
+                                                           _alerts.c.serial.in_(part))):
+                found.setdefault((manufacturer, r.serial), {})[r.alert_id] = (r.status, alert_from_row(r))
+    return found
+
+
+def alert_row(key: UnitKey, alert: Alert) -> dict:
+    newest = alert.sightings[0]
+    now = utcnow()
+    return {
+        "alert_id": alert.alert_id, "kind": alert.kind, "status": "open", "manufacturer": key[0], "serial": key[1],
+        "origin": alert.origin, "agency": alert.agency, "case_number": alert.case_number, "seen_at": alert.seen_at,
+        "event_type": newest.type, "event_source": newest.source, "location": newest.location,
+        "terminal_id": newest.terminal_id, "sightings": json.dumps([sighting_json(s) for s in alert.sightings]),
+        "raised_at": now, "updated_at": now,
+    }
+
+
+def save_alerts(session: Session, rows: Sequence[dict]) -> None:
+    insert_ignore(session, _alerts, rows)  # a concurrent consumer raising the same alert keeps one row
+
+
+def set_alert_status(session: Session, alert_ids: Sequence[str], status: str) -> None:
+    now = utcnow()
+    for part in chunks(sorted(alert_ids)):
+        session.execute(update(_alerts).where(_alerts.c.alert_id.in_(part)).values(status=status, updated_at=now))
+
+
+def update_alert_content(session: Session, key: UnitKey, alert: Alert) -> None:
+    """A retroactive alert learnt of more sightings (rare: a late, earlier sighting)."""
+    row = alert_row(key, alert)
+    del row["raised_at"], row["status"]
+    session.execute(update(_alerts).where(_alerts.c.alert_id == alert.alert_id).values(**row))
+
+
+# Read side (HTTP API, exports)
+
+
+def alerts_for_unit(session: Session, key: UnitKey) -> list:
+    return list(session.execute(
+        select(_alerts).where(_alerts.c.manufacturer == key[0], _alerts.c.serial == key[1])
+        .order_by(_alerts.c.seen_at.desc(), _alerts.c.alert_id)))
+
+
+def _alert_conditions(*, agency=None, since=None, until=None, status=None, manufacturer=None) -> list:
+    return [c for c in (
+        _alerts.c.agency == agency if agency else None,
+        _alerts.c.seen_at >= since if since else None,
+        _alerts.c.seen_at < until if until else None,
+        _alerts.c.status == status if status else None,
+        _alerts.c.manufacturer == manufacturer if manufacturer else None,
+    ) if c is not None]
+
+
+def list_alerts(session: Session, *, limit: int, offset: int, **filters) -> tuple[int, list]:
+    conditions = _alert_conditions(**filters)
+    total = session.scalar(select(func.count()).select_from(_alerts).where(*conditions))
+    rows = session.execute(select(_alerts).where(*conditions)
+                           .order_by(_alerts.c.seen_at.desc(), _alerts.c.alert_id).limit(limit).offset(offset))
+    return total or 0, list(rows)
+
+
+def iter_alerts(session: Session, **filters) -> Iterator:
+    """Every matching alert, oldest first, streamed (exports may be large)."""
+    query = select(_alerts).where(*_alert_conditions(**filters)).order_by(_alerts.c.seen_at, _alerts.c.alert_id)
+    yield from session.execute(query.execution_options(yield_per=1000))
+
+
+def iter_retailer_reports(session: Session, *, since=None, until=None, location=None) -> Iterator:
+    conditions = [c for c in (
+        _registry.c.origin == "retailer",
+        _registry.c.kind == "reported",
+        _registry.c.event_time >= since if since else None,
+        _registry.c.event_time < until if until else None,
+        _registry.c.location == location if location else None,
+    ) if c is not None]
+    query = select(_registry).where(*conditions).order_by(_registry.c.event_time, _registry.c.id)
+    yield from session.execute(query.execution_options(yield_per=1000))
+
+
