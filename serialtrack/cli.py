@@ -269,6 +269,8 @@ def lookup(
         raise typer.Exit(1)
     if report.get("inventory"):
         _print_inventory(report["inventory"])
+    if report.get("warranty"):
+        _print_warranty(report["warranty"])
     if report.get("theft"):
         _print_theft(report["theft"])
 
@@ -298,6 +300,29 @@ def _print_inventory(unit: dict) -> None:
         for a in unit["anomalies"]:
             anomalies.add_row(a["event_time"], a["kind"], a["status"], a["detail"])
         out.print(anomalies)
+
+
+def _print_warranty(warranty: dict) -> None:
+    coverage, owner, sale = warranty.get("coverage"), warranty.get("owner"), warranty.get("sale")
+    line = f"warranty: [bold]{warranty['status']}[/bold]"
+    if coverage:
+        line += (f", policy {coverage['policy_id']} ({coverage['coverage_days']} days) "
+                 f"{coverage['starts'][:10]} to {coverage['ends'][:10]}, {coverage['status']}")
+    if owner:
+        line += f", owner {owner['customer_id']} (via {owner['via']})"
+    if sale:
+        line += f", sold {sale['sold_at'][:10]} at {sale['location']} on receipt {sale['receipt_id']}"
+    out.print(line, highlight=False)
+    if warranty.get("requests"):
+        requests = Table("at", "request", "reference", "decision", "reasons", title="claims and returns",
+                         title_justify="left")
+        for r in warranty["requests"]:
+            requests.add_row(r["at"], r["kind"], r["reference"], f"{r['status']} (v{r['version']})",
+                             ", ".join(r["reasons"]))
+        out.print(requests)
+    for recall in warranty.get("open_recalls", []):
+        out.print(f"  [yellow]open recall[/yellow] {recall['recall_id']}: {recall['hazard']} "
+                  f"(remedy: {recall['remedy']}, owner notice: {recall['notice'] or 'pending'})", highlight=False)
 
 
 def _print_theft(stolen: dict) -> None:

@@ -6,10 +6,14 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 
+from services.registry import INSTALLED
+from shared.contracts import UnitSelection
+from shared.envelope import validate_data
 from shared.publishing import publish
 from shared.settings import Settings
 
@@ -17,62 +21,122 @@ from .publishing import build_envelope
 
 MANUFACTURER = "acme"
 SKU = "TV-55-OLED"
+INVENTORY_TYPES = ("unit.", "theft.reported", "theft.recovered", "recall.")
 
 
-def story(batch: str, start: datetime) -> list[tuple[str, str, dict, timedelta]]:
-    """(narration, type, data, offset from start). Serials are fresh per run: demos never collide."""
-    tv = [f"TV{batch}{n:03d}" for n in (1, 2, 3)]
-    return [
-        ("3 TVs arrive at warehouse-1 (one bulk receipt by serial range)", "unit.received",
-         {"manufacturer": MANUFACTURER, "serial_range": {"prefix": f"TV{batch}", "first": 1, "last": 3, "width": 3},
-          "sku": SKU, "location": "warehouse-1"}, timedelta()),
-        (f"{tv[0]} moves to store-12", "unit.transferred",
-         {"manufacturer": MANUFACTURER, "serial": tv[0], "from_location": "warehouse-1", "to_location": "store-12"},
-         timedelta(hours=2)),
-        (f"{tv[0]} is sold at store-12, till 3", "unit.sold",
-         {"manufacturer": MANUFACTURER, "serial": tv[0], "sku": SKU, "location": "store-12",
-          "terminal_id": "store-12/till-3", "receipt_id": f"R-{batch}-1", "customer_id": "C-1042", "price": "899.00"},
-         timedelta(days=1)),
-        (f"{tv[0]} comes back: dead pixels", "unit.returned",
-         {"manufacturer": MANUFACTURER, "serial": tv[0], "location": "store-12", "receipt_id": f"R-{batch}-1",
-          "reason": "dead pixels", "condition": "open_box"}, timedelta(days=2)),
-        (f"police report {tv[2]} stolen from the warehouse dock", "theft.reported",
-         {"manufacturer": MANUFACTURER, "serial": tv[2], "agency": "metro-pd", "case_number": f"2026-{batch}"},
-         timedelta(days=2, hours=1)),
-        (f"someone rings up {tv[2]} at store-12 anyway", "unit.sold",
-         {"manufacturer": MANUFACTURER, "serial": tv[2], "sku": SKU, "location": "store-12",
-          "terminal_id": "store-12/till-1", "receipt_id": f"R-{batch}-2"}, timedelta(days=3)),
-        (f"{tv[1]} is sold twice: the second scan is a duplicate at another till", "unit.sold",
-         {"manufacturer": MANUFACTURER, "serial": tv[1], "sku": SKU, "location": "warehouse-1",
-          "terminal_id": "web/checkout", "receipt_id": f"R-{batch}-3"}, timedelta(days=3, hours=1)),
-        ("", "unit.sold",
-         {"manufacturer": MANUFACTURER, "serial": tv[1], "sku": SKU, "location": "store-12",
-          "terminal_id": "store-12/till-2", "receipt_id": f"R-{batch}-4"}, timedelta(days=3, hours=2)),
+@dataclass
+class Step:
+    narration: str
+    type: str
+    data: dict
+    offset: timedelta
+
+
+@dataclass
+class Expectations:
+    """What the story must have led to, checked before anything is shown."""
+
+    decisions: dict[str, dict[str, str]] = field(default_factory=dict)  # serial -> {claim/request id: status}
+    alerts_on: dict[str, int] = field(default_factory=dict)  # serial -> theft alerts expected
+
+
+def story(batch: str) -> tuple[list[Step], list[str], Expectations]:
+    """Serials are fresh per run, so demos never collide. Offsets are from four days ago."""
+    tv = [f"TV{batch}{n:03d}" for n in range(1, 7)]
+    m, day = MANUFACTURER, timedelta(days=1)
+    sale = {"manufacturer": m, "sku": SKU, "location": "store-12"}
+    steps = [
+        Step("acme's TV warranty: 90 days, returns within 30", "warranty.policy.set",
+             {"policy_id": f"ACME-TV-90-{batch}", "manufacturer": m, "sku": SKU, "coverage_days": 90,
+              "return_window_days": 30, "effective_from": "2020-01-01T00:00:00Z"}, -300 * day),
+        Step(f"{tv[3]} arrived long ago and was sold 200 days ago", "unit.received",
+             {"manufacturer": m, "serial": tv[3], "sku": SKU, "location": "store-12"}, -210 * day),
+        Step("", "unit.sold", {**sale, "serial": tv[3], "terminal_id": "store-12/till-2",
+                               "receipt_id": f"R-{batch}-0", "customer_id": "C-3001"}, -200 * day),
+        Step("5 TVs arrive at warehouse-1 (one bulk receipt by serial range)", "unit.received",
+             {"manufacturer": m, "serial_range": {"prefix": f"TV{batch}", "first": 1, "last": 3, "width": 3},
+              "sku": SKU, "location": "warehouse-1"}, timedelta()),
+        Step("", "unit.received", {"manufacturer": m, "serials": [tv[4], tv[5]], "sku": SKU,
+                                   "location": "store-12"}, timedelta()),
+        Step(f"{tv[0]} moves to store-12", "unit.transferred",
+             {"manufacturer": m, "serial": tv[0], "from_location": "warehouse-1", "to_location": "store-12"},
+             timedelta(hours=2)),
+        Step(f"{tv[0]} is sold at store-12, till 3", "unit.sold",
+             {**sale, "serial": tv[0], "terminal_id": "store-12/till-3", "receipt_id": f"R-{batch}-1",
+              "customer_id": "C-1042", "price": "899.00"}, day),
+        Step(f"{tv[4]} is sold to C-2077", "unit.sold",
+             {**sale, "serial": tv[4], "terminal_id": "store-12/till-1", "receipt_id": f"R-{batch}-6",
+              "customer_id": "C-2077"}, day + timedelta(hours=1)),
+        Step(f"{tv[0]} comes back: dead pixels", "unit.returned",
+             {"manufacturer": m, "serial": tv[0], "location": "store-12", "receipt_id": f"R-{batch}-1",
+              "reason": "dead pixels", "condition": "open_box"}, 2 * day),
+        Step(f"police report {tv[2]} stolen from the warehouse dock", "theft.reported",
+             {"manufacturer": m, "serial": tv[2], "agency": "metro-pd", "case_number": f"2026-{batch}"},
+             2 * day + timedelta(hours=1)),
+        Step(f"C-2077 tries to return {tv[5]} (never sold) on the receipt of {tv[4]}", "return.requested",
+             {"request_id": f"RQ-{batch}", "manufacturer": m, "serial": tv[5], "receipt_id": f"R-{batch}-6",
+              "location": "store-12", "customer_id": "C-2077", "reason": "does not work"}, 2 * day + timedelta(hours=3)),
+        Step(f"someone rings up {tv[2]} at store-12 anyway", "unit.sold",
+             {**sale, "serial": tv[2], "terminal_id": "store-12/till-1", "receipt_id": f"R-{batch}-2"}, 3 * day),
+        Step(f"{tv[1]} is sold twice: a duplicate scan at another till", "unit.sold",
+             {**sale, "location": "warehouse-1", "serial": tv[1], "terminal_id": "web/checkout",
+              "receipt_id": f"R-{batch}-3"}, 3 * day + timedelta(hours=1)),
+        Step("", "unit.sold", {**sale, "serial": tv[1], "terminal_id": "store-12/till-2",
+                               "receipt_id": f"R-{batch}-4"}, 3 * day + timedelta(hours=2)),
+        Step(f"C-2077 claims warranty on {tv[4]}: no sound", "warranty.claim.submitted",
+             {"claim_id": f"CL-{batch}-1", "manufacturer": m, "serial": tv[4], "customer_id": "C-2077",
+              "issue": "no sound", "location": "store-12"}, 3 * day + timedelta(hours=4)),
+        Step(f"C-3001 claims warranty on {tv[3]}, bought 200 days ago", "warranty.claim.submitted",
+             {"claim_id": f"CL-{batch}-2", "manufacturer": m, "serial": tv[3], "customer_id": "C-3001",
+              "issue": "dead pixels", "location": "store-12"}, 3 * day + timedelta(hours=5)),
     ]
+    expectations = Expectations(
+        decisions={tv[4]: {f"CL-{batch}-1": "approved"}, tv[3]: {f"CL-{batch}-2": "rejected"},
+                   tv[5]: {f"RQ-{batch}": "rejected"}},
+        alerts_on={tv[2]: 2},  # the warehouse receipt (retroactive) and the sale at store-12
+    )
+    return steps, tv, expectations
 
 
-def _caught_up(report: dict, event_ids: set[str]) -> bool:
-    """Every service that tracks this unit has applied the story's events for it."""
+def _serials_of(event_type: str, data: dict) -> set[str]:
+    model = validate_data(event_type, data)
+    if isinstance(model, UnitSelection):
+        return set(model.iter_serials())
+    serial = getattr(model, "serial", None)
+    return {serial} if serial else set()
+
+
+def _caught_up(report: dict, inventory_ids: set[str], expect: Expectations, serial: str) -> bool:
+    """Every installed service has applied what the story says about this unit."""
     unit = report.get("inventory")
-    if not unit or not event_ids <= {h["id"] for h in unit["history"]}:
+    if "inventory" in report and (not unit or not inventory_ids <= {h["id"] for h in unit["history"]}):
         return False
     stolen = report.get("theft")
-    if stolen is not None and stolen["stolen"]:
-        return len(stolen["alerts"]) >= 2  # the warehouse receipt (retroactive) and the sale
+    if stolen is not None and len(stolen["alerts"]) < expect.alerts_on.get(serial, 0):
+        return False
+    if "warranty" in report:
+        decided = {r["reference"]: r["status"] for r in (report["warranty"] or {}).get("requests", [])}
+        if any(decided.get(ref) != status for ref, status in expect.decisions.get(serial, {}).items()):
+            return False
     return True
 
 
-def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], timeout: float = 30.0) -> dict:
+def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], timeout: float = 45.0) -> dict:
     from .cli import fetch_unit
 
     batch = secrets.token_hex(2).upper()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=4)
-    steps = story(batch, start)
-    envelopes = []
-    for narration, event_type, data, offset in steps:
-        envelopes.append(build_envelope(event_type, data, source="demo/serialtrack", time=start + offset))
-        if narration:
-            say(f"  {(start + offset):%b %d %H:%M}  {narration}")
+    steps, serials, expect = story(batch)
+    envelopes, inventory_ids = [], {s: set() for s in serials}
+    for step in steps:
+        envelope = build_envelope(step.type, step.data, source="demo/serialtrack", time=start + step.offset)
+        envelopes.append(envelope)
+        touched = _serials_of(step.type, step.data)
+        if step.type.startswith(INVENTORY_TYPES):
+            for serial in touched:
+                inventory_ids[serial].add(envelope.id)
+        if step.narration:
+            say(f"  {(start + step.offset):%b %d %Y}  {step.narration}")
 
     async def send():
         client = aioredis.from_url(redis_url)
@@ -82,37 +146,52 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
             await client.aclose()
 
     asyncio.run(send())
-    say(f"published {len(envelopes)} events; waiting for the services...")
+    say(f"published {len(envelopes)} events; waiting for {', '.join(INSTALLED)}...")
 
-    serials = [f"TV{batch}{n:03d}" for n in (1, 2, 3)]
-    expected = {s: {e.id for e in envelopes if e.data.get("serial") in (s, None)} for s in serials}
     deadline = time.monotonic() + timeout
     units: dict[str, dict] = {}
     while time.monotonic() < deadline:
         units = {s: fetch_unit(settings, MANUFACTURER, s) for s in serials}
-        if all(_caught_up(u, expected[s]) for s, u in units.items()):
+        if all(_caught_up(units[s], inventory_ids[s], expect, s) for s in serials):
             break
         time.sleep(0.3)
     else:
         raise TimeoutError("the services did not apply the demo events within "
                            f"{timeout:.0f}s; check `serialtrack deadletters` and the service logs")
 
+    _tell(units, serials, say)
+    say("")
+    say(f"try: serialtrack lookup {MANUFACTURER} {serials[2]}")
+    return {"manufacturer": MANUFACTURER, "serials": serials, "units": units}
+
+
+def _tell(units: dict[str, dict], serials: list[str], say: Callable[[str], None]) -> None:
     say("")
     say("inventory now says:")
-    for serial, report in units.items():
-        unit = report["inventory"]
+    for serial in serials:
+        unit = units[serial].get("inventory")
+        if not unit:
+            continue
         flags = " STOLEN" if unit["stolen"] else ""
         say(f"  {MANUFACTURER}/{serial}: {unit['status']} at {unit['location']}{flags}")
         for anomaly in (a for a in unit["anomalies"] if a["status"] == "open"):
             say(f"      anomaly {anomaly['kind']}: {anomaly['detail']}")
-    stolen = units[serials[2]].get("theft")
-    if stolen:
+    if any(units[s].get("warranty") for s in serials):
         say("")
-        say(f"theft watch on {MANUFACTURER}/{serials[2]}:")
-        for alert in stolen["alerts"]:
-            where = alert.get("location") or "?"
-            say(f"  alert ({alert['kind']}): case {alert['agency']}:{alert['case_number']}, "
-                f"seen by {alert.get('terminal_id') or alert.get('event_source')} at {where}")
-    say("")
-    say(f"try: serialtrack lookup {MANUFACTURER} {serials[2]}")
-    return {"manufacturer": MANUFACTURER, "serials": serials, "units": units}
+        say("warranty decided:")
+        for serial in serials:
+            warranty = units[serial].get("warranty") or {}
+            for request in warranty.get("requests", []):
+                reasons = f" ({', '.join(request['reasons'])})" if request["reasons"] else ""
+                ends = ""
+                if "outside_coverage" in request["reasons"] and warranty.get("coverage"):
+                    ends = f"; coverage ended {warranty['coverage']['ends'][:10]}"
+                say(f"  {request['kind']} {request['reference']} on {serial}: {request['status']}{reasons}{ends}")
+    for serial in serials:
+        stolen = units[serial].get("theft")
+        if stolen and stolen["alerts"]:
+            say("")
+            say(f"theft watch on {MANUFACTURER}/{serial}:")
+            for alert in stolen["alerts"]:
+                say(f"  alert ({alert['kind']}): case {alert['agency']}:{alert['case_number']}, seen by "
+                    f"{alert.get('terminal_id') or alert.get('event_source')} at {alert.get('location') or '?'}")

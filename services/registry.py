@@ -6,7 +6,7 @@ import importlib
 
 from shared.service import ServiceDefinition
 
-INSTALLED = ("inventory", "theft")
+INSTALLED = ("inventory", "warranty", "theft")
 
 
 def load(name: str) -> ServiceDefinition:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ..identity import Manufacturer, Serial
 from .base import Code, EventData, Note, Text
@@ -78,3 +78,118 @@ class RecallOwnerUnknown(EventData):
     recall_id: Code
     manufacturer: Manufacturer
     serial: Serial
+
+
+# What the warranty service answers. Decisions are re-issued (``version`` + 1, ``supersedes`` naming the
+# previous decision's event id) when a fact that arrived late, but happened before the request, changes
+# the outcome; consumers keep the highest version per claim or request.
+
+ClaimStatus = Literal["approved", "rejected", "needs_review"]
+ReturnStatus = Literal["accepted", "rejected", "needs_review"]
+
+ClaimReason = Literal[
+    "unknown_serial",  # neither received nor sold by this retailer: counterfeit, gray market, or a late sale
+    "never_sold",  # received, never sold (still in stock): nothing to claim on
+    "outside_coverage",  # the claim came after ``coverage_ends``
+    "coverage_ended_by_return",  # the sale was returned: its coverage ended
+    "duplicate_claim",  # same unit, same issue, an earlier claim not rejected, within the duplicate window
+    "not_registered_owner",  # the claimant is not the unit's owner (registration, else the sale's customer)
+    "owner_unknown",  # nobody is on record as owner: cannot verify the claimant
+    "reported_stolen",  # an open law-enforcement report covers the unit (also: warranty.stolen_unit_presented)
+    "open_recall",  # an open recall covers the unit: the customer goes to the recall remedy instead
+    "fraud_signals",  # the fraud score reached the review threshold
+]
+
+ReturnReason = Literal[
+    "unknown_serial",  # neither received nor sold by this retailer
+    "never_sold",  # received, never sold
+    "receipt_unknown",  # no sale on this receipt is known (yet)
+    "serial_not_on_receipt",  # the receipt is known but this serial was not sold on it (unit swap)
+    "outside_return_window",  # the request came after ``return_window_ends``
+    "already_returned",  # the sale was already returned
+    "reported_stolen",
+]
+
+
+class FraudSignal(BaseModel):
+    """One fraud signal (see docs/warranty.md for each): ``weight`` adds to the claim's score."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    name: str
+    weight: int
+    value: float | int
+    detail: str
+
+
+class DecisionFacts(BaseModel):
+    """The facts a decision used, as they stood at the request's event time. Reproducible: the same
+    stored history gives the same facts and the same decision."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    as_of: AwareDatetime  # the request's event time: only facts up to it count
+    received: bool = False
+    sku: str | None = None
+    sale_receipt_id: str | None = None
+    sale_event: str | None = None  # "source/id" of the sale
+    sold_at: AwareDatetime | None = None
+    sold_location: str | None = None
+    sale_customer_id: str | None = None
+    returned_at: AwareDatetime | None = None
+    policy_id: str | None = None
+    coverage_days: int | None = None
+    return_window_days: int | None = None
+    coverage_ends: AwareDatetime | None = None
+    return_window_ends: AwareDatetime | None = None
+    owner_customer_id: str | None = None
+    owner_via: Literal["registration", "sale"] | None = None
+    theft_cases: list[str] = Field(default_factory=list)
+    open_recalls: list[str] = Field(default_factory=list)
+    recall_remedy: str | None = None
+    duplicate_of: str | None = None
+    receipt_serials: list[str] = Field(default_factory=list)  # returns: serials this maker sold on the receipt
+    fraud_score: int = 0
+    fraud_signals: list[FraudSignal] = Field(default_factory=list)
+
+
+class WarrantyClaimDecided(EventData):
+    event_type: ClassVar[str] = "warranty.claim.decided"
+    claim_id: Code
+    manufacturer: Manufacturer
+    serial: Serial
+    customer_id: Code
+    status: ClaimStatus
+    reasons: list[ClaimReason]
+    version: int = Field(ge=1)
+    supersedes: str | None = None  # event id of the decision this one replaces
+    submitted_at: AwareDatetime
+    facts: DecisionFacts
+
+
+class ReturnDecided(EventData):
+    event_type: ClassVar[str] = "return.decided"
+    request_id: Code
+    manufacturer: Manufacturer
+    serial: Serial
+    receipt_id: Code
+    location: Code
+    status: ReturnStatus
+    reasons: list[ReturnReason]
+    version: int = Field(ge=1)
+    supersedes: str | None = None
+    requested_at: AwareDatetime
+    facts: DecisionFacts
+
+
+class WarrantyStolenUnitPresented(EventData):
+    """A unit under an open stolen report was presented for a warranty claim or a return: an alert for
+    the theft service. Once per claim or request (deterministic id)."""
+
+    event_type: ClassVar[str] = "warranty.stolen_unit_presented"
+    manufacturer: Manufacturer
+    serial: Serial
+    theft_cases: list[Code]  # "agency:case_number"
+    presented_as: Literal["claim", "return"]
+    reference: Code  # claim_id or request_id
+    customer_id: Code | None = None
+    location: Code | None = None
+    presented_at: AwareDatetime

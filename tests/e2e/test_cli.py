@@ -154,12 +154,18 @@ def test_demo_tells_its_story_and_bad_input_is_dead_lettered(system):
     env = system.env
     demo = json.loads(cli(env, "demo", "--json").stdout)
     units = {serial: report["inventory"] for serial, report in demo["units"].items()}
-    first, second, third = demo["serials"]
+    first, second, third, old, claimed, swapped = demo["serials"]
     assert units[first]["status"] == "returned"
     assert units[third]["stolen"] is True
     open_kinds = {a["kind"] for a in units[third]["anomalies"] if a["status"] == "open"}
     assert "sold_while_stolen" in open_kinds
     assert "sold_twice" in {a["kind"] for a in units[second]["anomalies"] if a["status"] == "open"}
+    by_serial = {s: demo["units"][s]["warranty"]["requests"][0] for s in (old, claimed, swapped)}
+    assert by_serial[claimed]["status"] == "approved"
+    assert by_serial[old]["status"] == "rejected" and "outside_coverage" in by_serial[old]["reasons"]
+    assert by_serial[swapped]["status"] == "rejected" and "serial_not_on_receipt" in by_serial[swapped]["reasons"]
+    alerts = demo["units"][third]["theft"]["alerts"]
+    assert {a["kind"] for a in alerts} == {"sighting", "retroactive"}
 
     import redis
 

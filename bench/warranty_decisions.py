@@ -1,0 +1,182 @@
+"""Benchmark: warranty decisions over a real Redis and a real store, through the whole path.
+
+The warranty service runs in-process with its real consumers and outbox relay (the app's lifespan);
+HTTP goes through the ASGI app over httpx (no socket). Measured:
+
+1. seeding: a policy, one range receipt and N sales, published and applied (events/s);
+2. the counter's synchronous path: sequential ``POST /claims/decisions`` and ``POST /returns/decisions``
+   (publish the request as its event, wait for the committed decision): p50 / p99 / max latency;
+3. asynchronous throughput: M claims published at once until all are decided (claims/s);
+4. a receipt of 1,000,000 serials by range: publish until a serial in it reads ``in_stock``.
+
+    .venv/bin/python bench/warranty_decisions.py                      # embedded Redis, SQLite in a temp dir
+    .venv/bin/python bench/warranty_decisions.py --database-url postgresql://postgres@127.0.0.1:5432/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import redis.asyncio as aioredis
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from serialtrack.redis_server import RedisServerProcess
+from services.warranty import store
+from services.warranty.app import definition
+from shared.contracts import UnitReceived, UnitSold, WarrantyClaimSubmitted, WarrantyPolicySet
+from shared.envelope import make_event
+from shared.publishing import publish
+from shared.service import build_app
+from shared.settings import Settings
+from shared.store import InboxRow
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+MAKER, SKU = "acme", "TV-55"
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def count(engine, query) -> int:
+    with Session(engine) as session:
+        return session.scalar(query) or 0
+
+
+async def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return
+        await asyncio.sleep(0.02)
+    raise SystemExit(f"timed out after {timeout}s waiting for {what}")
+
+
+async def run(settings: Settings, units: int, sync_requests: int, async_claims: int) -> None:
+    app = build_app(definition, settings)
+    runtime = app.state.runtime
+    engine = runtime.engine
+    redis = aioredis.from_url(settings.resolve_redis_url())
+    inbox = select(func.count()).select_from(InboxRow).where(InboxRow.service == "warranty")
+    serials = [f"BW{n:07d}" for n in range(units)]
+
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://warranty", timeout=30) as client:
+        # 1. seeding
+        seed = [
+            make_event(WarrantyPolicySet(policy_id="P-1", manufacturer=MAKER, coverage_days=365,
+                                         effective_from=T0 - timedelta(days=10)), source="bench/maker", time=T0),
+            make_event(UnitReceived(manufacturer=MAKER, sku=SKU, location="dc-1",
+                                    serial_range={"prefix": "BW", "first": 0, "last": units - 1, "width": 7}),
+                       source="bench/wms", time=T0),
+            *(make_event(UnitSold(manufacturer=MAKER, serial=s, sku=SKU, location=f"store-{n % 40}",
+                                  terminal_id="till-1", receipt_id=f"R-{s}", customer_id=f"C-{n}"),
+                         source="bench/pos", time=T0 + timedelta(days=1, seconds=n)) for n, s in enumerate(serials)),
+        ]
+        started = time.perf_counter()
+        await publish(redis, settings.streams, [e.envelope for e in seed])
+        await wait_until(lambda: count(engine, inbox) >= len(seed), 300, "seeding")
+        seeding = time.perf_counter() - started
+        print(f"seeding: {len(seed)} events (1 policy, 1 range receipt, {units} sales) applied in {seeding:.2f} s "
+              f"= {len(seed) / seeding:,.0f} events/s")
+
+        # 2. synchronous counter path
+        claim_latency, return_latency, statuses = [], [], {}
+        for n in range(sync_requests):
+            s = serials[n]
+            body = {"claim_id": f"SYNC-{n}", "manufacturer": MAKER, "serial": s, "customer_id": f"C-{n}",
+                    "issue": "no picture", "location": f"store-{n % 40}",
+                    "time": (T0 + timedelta(days=60, seconds=n)).isoformat()}
+            t = time.perf_counter()
+            response = await client.post("/claims/decisions", json=body)
+            claim_latency.append((time.perf_counter() - t) * 1000)
+            if response.status_code != 200:
+                raise SystemExit(f"claim {n}: {response.status_code} {response.text}")
+            statuses[response.json()["status"]] = statuses.get(response.json()["status"], 0) + 1
+        for n in range(sync_requests):
+            s = serials[sync_requests + n]
+            body = {"request_id": f"SYNC-R-{n}", "manufacturer": MAKER, "serial": s, "receipt_id": f"R-{s}",
+                    "location": "store-1", "time": (T0 + timedelta(days=5, seconds=n)).isoformat()}
+            t = time.perf_counter()
+            response = await client.post("/returns/decisions", json=body)
+            return_latency.append((time.perf_counter() - t) * 1000)
+            if response.status_code != 200:
+                raise SystemExit(f"return {n}: {response.status_code} {response.text}")
+            statuses[response.json()["status"]] = statuses.get(response.json()["status"], 0) + 1
+        for name, values in (("POST /claims/decisions", claim_latency), ("POST /returns/decisions", return_latency)):
+            print(f"sync {name}: n={len(values)} p50={statistics.median(values):.1f} ms "
+                  f"p99={percentile(values, 99):.1f} ms max={max(values):.1f} ms")
+        print(f"sync outcomes: {statuses}")
+
+        # 3. asynchronous throughput
+        claims = [make_event(WarrantyClaimSubmitted(
+            claim_id=f"ASYNC-{n}", manufacturer=MAKER, serial=serials[n % units], customer_id=f"C-{n % units}",
+            issue=f"issue {n % 7}", location=f"store-{n % 40}"), source="bench/desk",
+            time=T0 + timedelta(days=90, seconds=n)) for n in range(async_claims)]
+        decided = select(func.count()).select_from(store.ClaimRow).where(
+            store.ClaimRow.claim_id.like("ASYNC-%"), store.ClaimRow.status.is_not(None))
+        started = time.perf_counter()
+        await publish(redis, settings.streams, [e.envelope for e in claims])
+        await wait_until(lambda: count(engine, decided) >= async_claims, 600, "async claims")
+        elapsed = time.perf_counter() - started
+        print(f"async: {async_claims} claims published at once, all decided in {elapsed:.2f} s "
+              f"= {async_claims / elapsed:,.0f} claims/s")
+
+        # 4. a million serials by range
+        prefix = f"M{uuid.uuid4().hex[:6].upper()}"
+        started = time.perf_counter()
+        await publish(redis, settings.streams, [make_event(UnitReceived(
+            manufacturer=MAKER, sku=SKU, location="dc-1",
+            serial_range={"prefix": prefix, "first": 1, "last": 1_000_000, "width": 7}),
+            source="bench/wms", time=T0 + timedelta(days=100)).envelope])
+        while True:
+            response = await client.get(f"/warranties/{MAKER}/{prefix}0999999")
+            if response.status_code == 200 and response.json()["status"] == "in_stock":
+                break
+            await asyncio.sleep(0.005)
+        print(f"range receipt of 1,000,000 serials: applied and readable in "
+              f"{(time.perf_counter() - started) * 1000:.0f} ms")
+    await redis.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", help="default: SQLite in a temp dir")
+    parser.add_argument("--redis-url", help="default: an embedded redis-server in a temp dir")
+    parser.add_argument("--units", type=int, default=5000)
+    parser.add_argument("--sync", type=int, default=300, help="synchronous requests of each kind")
+    parser.add_argument("--claims", type=int, default=5000, help="claims for the async throughput run")
+    args = parser.parse_args()
+    if args.units < 2 * args.sync:
+        parser.error("--units must be at least twice --sync")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None
+        redis_url = args.redis_url
+        if not redis_url:
+            server = RedisServerProcess(Path(tmp) / "redis").start()
+            redis_url = server.url
+        try:
+            settings = Settings(redis_url=redis_url, data_dir=Path(tmp), stream_prefix=f"bench-{uuid.uuid4().hex[:8]}",
+                                warranty_database_url=args.database_url)
+            print(f"store: {settings.database_url('warranty').split('@')[-1]}; batch size {settings.batch_size}")
+            asyncio.run(run(settings, args.units, args.sync, args.claims))
+        finally:
+            if server:
+                server.stop()
+
+
+if __name__ == "__main__":
+    main()

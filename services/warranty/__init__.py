@@ -1,0 +1,1 @@
+"""The warranty service: coverage, owners, claim and return decisions (see docs/warranty.md)."""

@@ -1,0 +1,397 @@
+"""Warranty's HTTP side: coverage per unit, claims and returns, and the counter's synchronous path.
+
+The synchronous path (``POST /claims/decisions``, ``POST /returns/decisions``) does not decide by
+itself: it publishes the request as its event (``warranty.claim.submitted`` / ``return.requested``)
+with an id derived from the claim or request id, and waits (bounded) for the decision the consumer
+commits. A retried POST is the same event, deduplicated. The answer is therefore the same decision
+the rest of the system sees, and the request is in the history like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from redis.exceptions import RedisError
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from shared.contracts import (
+    Code,
+    DecisionFacts,
+    Note,
+    ReturnRequested,
+    Text,
+    WarrantyClaimSubmitted,
+)
+from shared.envelope import describe_validation_error, make_event
+from shared.http import Limit, Offset, Page, unit_key_or_400
+from shared.publishing import publish
+from shared.store import as_utc
+
+from . import store
+from .domain import fold_unit, open_recalls_covering, policy_for, recall_states
+from .handlers import claim_event_id, return_event_id
+
+MAX_WAIT_MS = 10_000
+DEFAULT_WAIT_MS = 2_000
+
+
+class DecisionVersion(BaseModel):
+    version: int
+    status: str
+    reasons: list[str]
+    event_id: str
+    supersedes: str | None
+    decided_at: datetime
+    facts: DecisionFacts
+
+
+class ClaimOut(BaseModel):
+    claim_id: str
+    manufacturer: str
+    serial: str
+    customer_id: str
+    issue: str
+    location: str | None
+    submitted_at: datetime
+    status: Literal["approved", "rejected", "needs_review", "pending"]
+    reasons: list[str]
+    version: int
+    decision_id: str | None
+    decided_at: datetime | None
+    facts: DecisionFacts | None
+
+
+class ClaimDetail(ClaimOut):
+    versions: list[DecisionVersion]
+
+
+class ReturnOut(BaseModel):
+    request_id: str
+    manufacturer: str
+    serial: str
+    receipt_id: str
+    location: str
+    customer_id: str | None
+    requested_at: datetime
+    status: Literal["accepted", "rejected", "needs_review", "pending"]
+    reasons: list[str]
+    version: int
+    decision_id: str | None
+    decided_at: datetime | None
+    facts: DecisionFacts | None
+
+
+class ReturnDetail(ReturnOut):
+    versions: list[DecisionVersion]
+
+
+class Pending(BaseModel):
+    status: Literal["pending"] = "pending"
+    poll: str
+    detail: str
+
+
+class SaleOut(BaseModel):
+    receipt_id: str | None
+    sold_at: datetime
+    location: str | None
+    customer_id: str | None
+    sku: str | None
+
+
+class CoverageOut(BaseModel):
+    policy_id: str
+    coverage_days: int
+    return_window_days: int
+    starts: datetime
+    ends: datetime
+    return_window_ends: datetime
+    status: Literal["active", "expired", "ended_by_return"]
+
+
+class OwnerOut(BaseModel):
+    customer_id: str
+    via: Literal["registration", "sale"]
+    since: datetime
+
+
+class RegistrationOut(BaseModel):
+    customer_id: str
+    registered_at: datetime
+    sold_here: bool  # False: registered although this retailer never sold the unit (before the registration)
+
+
+class RecallOut(BaseModel):
+    recall_id: str
+    remedy: str | None
+    hazard: str | None
+    notice: Literal["notified", "unknown"] | None  # what the warranty service sent for this unit
+
+
+class RequestSummary(BaseModel):
+    kind: Literal["claim", "return"]
+    reference: str
+    at: datetime
+    status: str
+    reasons: list[str]
+    version: int
+
+
+class HistoryEntry(BaseModel):
+    time: datetime
+    type: str
+    source: str
+    id: str
+    sku: str | None = None
+    location: str | None = None
+    receipt_id: str | None = None
+    customer_id: str | None = None
+    theft_case: str | None = None
+
+
+class WarrantyOut(BaseModel):
+    manufacturer: str
+    serial: str
+    status: Literal["covered", "expired", "returned", "in_stock", "not_sold_here"]
+    received: bool
+    sku: str | None
+    sale: SaleOut | None
+    coverage: CoverageOut | None
+    owner: OwnerOut | None
+    registrations: list[RegistrationOut]
+    stolen: bool
+    theft_cases: list[str]
+    open_recalls: list[RecallOut]
+    requests: list[RequestSummary]
+    history: list[HistoryEntry]
+
+
+class ClaimAsk(BaseModel):
+    """A claim at the counter: the ``warranty.claim.submitted`` data, plus the envelope's source and time."""
+
+    claim_id: Code
+    manufacturer: str
+    serial: str
+    customer_id: Code
+    issue: Text
+    location: Code | None = None
+    source: str = Field(default="http/warranty", pattern=r"^[\x21-\x7e]{1,256}$")
+    time: AwareDatetime | None = None
+
+
+class ReturnAsk(BaseModel):
+    request_id: Code
+    manufacturer: str
+    serial: str
+    receipt_id: Code
+    location: Code
+    customer_id: Code | None = None
+    terminal_id: Code | None = None
+    reason: Note = ""
+    source: str = Field(default="http/warranty", pattern=r"^[\x21-\x7e]{1,256}$")
+    time: AwareDatetime | None = None
+
+
+def _facts(raw: str) -> DecisionFacts | None:
+    return DecisionFacts.model_validate_json(raw) if raw and raw != "{}" else None
+
+
+def claim_out(row: dict) -> dict:
+    return {**{k: row[k] for k in ("claim_id", "manufacturer", "serial", "customer_id", "issue", "location",
+                                   "submitted_at", "version", "decision_id", "decided_at")},
+            "status": row["status"] or "pending", "reasons": json.loads(row["reasons"]), "facts": _facts(row["facts"])}
+
+
+def return_out(row: dict) -> dict:
+    return {**{k: row[k] for k in ("request_id", "manufacturer", "serial", "receipt_id", "location", "customer_id",
+                                   "requested_at", "version", "decision_id", "decided_at")},
+            "status": row["status"] or "pending", "reasons": json.loads(row["reasons"]), "facts": _facts(row["facts"])}
+
+
+def _versions(session: Session, kind: str, reference: str) -> list[DecisionVersion]:
+    return [DecisionVersion(version=r.version, status=r.status, reasons=json.loads(r.reasons), event_id=r.event_id,
+                            supersedes=r.supersedes, decided_at=as_utc(r.decided_at),
+                            facts=DecisionFacts.model_validate_json(r.facts))
+            for r in store.decision_versions(session, kind, reference)]
+
+
+def warranty_view(session: Session, key: store.UnitKey, now: datetime) -> WarrantyOut | None:
+    facts = store.load_facts(session, [key])[key]
+    claims = store.requests_of_units(session, "claim", [key])
+    returns = store.requests_of_units(session, "return", [key])
+    if not facts and not claims and not returns:
+        return None
+    view = fold_unit(facts)
+    coverage = None
+    if view.sale is not None:
+        policy = policy_for(store.load_policies(session, [key[0]]), key[0], view.sku, view.sale.time)
+        ends = view.sale.time + timedelta(days=policy.coverage_days)
+        coverage = CoverageOut(
+            policy_id=policy.policy_id, coverage_days=policy.coverage_days,
+            return_window_days=policy.return_window_days, starts=view.sale.time, ends=ends,
+            return_window_ends=view.sale.time + timedelta(days=policy.return_window_days),
+            status="ended_by_return" if view.returned else ("active" if now < ends else "expired"))
+    if view.sale is None:
+        status = "in_stock" if view.received else "not_sold_here"
+    else:
+        status = "returned" if view.returned else ("covered" if coverage and coverage.status == "active" else "expired")
+    recalls = store.load_recalls(session, [key[0]])
+    notices = {r.recall_id: r.outcome for r in store.notices_of_unit(session, key)}
+    open_recalls = [
+        RecallOut(recall_id=r.recall_id, remedy=r.remedy, hazard=recalls.issued.get(r.recall_id, {}).get("hazard"),
+                  notice=notices.get(r.recall_id))
+        for r in open_recalls_covering(recall_states(recalls.events), key[0], key[1], view.sku)
+    ]
+    requests = sorted(
+        [RequestSummary(kind="claim", reference=r["claim_id"], at=r["submitted_at"], status=r["status"] or "pending",
+                        reasons=json.loads(r["reasons"]), version=r["version"]) for r in claims]
+        + [RequestSummary(kind="return", reference=r["request_id"], at=r["requested_at"],
+                          status=r["status"] or "pending", reasons=json.loads(r["reasons"]), version=r["version"])
+           for r in returns],
+        key=lambda r: (r.at, r.reference))
+    history = [HistoryEntry(time=f.time, type=f.type, source=f.source, id=f.event_id, sku=f.sku, location=f.location,
+                            receipt_id=f.receipt_id, customer_id=f.customer_id,
+                            theft_case=f.case if f.agency else None)
+               for f in sorted(facts, key=lambda f: f.order)]
+    return WarrantyOut(
+        manufacturer=key[0], serial=key[1], status=status, received=view.received is not None, sku=view.sku,
+        sale=SaleOut(receipt_id=view.sale.receipt_id, sold_at=view.sale.time, location=view.sale.location,
+                     customer_id=view.sale.customer_id, sku=view.sale.sku) if view.sale else None,
+        coverage=coverage,
+        owner=OwnerOut(customer_id=view.owner, via=view.owner_via, since=view.owner_since) if view.owner else None,
+        registrations=[RegistrationOut(customer_id=r.customer_id, registered_at=r.time, sold_here=r.sold_here)
+                       for r in view.registrations],
+        stolen=bool(view.theft_cases), theft_cases=list(view.theft_cases), open_recalls=open_recalls,
+        requests=requests, history=history,
+    )
+
+
+def _contract(model, data: dict):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise HTTPException(422, detail=describe_validation_error(exc)) from None
+
+
+async def _wait_for_decision(engine: Engine, kind: str, reference: str, wait_ms: int) -> dict | None:
+    """Poll the committed decision (cheap primary-key reads), backing off from 2 ms to 20 ms."""
+    deadline = time.monotonic() + wait_ms / 1000
+    delay = 0.002
+    while True:
+        row = await asyncio.to_thread(_read_request, engine, kind, reference)
+        if row is not None and row["status"] is not None:
+            return row
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+        delay = min(delay * 1.5, 0.02)
+
+
+def _read_request(engine: Engine, kind: str, reference: str) -> dict | None:
+    with Session(engine) as session:
+        return store.get_request(session, kind, reference)
+
+
+def read_api(engine: Engine) -> APIRouter:
+    router = APIRouter(tags=["warranty"])
+
+    @router.get("/warranties/{manufacturer}/{serial}", response_model=WarrantyOut,
+                summary="One unit's coverage, owner, policy, recalls, claims, returns and history",
+                responses={400: {"description": "invalid manufacturer or serial"},
+                           404: {"description": "unit unknown to the warranty service"}})
+    def get_warranty(manufacturer: str, serial: str) -> WarrantyOut:
+        key = unit_key_or_400(manufacturer, serial)
+        with Session(engine) as session:
+            found = warranty_view(session, key, datetime.now(UTC))
+        if found is None:
+            raise HTTPException(404, detail=f"unit {key[0]}/{key[1]} is not known to the warranty service "
+                                            "(no receipt, sale, registration, claim or return of it)")
+        return found
+
+    @router.get("/claims/{claim_id}", response_model=ClaimDetail, summary="One claim, its decision and versions",
+                responses={404: {"description": "unknown claim"}})
+    def get_claim(claim_id: str) -> ClaimDetail:
+        with Session(engine) as session:
+            row = store.get_request(session, "claim", claim_id)
+            if row is None:
+                raise HTTPException(404, detail=f"claim {claim_id!r} is not known (not submitted, or not applied yet)")
+            return ClaimDetail(**claim_out(row), versions=_versions(session, "claim", claim_id))
+
+    @router.get("/claims", response_model=Page[ClaimOut], summary="Claims, newest first, filtered, paginated")
+    def list_claims(
+        status: Annotated[str | None, Query(pattern="^(approved|rejected|needs_review|pending)$")] = None,
+        manufacturer: str | None = None,
+        customer_id: str | None = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> Page[ClaimOut]:
+        if manufacturer:
+            manufacturer = unit_key_or_400(manufacturer, "X")[0]
+        with Session(engine) as session:
+            total, rows = store.list_claims(session, status=status, manufacturer=manufacturer,
+                                            customer_id=customer_id, limit=limit, offset=offset)
+        return Page(total=total, limit=limit, offset=offset, items=[ClaimOut(**claim_out(r)) for r in rows])
+
+    @router.get("/returns/{request_id}", response_model=ReturnDetail, summary="One return request and its decision",
+                responses={404: {"description": "unknown request"}})
+    def get_return(request_id: str) -> ReturnDetail:
+        with Session(engine) as session:
+            row = store.get_request(session, "return", request_id)
+            if row is None:
+                raise HTTPException(404, detail=f"return request {request_id!r} is not known")
+            return ReturnDetail(**return_out(row), versions=_versions(session, "return", request_id))
+
+    async def ask(request: Request, response: Response, kind: str, data, event_id: str, source: str,
+                  at: datetime | None, reference: str, wait_ms: int):
+        runtime = request.app.state.runtime
+        known = await asyncio.to_thread(_read_request, engine, kind, reference)
+        if known is not None and (known["manufacturer"], known["serial"]) != (data.manufacturer, data.serial):
+            raise HTTPException(409, detail=f"{kind} {reference!r} already exists for unit "
+                                            f"{known['manufacturer']}/{known['serial']}: use a new id")
+        if known is None or known["status"] is None:
+            if known is None:
+                event = make_event(data, source=source, id=event_id, time=at)
+                try:
+                    await publish(runtime.consumer.redis, runtime.settings.streams, [event.envelope])
+                except RedisError as exc:
+                    raise HTTPException(503, detail=f"cannot record the {kind}: Redis unavailable ({exc})") from None
+            known = await _wait_for_decision(engine, kind, reference, wait_ms)
+        if known is None:
+            plural = "claims" if kind == "claim" else "returns"
+            response.status_code = 202
+            response.headers["Location"] = f"/{plural}/{reference}"
+            return Pending(poll=f"/{plural}/{reference}",
+                           detail=f"recorded; no decision within {wait_ms} ms, poll /{plural}/{reference}")
+        return known
+
+    @router.post("/claims/decisions", response_model=ClaimOut | Pending,
+                 summary="Submit a claim and wait (bounded) for its decision",
+                 responses={202: {"model": Pending, "description": "recorded, not decided within wait_ms"},
+                            409: {"description": "the claim_id is taken by a claim on another unit"}})
+    async def ask_claim(ask_body: ClaimAsk, request: Request, response: Response,
+                        wait_ms: Annotated[int, Query(ge=0, le=MAX_WAIT_MS)] = DEFAULT_WAIT_MS):
+        data = _contract(WarrantyClaimSubmitted, ask_body.model_dump(exclude={"source", "time"}))
+        row = await ask(request, response, "claim", data, claim_event_id(data.claim_id), ask_body.source,
+                        ask_body.time, data.claim_id, wait_ms)
+        return row if isinstance(row, Pending) else ClaimOut(**claim_out(row))
+
+    @router.post("/returns/decisions", response_model=ReturnOut | Pending,
+                 summary="Ask at the counter whether a return is accepted; waits (bounded) for the decision",
+                 responses={202: {"model": Pending, "description": "recorded, not decided within wait_ms"},
+                            409: {"description": "the request_id is taken by a request on another unit"}})
+    async def ask_return(ask_body: ReturnAsk, request: Request, response: Response,
+                         wait_ms: Annotated[int, Query(ge=0, le=MAX_WAIT_MS)] = DEFAULT_WAIT_MS):
+        data = _contract(ReturnRequested, ask_body.model_dump(exclude={"source", "time"}))
+        row = await ask(request, response, "return", data, return_event_id(data.request_id), ask_body.source,
+                        ask_body.time, data.request_id, wait_ms)
+        return row if isinstance(row, Pending) else ReturnOut(**return_out(row))
+
+    return router
+
