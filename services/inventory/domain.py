@@ -105,7 +105,8 @@ class UnitState:
     sku: str | None = None
     condition: str | None = None
     theft_cases: tuple[str, ...] = ()  # open law-enforcement reports, "agency:case"
-    recalls: tuple[str, ...] = ()  # recalls that cover the unit, issued before its latest fact
+    recalls: tuple[str, ...] = ()  # open recalls covering the unit (not closed, remedied or released)
+    recalls_seen: tuple[str, ...] = ()  # every recall whose broadcast is in the unit's history
     ever_received: bool = False
     last: OrderKey | None = None
 
@@ -135,6 +136,24 @@ class Quarantined:
 
 
 Effect = Anomaly | Quarantined
+
+
+def _recall_covers(state: UnitState, fact: Fact, effects: list[Effect]) -> None:
+    recall_id: str = fact.recall_id  # type: ignore[assignment]
+    if recall_id not in state.recalls:
+        state.recalls = (*state.recalls, recall_id)
+    if recall_id not in state.recalls_seen:
+        state.recalls_seen = (*state.recalls_seen, recall_id)
+    if state.status in QUARANTINABLE:
+        state.status = Status.QUARANTINED
+        effects.append(Quarantined(recall_id, state.location, fact))
+
+
+def _recall_lets_go(state: UnitState, fact: Fact, lift_quarantine: bool) -> None:
+    """The recall no longer holds this unit (remedied, scope narrowed, or campaign closed)."""
+    state.recalls = tuple(r for r in state.recalls if r != fact.recall_id)
+    if lift_quarantine and not state.recalls and state.status == Status.QUARANTINED:
+        state.status = Status.IN_STOCK
 
 
 def _quarantine_for_recalls(state: UnitState, fact: Fact, effects: list[Effect]) -> None:
@@ -199,12 +218,14 @@ def apply(state: UnitState, fact: Fact) -> list[Effect]:
             state.theft_cases = (*state.theft_cases, fact.case)
     elif kind == "theft.recovered":
         state.theft_cases = tuple(c for c in state.theft_cases if c != fact.case)
-    elif kind == "recall.issued":
-        if fact.recall_id not in state.recalls:
-            state.recalls = (*state.recalls, fact.recall_id)  # type: ignore[arg-type]
-        if status in QUARANTINABLE:
-            state.status = Status.QUARANTINED
-            effects.append(Quarantined(fact.recall_id, state.location, fact))  # type: ignore[arg-type]
+    elif kind == "recall.issued" or (kind == "recall.amended" and fact.disposition == "covered"):
+        _recall_covers(state, fact, effects)
+    elif kind == "recall.amended":  # scope narrowed: the unit is no longer affected
+        _recall_lets_go(state, fact, lift_quarantine=True)
+    elif kind == "recall.remedy.completed":
+        _recall_lets_go(state, fact, lift_quarantine=True)
+    elif kind == "recall.closed":  # stops quarantine on arrival or return; a held unit stays held
+        _recall_lets_go(state, fact, lift_quarantine=False)
     else:
         raise ValueError(f"inventory has no rule for {kind!r}")
     state.last = fact.order if state.last is None or fact.order > state.last else state.last

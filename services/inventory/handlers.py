@@ -14,7 +14,11 @@ from sqlalchemy.orm import Session
 from shared.contracts import (
     InventoryAnomalyDetected,
     InventoryAnomalyWithdrawn,
+    RecallAmended,
+    RecallClosed,
     RecallIssued,
+    RecallRemedyCompleted,
+    RecallScope,
     TheftRecovered,
     TheftReported,
     UnitAdjusted,
@@ -34,7 +38,8 @@ SERVICE = "inventory"
 SOURCE = "serialtrack/inventory"
 EVENT_TYPES = (
     "unit.received", "unit.transferred", "unit.sold", "unit.returned", "unit.adjusted",
-    "theft.reported", "theft.recovered", "recall.issued",
+    "theft.reported", "theft.recovered", "recall.issued", "recall.amended", "recall.closed",
+    "recall.remedy.completed",
 )
 _IDS = uuid.UUID("6f1d2a4e-6c1b-4f0e-9a57-3c2f4f1b9d10")
 
@@ -67,18 +72,50 @@ def facts_of(event: Event) -> Iterator[tuple[store.UnitKey, Fact]]:
         raise ValueError(f"inventory does not consume {event.type}")
 
 
-def _recall_fact(event: Event) -> Fact:
+def _recall_fact(event: Event, disposition: str | None = None) -> Fact:
     return Fact(time=event.time, source=event.source, event_id=event.id, type=event.type,
-                recall_id=event.data.recall_id)
+                recall_id=event.data.recall_id, disposition=disposition)
+
+
+def _recall_facts(session: Session, event: Event) -> Iterator[tuple[store.UnitKey, Fact]]:
+    """The units a recall event concerns, each with its fact."""
+    d = event.data
+    if isinstance(d, RecallIssued):
+        fact = _recall_fact(event)
+        store.save_recall(session, d, fact)
+        yield from ((key, fact) for key in store.units_covered_by(session, d))
+    elif isinstance(d, RecallAmended):
+        known = store.get_recall_scope(session, d.recall_id)
+        old = known[0] if known else None
+        if known is None or event.time >= known[1]:
+            # An amendment that arrives before its recall is kept as the scope; the older issue
+            # will not replace it (save_recall ignores a recall it already has).
+            if known is None:
+                store.save_recall(session, d, _recall_fact(event))
+            store.set_recall_scope(session, RecallScope.model_validate(d.model_dump()), event.time)
+        new_units = set(store.units_covered_by(session, d))
+        old_units = set(store.units_covered_by(session, old)) if old else set()
+        covered, released = _recall_fact(event, "covered"), _recall_fact(event, "released")
+        closure = store.recall_closure(session, d.recall_id)  # the closure may have been applied first
+        for key in sorted(new_units - old_units):
+            yield key, covered
+            if closure:
+                yield key, closure
+        yield from ((key, released) for key in sorted(old_units - new_units))
+    elif isinstance(d, RecallClosed):
+        fact = _recall_fact(event)
+        store.close_recall(session, d.recall_id, fact)
+        known = store.get_recall_scope(session, d.recall_id)
+        yield from ((key, fact) for key in (store.units_covered_by(session, known[0]) if known else []))
+    elif isinstance(d, RecallRemedyCompleted):
+        yield (d.manufacturer, d.serial), _recall_fact(event)
 
 
 def apply_events(session: Session, events: list[Event]) -> None:
     per_unit: dict[store.UnitKey, list[Fact]] = {}
     for event in events:
-        if isinstance(event.data, RecallIssued):
-            fact = _recall_fact(event)
-            store.save_recall(session, event.data, fact)
-            for key in store.units_covered_by(session, event.data):
+        if event.type.startswith("recall."):
+            for key, fact in _recall_facts(session, event):
                 per_unit.setdefault(key, []).append(fact)
         else:
             for key, fact in facts_of(event):
@@ -128,7 +165,7 @@ def _add_open_recalls(session: Session, per_unit: dict[store.UnitKey, list[Fact]
         return
     for key, facts in per_unit.items():
         state = states.get(key)
-        seen = set(state.recalls) if state else set()
+        seen = set(state.recalls_seen) if state else set()
         seen.update(f.recall_id for f in facts if f.recall_id)
         sku = (state.sku if state else None) or next((f.sku for f in facts if f.sku), None)
         for recall, fact in recalls:

@@ -10,7 +10,7 @@ from sqlalchemy import Index, Table, UniqueConstraint, and_, bindparam, func, se
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from shared.contracts import RecallIssued
+from shared.contracts import RecallScope
 from shared.store import as_utc, chunks, insert_ignore, upsert_rows, utcnow
 
 from .domain import Anomaly, Fact, Status, UnitState
@@ -33,7 +33,8 @@ class UnitRow(SQLModel, table=True):
     condition: str | None = Field(default=None, max_length=16)
     stolen: bool = False
     theft_cases: str = "[]"  # JSON list of open "agency:case"
-    recalls: str = "[]"  # JSON list of recall ids covering the unit
+    recalls: str = "[]"  # JSON list of open recall ids holding the unit
+    recalls_seen: str = "[]"  # JSON list of every recall broadcast in the unit's history
     ever_received: bool = False
     last_event_time: datetime
     last_event_source: str = Field(max_length=256)
@@ -92,11 +93,15 @@ class RecallRow(SQLModel, table=True):
     __tablename__ = "inventory_recalls"
     recall_id: str = Field(primary_key=True, max_length=64)
     manufacturer: str = Field(max_length=64, index=True)
-    scope: str  # the recall.issued data as JSON
+    scope: str  # RecallScope JSON: from the issue, or from the latest amendment
+    scope_time: datetime  # when the event that set the scope happened: a late older one never wins
     issued_at: datetime
     event_source: str = Field(max_length=256)
     event_id: str = Field(max_length=128)
-    status: str = Field(default="open", max_length=16)
+    status: str = Field(default="open", max_length=16)  # open | closed
+    closed_at: datetime | None = None
+    close_source: str | None = Field(default=None, max_length=256)
+    close_event_id: str | None = Field(default=None, max_length=128)
 
 
 TABLES: list[Table] = [UnitRow.__table__, HistoryRow.__table__, AnomalyRow.__table__, RecallRow.__table__]  # type: ignore[list-item]
@@ -118,7 +123,7 @@ def _state_from_row(row) -> UnitState:
     return UnitState(
         manufacturer=row.manufacturer, serial=row.serial, status=Status(row.status), location=row.location,
         sku=row.sku, condition=row.condition, theft_cases=_json_tuple(row.theft_cases),
-        recalls=_json_tuple(row.recalls), ever_received=row.ever_received,
+        recalls=_json_tuple(row.recalls), recalls_seen=_json_tuple(row.recalls_seen), ever_received=row.ever_received,
         last=(row.last_event_time, row.last_event_source, row.last_event_id),
     )
 
@@ -168,6 +173,7 @@ def save_units(session: Session, states: Sequence[UnitState]) -> None:
             "sku": s.sku, "condition": s.condition, "stolen": s.stolen,
             "theft_cases": json.dumps(s.theft_cases) if s.theft_cases else "[]",
             "recalls": json.dumps(s.recalls) if s.recalls else "[]",
+            "recalls_seen": json.dumps(s.recalls_seen) if s.recalls_seen else "[]",
             "ever_received": s.ever_received, "last_event_time": s.last[0], "last_event_source": s.last[1],
             "last_event_id": s.last[2], "updated_at": now,
         }
@@ -238,15 +244,41 @@ def anomaly_identities(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKe
     return found
 
 
-def save_recall(session: Session, recall: RecallIssued, fact: Fact) -> None:
+def save_recall(session: Session, recall: RecallScope, fact: Fact) -> None:
     insert_ignore(session, _recalls, [{
         "recall_id": recall.recall_id, "manufacturer": recall.manufacturer,
-        "scope": recall.model_dump_json(), "issued_at": fact.time, "event_source": fact.source,
-        "event_id": fact.event_id, "status": "open",
+        "scope": RecallScope.model_validate(recall.model_dump()).model_dump_json(), "scope_time": fact.time,
+        "issued_at": fact.time, "event_source": fact.source, "event_id": fact.event_id, "status": "open",
     }])
 
 
-def open_recalls(session: Session, manufacturers: Iterable[str]) -> list[tuple[RecallIssued, Fact]]:
+def get_recall_scope(session: Session, recall_id: str) -> tuple[RecallScope, datetime] | None:
+    row = session.execute(select(_recalls.c.scope, _recalls.c.scope_time)
+                          .where(_recalls.c.recall_id == recall_id)).first()
+    return (RecallScope.model_validate_json(row.scope), row.scope_time) if row else None
+
+
+def set_recall_scope(session: Session, scope: RecallScope, at: datetime) -> None:
+    session.execute(update(_recalls).where(_recalls.c.recall_id == scope.recall_id)
+                    .values(scope=scope.model_dump_json(), scope_time=at))
+
+
+def close_recall(session: Session, recall_id: str, fact: Fact) -> None:
+    session.execute(update(_recalls).where(_recalls.c.recall_id == recall_id).values(
+        status="closed", closed_at=fact.time, close_source=fact.source, close_event_id=fact.event_id))
+
+
+def recall_closure(session: Session, recall_id: str) -> Fact | None:
+    """The closing fact of a closed recall: units an amendment brings in later get it too."""
+    row = session.execute(select(_recalls).where(_recalls.c.recall_id == recall_id,
+                                                 _recalls.c.status == "closed")).first()
+    if row is None:
+        return None
+    return Fact(time=row.closed_at, source=row.close_source, event_id=row.close_event_id, type="recall.closed",
+                recall_id=recall_id)
+
+
+def open_recalls(session: Session, manufacturers: Iterable[str]) -> list[tuple[RecallScope, Fact]]:
     makers = sorted(set(manufacturers))
     if not makers:
         return []
@@ -254,14 +286,14 @@ def open_recalls(session: Session, manufacturers: Iterable[str]) -> list[tuple[R
         select(_recalls).where(_recalls.c.manufacturer.in_(makers), _recalls.c.status == "open")
     )
     return [
-        (RecallIssued.model_validate_json(r.scope),
+        (RecallScope.model_validate_json(r.scope),
          Fact(time=as_utc(r.issued_at), source=r.event_source, event_id=r.event_id, type="recall.issued",
               recall_id=r.recall_id))
         for r in rows
     ]
 
 
-def units_covered_by(session: Session, recall: RecallIssued) -> list[UnitKey]:
+def units_covered_by(session: Session, recall: RecallScope) -> list[UnitKey]:
     """Known units a recall covers, found by index (serial list, range bounds, sku), not by scan."""
     maker = recall.manufacturer
     base = select(_units.c.serial, _units.c.sku).where(_units.c.manufacturer == maker)

@@ -7,6 +7,8 @@ import json
 import redis.asyncio as aioredis
 
 from services.inventory.app import definition as inventory
+from shared.contracts import RecallAmended, RecallClosed, RecallRemedyCompleted
+from shared.envelope import make_event
 from shared.publishing import publish
 from tests.support import factories as f
 from tests.support.running import http, running, wait_for
@@ -143,3 +145,40 @@ async def test_read_api_gives_clear_errors(settings):
         assert (await client.get("/units", params={"status": "melted"})).status_code == 422
         health = await client.get("/healthz")
         assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+async def test_recall_amendment_remedy_and_closure(settings):
+    prefix = f.serial("A")
+    first, widened_in, remedied, after_close = (f"{prefix}{n:03d}" for n in (1, 20, 2, 3))
+    async with running(inventory, settings) as app, http(app) as client:
+        await publish_events(settings, [f.received("acme", s, minutes=0) for s in (first, widened_in, remedied)])
+        await wait_for(lambda: get_unit(client, "acme", remedied), message="stock received")
+        await publish_events(settings, [
+            f.recall_issued("acme", minutes=10, recall_id="RC-A", serial_ranges=[
+                {"prefix": prefix, "first": 1, "last": 10, "width": 3}]),
+        ])
+        await wait_for(lambda: _status(client, first, "quarantined"), message="quarantine")
+        amended = make_event(RecallAmended(recall_id="RC-A", manufacturer="acme", serial_ranges=[
+            {"prefix": prefix, "first": 2, "last": 30, "width": 3}]), source="test/maker", time=f.at(20))
+        remedy = make_event(RecallRemedyCompleted(recall_id="RC-A", manufacturer="acme", serial=remedied,
+                                                  remedy="repair"), source="test/desk", time=f.at(30))
+        closed = make_event(RecallClosed(recall_id="RC-A", manufacturer="acme", reason="all units fixed"),
+                            source="test/maker", time=f.at(40))
+        await publish_events(settings, [amended, remedy, closed, f.received("acme", after_close, minutes=50)])
+        await wait_for(lambda: _status(client, widened_in, "quarantined"), message="widened scope")
+        await wait_for(lambda: _status(client, first, "in_stock"), message="narrowed scope releases")
+        await wait_for(lambda: _status(client, remedied, "in_stock"), message="remedy releases")
+        await wait_for(lambda: _status(client, after_close, "in_stock"), message="arrival after closure")
+        # Closed: the recall no longer holds it (a return would not quarantine it), but it stays held.
+        held = await wait_for(lambda: _recalls_cleared(client, widened_in), message="closure reaches the unit")
+        assert held["status"] == "quarantined"
+
+
+async def _status(client, serial, status):
+    unit = await get_unit(client, "acme", serial)
+    return unit is not None and unit["status"] == status
+
+
+async def _recalls_cleared(client, serial):
+    unit = await get_unit(client, "acme", serial)
+    return unit if unit is not None and unit["recalls"] == [] else None

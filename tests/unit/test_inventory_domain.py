@@ -126,3 +126,19 @@ def test_fold_is_independent_of_arrival_order():
         rng.shuffle(shuffled)
         state, effects = fold("acme", "S1", shuffled)
         assert state == expected_state and effects == expected_effects
+
+
+def test_recall_lifecycle_remedy_narrowing_and_closure():
+    recall = fact("recall.issued", 1, recall_id="R")
+    remedied, _ = fold("acme", "S1", [received(0), recall, fact("recall.remedy.completed", 2, recall_id="R")])
+    assert remedied.status == Status.IN_STOCK and remedied.recalls == () and remedied.recalls_seen == ("R",)
+    released, _ = fold("acme", "S2", [received(0), recall,
+                                      fact("recall.amended", 2, recall_id="R", disposition="released")])
+    assert released.status == Status.IN_STOCK
+    widened, effects = fold("acme", "S3", [received(0), fact("recall.amended", 2, recall_id="R",
+                                                                disposition="covered")])
+    assert widened.status == Status.QUARANTINED and [e.recall_id for e in effects] == ["R"]
+    closed, _ = fold("acme", "S4", [recall, fact("recall.closed", 2, recall_id="R"), received(3)])
+    assert closed.status == Status.IN_STOCK  # arrived after the campaign closed
+    held, _ = fold("acme", "S5", [received(0), recall, fact("recall.closed", 2, recall_id="R")])
+    assert held.status == Status.QUARANTINED  # closing a campaign does not release a held unit
