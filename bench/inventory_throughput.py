@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bench.harness import applied, environment, machine, percentile, service_process, store_engine
+from bench.harness import applied, cpu_seconds, environment, machine, percentile, service_process, store_engine
 from shared.contracts import UnitReceived, UnitSold
 from shared.envelope import make_event
 from shared.publishing import publish_raw
@@ -95,12 +95,13 @@ def main() -> None:
 
     with environment(args.database_url, batch_size=args.batch_size) as settings:
         engine = store_engine(settings, "inventory")
-        with service_process("inventory", settings):
+        with service_process("inventory", settings) as service:
             if args.mix == "steady":
                 asyncio.run(publish_stock(settings, args.events // 2))
                 while applied(engine, "inventory") < 1:
                     time.sleep(0.05)
             baseline = applied(engine, "inventory")
+            cpu_before = cpu_seconds(service.pid)
             wall_clock_start = datetime.now(UTC) - timedelta(seconds=1)
             wall = time.perf_counter()
             started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix))
@@ -108,6 +109,7 @@ def main() -> None:
             while applied(engine, "inventory") < args.events + baseline:
                 time.sleep(0.05)
             elapsed = time.perf_counter() - started
+            service_cpu = cpu_seconds(service.pid) - cpu_before
         lat = latencies(engine, since=wall_clock_start)
         engine.dispose()
     print(f"machine: {machine()}; store: {'sqlite' if not args.database_url else args.database_url.split(':')[0]}")
@@ -116,7 +118,8 @@ def main() -> None:
           f"batch size {args.batch_size}, publisher {'paced at %.0f/s' % args.rate if args.rate else 'flat out'}")
     print(f"published in {published_in:.2f}s; all applied after {elapsed:.2f}s "
           f"(wall {time.perf_counter() - wall:.2f}s)")
-    print(f"throughput: {args.events / elapsed:,.0f} events/s applied")
+    print(f"throughput: {args.events / elapsed:,.0f} events/s applied; service CPU "
+          f"{service_cpu / args.events * 1e6:.0f} us/event ({args.events / service_cpu:,.0f} events per CPU-second)")
     print(f"latency publish->commit: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
           f"max {max(lat):.1f} ms")
 

@@ -273,6 +273,8 @@ def lookup(
         _print_warranty(report["warranty"])
     if report.get("theft"):
         _print_theft(report["theft"])
+    if report.get("recalls"):
+        _print_recalls(report["recalls"])
 
 
 def _print_inventory(unit: dict) -> None:
@@ -339,6 +341,17 @@ def _print_theft(stolen: dict) -> None:
             alerts.add_row(a["seen_at"], a["kind"], f"{a['agency']}:{a['case_number']}", a.get("location") or "",
                            a.get("terminal_id") or a.get("event_source") or "", a["status"])
         out.print(alerts)
+
+
+def _print_recalls(recalls: dict) -> None:
+    if not recalls["recalls"]:
+        out.print("recalls: none", highlight=False)
+        return
+    table = Table("recall", "open", "hazard", "remedy", "this unit", title="recalls", title_justify="left")
+    for r in recalls["recalls"]:
+        table.add_row(r["recall_id"], "yes" if r["open"] else "closed", r["hazard"] or "", r["remedy"] or "",
+                      r["status"])
+    out.print(table)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import redis.asyncio as aioredis
 
 from services.registry import INSTALLED
@@ -38,11 +39,13 @@ class Expectations:
 
     decisions: dict[str, dict[str, str]] = field(default_factory=dict)  # serial -> {claim/request id: status}
     alerts_on: dict[str, int] = field(default_factory=dict)  # serial -> theft alerts expected
+    recall_id: str = ""
+    progress: dict[str, int] = field(default_factory=dict)  # the campaign's counts once all reported back
 
 
 def story(batch: str) -> tuple[list[Step], list[str], Expectations]:
     """Serials are fresh per run, so demos never collide. Offsets are from four days ago."""
-    tv = [f"TV{batch}{n:03d}" for n in range(1, 7)]
+    tv = [f"TV{batch}{n:03d}" for n in range(1, 8)]
     m, day = MANUFACTURER, timedelta(days=1)
     sale = {"manufacturer": m, "sku": SKU, "location": "store-12"}
     steps = [
@@ -89,11 +92,26 @@ def story(batch: str) -> tuple[list[Step], list[str], Expectations]:
         Step(f"C-3001 claims warranty on {tv[3]}, bought 200 days ago", "warranty.claim.submitted",
              {"claim_id": f"CL-{batch}-2", "manufacturer": m, "serial": tv[3], "customer_id": "C-3001",
               "issue": "dead pixels", "location": "store-12"}, 3 * day + timedelta(hours=5)),
+        Step(f"acme recalls TV-55-OLED {tv[0]}..{tv[6]}: overheating power supply", "recall.issued",
+             {"recall_id": f"RC-{batch}", "manufacturer": m, "skus": [SKU], "hazard": "power supply may overheat",
+              "remedy": "repair", "instructions": "unplug it and bring it to any store",
+              "serial_ranges": [{"prefix": f"TV{batch}", "first": 1, "last": 7, "width": 3}]},
+             3 * day + timedelta(hours=6)),
+        Step(f"{tv[6]} arrives after the recall", "unit.received",
+             {"manufacturer": m, "serial": tv[6], "sku": SKU, "location": "store-12"}, 3 * day + timedelta(hours=8)),
+        Step(f"the service desk repairs {tv[0]}", "recall.remedy.completed",
+             {"recall_id": f"RC-{batch}", "manufacturer": m, "serial": tv[0], "remedy": "repair",
+              "location": "store-12"}, 3 * day + timedelta(hours=10)),
     ]
     expectations = Expectations(
         decisions={tv[4]: {f"CL-{batch}-1": "approved"}, tv[3]: {f"CL-{batch}-2": "rejected"},
                    tv[5]: {f"RQ-{batch}": "rejected"}},
         alerts_on={tv[2]: 2},  # the warehouse receipt (retroactive) and the sale at store-12
+        recall_id=f"RC-{batch}",
+        # returned tv0 repaired; tv5 in stock and tv6 arriving later held; tv3, tv4 sold to known
+        # customers; tv1, tv2 sold without a customer id.
+        progress={"affected": 7, "remedied": 1, "quarantined": 2, "sold_owner_notified": 2,
+                  "sold_owner_unknown": 2},
     )
     return steps, tv, expectations
 
@@ -150,9 +168,12 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
 
     deadline = time.monotonic() + timeout
     units: dict[str, dict] = {}
+    campaign: dict | None = None
     while time.monotonic() < deadline:
         units = {s: fetch_unit(settings, MANUFACTURER, s) for s in serials}
-        if all(_caught_up(units[s], inventory_ids[s], expect, s) for s in serials):
+        campaign = _campaign(settings, expect.recall_id)
+        if all(_caught_up(units[s], inventory_ids[s], expect, s) for s in serials) and (
+                campaign is None or all(campaign["progress"][k] == v for k, v in expect.progress.items())):
             break
         time.sleep(0.3)
     else:
@@ -160,9 +181,23 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
                            f"{timeout:.0f}s; check `serialtrack deadletters` and the service logs")
 
     _tell(units, serials, say)
+    if campaign:
+        p = campaign["progress"]
+        say("")
+        say(f"recall {expect.recall_id}: {p['affected']} units affected: {p['quarantined']} quarantined in stock, "
+            f"{p['sold_owner_notified']} owners notified, {p['sold_owner_unknown']} sold to unknown owners, "
+            f"{p['remedied']} remedied (completion {p['completion_rate']:.0%})")
     say("")
     say(f"try: serialtrack lookup {MANUFACTURER} {serials[2]}")
-    return {"manufacturer": MANUFACTURER, "serials": serials, "units": units}
+    return {"manufacturer": MANUFACTURER, "serials": serials, "units": units, "recall": campaign}
+
+
+def _campaign(settings: Settings, recall_id: str) -> dict | None:
+    """The recall campaign as the recalls service reports it (None where that service is not installed)."""
+    if "recalls" not in INSTALLED:
+        return None
+    response = httpx.get(f"{settings.service_url('recalls')}/recalls/{recall_id}", timeout=10)
+    return response.json() if response.status_code == 200 else {"progress": {}}
 
 
 def _tell(units: dict[str, dict], serials: list[str], say: Callable[[str], None]) -> None:

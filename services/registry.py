@@ -6,7 +6,7 @@ import importlib
 
 from shared.service import ServiceDefinition
 
-INSTALLED = ("inventory", "warranty", "theft")
+INSTALLED = ("inventory", "warranty", "theft", "recalls")
 
 
 def load(name: str) -> ServiceDefinition:

@@ -154,8 +154,9 @@ def test_demo_tells_its_story_and_bad_input_is_dead_lettered(system):
     env = system.env
     demo = json.loads(cli(env, "demo", "--json").stdout)
     units = {serial: report["inventory"] for serial, report in demo["units"].items()}
-    first, second, third, old, claimed, swapped = demo["serials"]
-    assert units[first]["status"] == "returned"
+    first, second, third, old, claimed, swapped, late = demo["serials"]
+    assert units[first]["status"] == "in_stock"  # returned, held for the recall, repaired
+    assert units[swapped]["status"] == "quarantined" and units[late]["status"] == "quarantined"
     assert units[third]["stolen"] is True
     open_kinds = {a["kind"] for a in units[third]["anomalies"] if a["status"] == "open"}
     assert "sold_while_stolen" in open_kinds
@@ -164,6 +165,9 @@ def test_demo_tells_its_story_and_bad_input_is_dead_lettered(system):
     assert by_serial[claimed]["status"] == "approved"
     assert by_serial[old]["status"] == "rejected" and "outside_coverage" in by_serial[old]["reasons"]
     assert by_serial[swapped]["status"] == "rejected" and "serial_not_on_receipt" in by_serial[swapped]["reasons"]
+    progress = demo["recall"]["progress"]
+    assert (progress["affected"], progress["quarantined"], progress["remedied"]) == (7, 2, 1)
+    assert (progress["sold_owner_notified"], progress["sold_owner_unknown"]) == (2, 2)
     alerts = demo["units"][third]["theft"]["alerts"]
     assert {a["kind"] for a in alerts} == {"sighting", "retroactive"}
 

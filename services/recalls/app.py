@@ -1,0 +1,16 @@
+"""Wiring: the recalls service as a ServiceDefinition (run it with `serialtrack serve recalls`)."""
+
+from shared.service import ServiceDefinition
+
+from . import api, handlers, store
+
+definition = ServiceDefinition(
+    name=handlers.SERVICE,
+    description="Manufacturer recall campaigns: which known units each recall covers, whether they are "
+                "quarantined, sold with the owner notified or unknown, or remedied, and the campaign's progress.",
+    event_types=handlers.EVENT_TYPES,
+    tables=store.TABLES,
+    apply=handlers.apply_events,
+    read_api=api.read_api,
+    lookup_path="/units/{manufacturer}/{serial}/recalls",
+)

@@ -1,0 +1,323 @@
+"""Recall rules, pure: which units a recall covers, how a unit's campaign status is derived, and
+the campaign's progress.
+
+Matching is an index lookup, never a scan over recalls. Per manufacturer the
+``RecallIndex`` keeps
+
+- explicit serials: a dict serial -> recalls;
+- serial ranges bucketed by (prefix, width). A serial can only fall into a
+  bucket whose prefix is the serial minus some of its trailing digits, so a
+  lookup tries at most one split per trailing digit (and only splits whose
+  prefix length occurs in a bucket). Inside a bucket the ranges are cut into
+  disjoint elementary segments (a sweep over their bounds), each holding the
+  recalls that cover it: one bisect gives the answer, however the ranges
+  overlap;
+- sku-only recalls (no serial condition): a dict sku -> recalls.
+
+Order: a unit fact at time t is matched by a recall unless the recall was
+closed at or before t. A unit first seen after a recall closed is never
+affected by it; one seen earlier is, even when its fact arrives after the
+closure. Scope changes (amendments) replace the scope: the service recomputes
+the campaign's rows from the new scope, so the result does not depend on
+whether a unit's fact arrived before or after the amendment.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from shared.identity import SerialRange
+
+# ---------------------------------------------------------------------------------------------
+# Order of facts
+
+
+def order_key(time: datetime, source: str, event_id: str) -> str:
+    """A string that sorts like (time, source, id): fixed-width UTC digits, then source and id.
+
+    Sources and ids are printable ASCII without spaces, so the space separator sorts below every
+    character they use and a shorter source sorts first, as in a tuple comparison. Compared
+    bytewise (SQLite BINARY, PostgreSQL COLLATE "C").
+    """
+    return f"{time.astimezone(UTC):%Y%m%d%H%M%S%f} {source} {event_id}"
+
+
+class Stock(StrEnum):
+    """Where a unit is, as far as the recall campaign cares (from receipts, sales, returns)."""
+
+    IN_STOCK = "in_stock"
+    RETURNED = "returned"  # back in a store after a sale: on hand
+    SOLD = "sold"
+
+
+ON_HAND = frozenset({Stock.IN_STOCK, Stock.RETURNED})
+
+STOCK_OF_EVENT = {"unit.received": Stock.IN_STOCK, "unit.sold": Stock.SOLD, "unit.returned": Stock.RETURNED}
+
+
+# ---------------------------------------------------------------------------------------------
+# A unit's status in one campaign
+
+
+class UnitStatus(StrEnum):
+    REMEDIED = "remedied"
+    SOLD_OWNER_NOTIFIED = "sold_owner_notified"
+    SOLD_OWNER_UNKNOWN = "sold_owner_unknown"
+    SOLD_AWAITING_OWNER = "sold_awaiting_owner"  # sold; the warranty service has not answered yet
+    QUARANTINED = "quarantined"  # on hand and on hold
+    IN_STOCK_NOT_QUARANTINED = "in_stock_not_quarantined"  # on hand, inventory has not confirmed the hold
+    UNKNOWN = "unknown"  # reported by another service, but no receipt or sale seen here
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One conjunct of a status rule. ``stock`` None = any; flags None = either way."""
+
+    stock: frozenset[Stock] | None = None
+    remedied: bool | None = None
+    notified: bool | None = None
+    owner_unknown: bool | None = None
+    quarantined: bool | None = None
+
+
+# First rule that holds wins. The store turns the same table into one SQL CASE, so counts in SQL
+# and statuses shown per unit can never disagree.
+STATUS_RULES: tuple[tuple[UnitStatus, Condition], ...] = (
+    (UnitStatus.REMEDIED, Condition(remedied=True)),
+    (UnitStatus.SOLD_OWNER_NOTIFIED, Condition(stock=frozenset({Stock.SOLD}), notified=True)),
+    (UnitStatus.SOLD_OWNER_UNKNOWN, Condition(stock=frozenset({Stock.SOLD}), owner_unknown=True)),
+    (UnitStatus.SOLD_AWAITING_OWNER, Condition(stock=frozenset({Stock.SOLD}))),
+    (UnitStatus.QUARANTINED, Condition(stock=ON_HAND, quarantined=True)),
+    (UnitStatus.IN_STOCK_NOT_QUARANTINED, Condition(stock=ON_HAND)),
+    (UnitStatus.UNKNOWN, Condition()),
+)
+
+
+def unit_status(stock: str | None, *, remedied: bool, notified: bool, owner_unknown: bool,
+                quarantined: bool) -> UnitStatus:
+    flags = {"remedied": remedied, "notified": notified, "owner_unknown": owner_unknown, "quarantined": quarantined}
+    for status, cond in STATUS_RULES:
+        if cond.stock is not None and stock not in cond.stock:
+            continue
+        if all(getattr(cond, name) is None or getattr(cond, name) == value for name, value in flags.items()):
+            return status
+    raise AssertionError("the last rule always holds")
+
+
+# ---------------------------------------------------------------------------------------------
+# Campaign progress
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    affected: int  # units this retailer knows that the recall covers
+    in_stock: int  # on hand, not remedied
+    quarantined: int  # on hand and held (inventory confirmed), not remedied
+    in_stock_not_quarantined: int
+    sold: int  # sold, not remedied
+    sold_owner_notified: int
+    sold_owner_unknown: int
+    sold_awaiting_owner: int
+    remedied: int
+    unknown: int
+    reached: int  # the campaign's action is done: held, owner notified, or remedied
+    sale_attempts_while_quarantined: int
+    completion_rate: float  # remedied / affected (the recall-industry definition)
+    reach_rate: float  # reached / affected
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], sale_attempts: int = 0) -> Progress:
+        c = {s: int(counts.get(s, 0)) for s in UnitStatus}
+        affected = sum(c.values())
+        sold = c[UnitStatus.SOLD_OWNER_NOTIFIED] + c[UnitStatus.SOLD_OWNER_UNKNOWN] + c[UnitStatus.SOLD_AWAITING_OWNER]
+        in_stock = c[UnitStatus.QUARANTINED] + c[UnitStatus.IN_STOCK_NOT_QUARANTINED]
+        reached = c[UnitStatus.QUARANTINED] + c[UnitStatus.SOLD_OWNER_NOTIFIED] + c[UnitStatus.REMEDIED]
+        return cls(
+            affected=affected, in_stock=in_stock, quarantined=c[UnitStatus.QUARANTINED],
+            in_stock_not_quarantined=c[UnitStatus.IN_STOCK_NOT_QUARANTINED], sold=sold,
+            sold_owner_notified=c[UnitStatus.SOLD_OWNER_NOTIFIED], sold_owner_unknown=c[UnitStatus.SOLD_OWNER_UNKNOWN],
+            sold_awaiting_owner=c[UnitStatus.SOLD_AWAITING_OWNER], remedied=c[UnitStatus.REMEDIED],
+            unknown=c[UnitStatus.UNKNOWN], reached=reached, sale_attempts_while_quarantined=sale_attempts,
+            completion_rate=round(c[UnitStatus.REMEDIED] / affected, 4) if affected else 0.0,
+            reach_rate=round(reached / affected, 4) if affected else 0.0,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scopes and the index
+
+
+@dataclass(frozen=True, slots=True)
+class Recall:
+    """What matching needs to know about one recall."""
+
+    recall_id: str
+    manufacturer: str
+    skus: frozenset[str] = frozenset()
+    ranges: tuple[SerialRange, ...] = ()
+    serials: frozenset[str] = frozenset()
+    closed_order: str | None = None  # order key of the closure, if closed
+    closed_at: datetime | None = None
+
+    @property
+    def has_serial_condition(self) -> bool:
+        return bool(self.ranges or self.serials)
+
+    @property
+    def open(self) -> bool:
+        return self.closed_order is None
+
+    def serial_covered(self, serial: str) -> bool:
+        if not self.has_serial_condition:
+            return True
+        return serial in self.serials or any(serial in r for r in self.ranges)
+
+    def sku_covered(self, sku: str | None, *, reported: bool = False) -> bool:
+        """A unit whose sku this service has not seen passes the sku condition only when another
+        service (inventory, warranty, a service desk) reported it under this recall: it knew the sku."""
+        if not self.skus:
+            return True
+        if sku is None:
+            return reported
+        return sku in self.skus
+
+    @property
+    def scoped(self) -> bool:
+        """False for a recall known only from its closure (the broadcast has not arrived): it covers nothing."""
+        return bool(self.skus or self.ranges or self.serials)
+
+    def covers(self, serial: str, sku: str | None, *, reported: bool = False) -> bool:
+        return self.scoped and self.sku_covered(sku, reported=reported) and self.serial_covered(serial)
+
+    def in_scope(self, serial: str, sku: str | None, first_seen: datetime | None, *, reported: bool) -> bool:
+        """Whether a known (or reported) unit belongs to the campaign under the current scope."""
+        if not self.covers(serial, sku, reported=reported):
+            return False
+        if reported or self.closed_at is None or first_seen is None:
+            return True
+        return first_seen < self.closed_at  # first seen after the closure: never affected
+
+
+class _Bucket:
+    """Ranges of one (prefix, width) as disjoint elementary segments: bisect, no scan."""
+
+    __slots__ = ("points", "covering")
+
+    def __init__(self, ranges: Iterable[tuple[int, int, str]]):
+        changes: dict[int, list[tuple[int, str]]] = {}
+        for first, last, rid in ranges:
+            changes.setdefault(first, []).append((1, rid))
+            changes.setdefault(last + 1, []).append((-1, rid))
+        active: dict[str, int] = {}
+        self.points: list[int] = []
+        self.covering: list[tuple[str, ...]] = []
+        for point in sorted(changes):
+            for delta, rid in changes[point]:
+                count = active.get(rid, 0) + delta
+                if count:
+                    active[rid] = count
+                else:
+                    active.pop(rid, None)
+            self.points.append(point)
+            self.covering.append(tuple(active))
+
+    def find(self, number: int) -> tuple[str, ...]:
+        i = bisect_right(self.points, number) - 1
+        return self.covering[i] if i >= 0 else ()
+
+
+@dataclass(slots=True)
+class _MakerIndex:
+    explicit: dict[str, list[str]] = field(default_factory=dict)
+    buckets: dict[tuple[str, int | None], _Bucket] = field(default_factory=dict)
+    prefix_lengths: frozenset[int] = frozenset()
+    sku_only: dict[str, list[str]] = field(default_factory=dict)
+
+    def candidates(self, serial: str) -> list[str]:
+        found: list[str] = list(self.explicit.get(serial, ()))
+        if not self.buckets:
+            return found
+        # trailing digits of the serial: each split point is one possible (prefix, number)
+        end = len(serial)
+        start = end
+        while start > 0 and "0" <= serial[start - 1] <= "9":
+            start -= 1
+        lengths, buckets = self.prefix_lengths, self.buckets
+        for cut in range(start, end):
+            if cut not in lengths:
+                continue
+            prefix, digits = serial[:cut], serial[cut:]
+            width = end - cut
+            bucket = buckets.get((prefix, width))
+            if bucket is not None:
+                found.extend(bucket.find(int(digits)))
+            if digits[0] != "0" or width == 1:  # unpadded ranges never write leading zeros
+                bucket = buckets.get((prefix, None))
+                if bucket is not None:
+                    found.extend(bucket.find(int(digits)))
+        return found
+
+
+class RecallIndex:
+    """All recalls of all manufacturers, indexed for matching one unit at a time. Immutable once
+    built: the service builds a new one when recalls change and swaps it in."""
+
+    def __init__(self, recalls: Iterable[Recall] = ()):
+        self.recalls: dict[str, Recall] = {r.recall_id: r for r in recalls}
+        grouped: dict[str, list[Recall]] = {}
+        for recall in self.recalls.values():
+            grouped.setdefault(recall.manufacturer, []).append(recall)
+        self._makers = {maker: self._build(recalls) for maker, recalls in grouped.items()}
+
+    @staticmethod
+    def _build(recalls: list[Recall]) -> _MakerIndex:
+        index = _MakerIndex()
+        ranges: dict[tuple[str, int | None], list[tuple[int, int, str]]] = {}
+        for recall in recalls:
+            rid = recall.recall_id
+            if not recall.has_serial_condition:
+                for sku in recall.skus:
+                    index.sku_only.setdefault(sku, []).append(rid)
+                continue
+            for serial in recall.serials:
+                index.explicit.setdefault(serial, []).append(rid)
+            for r in recall.ranges:
+                ranges.setdefault((r.prefix, r.width), []).append((r.first, r.last, rid))
+        index.buckets = {key: _Bucket(items) for key, items in ranges.items()}
+        index.prefix_lengths = frozenset(len(prefix) for prefix, _ in index.buckets)
+        return index
+
+    def __len__(self) -> int:
+        return len(self.recalls)
+
+    def has_manufacturer(self, manufacturer: str) -> bool:
+        return manufacturer in self._makers
+
+    def get(self, recall_id: str) -> Recall | None:
+        return self.recalls.get(recall_id)
+
+    def match(self, manufacturer: str, serial: str, sku: str | None, order: str | None = None) -> list[str]:
+        """Recalls covering the unit. ``order``: the order key of the fact being applied (recalls
+        closed at or before it do not match); None = now (only open recalls match)."""
+        index = self._makers.get(manufacturer)
+        if index is None:
+            return []
+        found = index.candidates(serial)
+        if sku is not None:
+            found.extend(index.sku_only.get(sku, ()))
+        if not found:
+            return []
+        result = []
+        recalls = self.recalls
+        for rid in dict.fromkeys(found):  # a serial may be in a recall's list and in one of its ranges
+            recall = recalls[rid]
+            if recall.skus and sku not in recall.skus:
+                continue
+            if recall.closed_order is not None and (order is None or order >= recall.closed_order):
+                continue
+            result.append(rid)
+        return result

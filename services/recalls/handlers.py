@@ -1,0 +1,289 @@
+"""The recalls service layer: turn a batch of events into recall scopes, unit rows and campaign rows.
+
+Called by the shared consumer inside one transaction that also holds the inbox rows, so everything
+here commits or rolls back together with "event applied".
+
+Order tolerance (events of different types travel on different streams):
+- a recall's scope is the one of its latest recall.issued/amended by event time; an older one that
+  arrives late changes nothing but the broadcast details (hazard, remedy) it alone carries;
+- a unit's stock (in stock, sold, returned) is set by its latest fact by event time, in SQL
+  (``store.upsert_units``), so a sale that arrives before its receipt ends the same;
+- reports (quarantined, owner notified/unknown, remedied) are set-once facts, earliest wins;
+- a unit fact matches the recalls not closed at its time, against the current scope; when a scope
+  changes or a recall closes, the campaign's rows are recomputed from the stored units, so the
+  result does not depend on which arrived first.
+
+The service only listens and counts: it publishes no events of its own (inventory and warranty
+consume the recall broadcast themselves and report back).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from itertools import islice
+
+from sqlalchemy.orm import Session
+
+from shared.contracts import (
+    InventoryAnomalyDetected,
+    InventoryAnomalyWithdrawn,
+    RecallAmended,
+    RecallClosed,
+    RecallIssued,
+    RecallRemedyCompleted,
+    UnitQuarantined,
+    UnitReceived,
+)
+from shared.envelope import Event
+from shared.store import utcnow
+
+from . import store
+from .domain import STOCK_OF_EVENT, Recall, RecallIndex, order_key
+
+SERVICE = "recalls"
+SOURCE = "serialtrack/recalls"
+EVENT_TYPES = (
+    "recall.issued", "recall.amended", "recall.closed", "recall.remedy.completed",
+    "unit.received", "unit.sold", "unit.returned",
+    "unit.quarantined", "recall.owner_notified", "recall.owner_unknown",
+    "inventory.anomaly.detected", "inventory.anomaly.withdrawn",
+)
+RECALL_TYPES = frozenset({"recall.issued", "recall.amended", "recall.closed"})
+UNIT_TYPES = frozenset(STOCK_OF_EVENT)
+REPORT_COLUMN = {
+    "unit.quarantined": "quarantined_at",
+    "recall.owner_notified": "notified_at",
+    "recall.owner_unknown": "owner_unknown_at",
+    "recall.remedy.completed": "remedied_at",
+}
+ANOMALY_TYPES = frozenset({"inventory.anomaly.detected", "inventory.anomaly.withdrawn"})
+SALE_WHILE_QUARANTINED = "sold_while_quarantined"
+
+LARGE_RECEIPT = 10_000  # receipts above this are written and matched chunk by chunk, never held whole
+CHUNK = 10_000
+
+
+class RecallMismatch(ValueError):
+    """An event names a known recall under another manufacturer: refused (dead-lettered), not guessed."""
+
+
+def _order(event: Event) -> str:
+    return order_key(event.time, event.source, event.id)
+
+
+def apply_events(session: Session, events: list[Event]) -> None:
+    recall_events = [e for e in events if e.type in RECALL_TYPES]
+    index = store.current_index(session, lock="update" if recall_events else "share")
+    if recall_events:
+        index = _apply_recall_events(session, recall_events)
+    unit_events = [e for e in events if e.type in UNIT_TYPES]
+    if unit_events:
+        _apply_unit_events(session, index, unit_events)
+    reports = [e for e in events if e.type in REPORT_COLUMN]
+    if reports:
+        _apply_reports(session, index, reports)
+    anomalies = [e for e in events if e.type in ANOMALY_TYPES]
+    if anomalies:
+        _apply_anomalies(session, anomalies)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recall broadcasts, amendments, closures
+
+
+def _new_recall_row(event: Event) -> dict:
+    d = event.data
+    return {
+        "recall_id": d.recall_id, "manufacturer": d.manufacturer, "skus": "[]", "serial_ranges": "[]",
+        "serials": "[]", "scope_order": "", "scope_at": event.time, "amendments": 0, "hazard": None, "remedy": None,
+        "instructions": None, "issued_at": None, "issued_source": None, "issued_id": None, "closed_at": None,
+        "closed_order": None, "close_reason": None, "updated_at": utcnow(),
+    }
+
+
+def _apply_recall_events(session: Session, events: list[Event]) -> RecallIndex:
+    rows = store.load_recalls(session, [e.data.recall_id for e in events])
+    changed: set[str] = set()
+    for event in sorted(events, key=_order):
+        d = event.data
+        row = rows.get(d.recall_id)
+        if row is None:
+            row = rows[d.recall_id] = _new_recall_row(event)
+        elif row["manufacturer"] != d.manufacturer:
+            raise RecallMismatch(f"recall {d.recall_id} belongs to {row['manufacturer']}, "
+                                 f"but this {event.type} names {d.manufacturer}")
+        order = _order(event)
+        if isinstance(d, (RecallIssued, RecallAmended)):
+            if order > row["scope_order"]:
+                row.update(skus=json.dumps(sorted(set(d.skus))),
+                           serial_ranges=json.dumps([r.model_dump(mode="json") for r in d.serial_ranges]),
+                           serials=json.dumps(sorted(set(d.serials))), scope_order=order, scope_at=event.time)
+                changed.add(d.recall_id)
+            if isinstance(d, RecallAmended):
+                row["amendments"] += 1
+            elif row["issued_at"] is None or event.time < row["issued_at"]:
+                row.update(hazard=d.hazard, remedy=d.remedy.value, instructions=d.instructions,
+                           issued_at=event.time, issued_source=event.source, issued_id=event.id)
+        elif isinstance(d, RecallClosed):
+            if row["closed_order"] is None or order < row["closed_order"]:
+                row.update(closed_at=event.time, closed_order=order, close_reason=d.reason)
+                changed.add(d.recall_id)
+        row["updated_at"] = utcnow()
+    store.save_recalls(session, list(rows.values()))
+    index = store.refresh_index(session)
+    for recall_id in sorted(changed):
+        _recompute_campaign(session, index.recalls[recall_id])
+    return index
+
+
+def _recompute_campaign(session: Session, recall: Recall) -> None:
+    """The campaign's rows under the recall's current scope and closure: known units newly covered
+    get rows; existing rows are put in or out of scope. Rows are never deleted (history)."""
+    existing = store.campaign_rows(session, recall.recall_id)
+    now = utcnow()
+    new_rows = [
+        {"recall_id": recall.recall_id, "manufacturer": recall.manufacturer, "serial": serial, "in_scope": True,
+         "matched_at": now}
+        for serial, sku, first_seen in store.covered_units(session, recall)
+        if serial not in existing and recall.in_scope(serial, sku, first_seen, reported=False)
+    ]
+    into, out_of = [], []
+    for serial, (in_scope, reported, sku, first_seen) in existing.items():
+        wanted = recall.in_scope(serial, sku, first_seen, reported=reported)
+        if wanted != in_scope:
+            (into if wanted else out_of).append(serial)
+    store.save_matches(session, new_rows)
+    store.set_in_scope(session, recall.recall_id, recall.manufacturer, into, True)
+    store.set_in_scope(session, recall.recall_id, recall.manufacturer, out_of, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Receipts, sales, returns
+
+
+def _batches(serials: Iterator[str], size: int) -> Iterator[list[str]]:
+    while part := list(islice(serials, size)):
+        yield part
+
+
+def _apply_unit_events(session: Session, index: RecallIndex, events: list[Event]) -> None:
+    now = utcnow()
+    folded: dict[store.UnitKey, dict] = {}
+    first_order: dict[store.UnitKey, str] = {}
+    for event in events:
+        d = event.data
+        order = _order(event)
+        template = {"sku": getattr(d, "sku", None), "stock": STOCK_OF_EVENT[event.type].value,
+                    "location": d.location, "stock_order": order, "stock_at": event.time,
+                    "first_seen": event.time, "updated_at": now}
+        if isinstance(d, UnitReceived) and d.unit_count > LARGE_RECEIPT:
+            _apply_large_receipt(session, index, d.manufacturer, d.iter_serials(), template, order)
+            continue
+        serials = d.iter_serials() if isinstance(d, UnitReceived) else [d.serial]
+        for serial in serials:
+            key = (d.manufacturer, serial)
+            row = folded.get(key)
+            if row is None:
+                folded[key] = {**template, "manufacturer": d.manufacturer, "serial": serial}
+                first_order[key] = order
+                continue
+            _fold(row, template)
+            first_order[key] = min(first_order[key], order)
+    if not folded:
+        return
+    store.upsert_units(session, list(folded.values()))
+    keys = [k for k in folded if index.recalls and folded[k]["sku"] is None]  # returns carry no sku
+    known = store.load_units(session, keys) if keys else {}
+    matches = []
+    for key, row in folded.items():
+        sku = row["sku"] if row["sku"] is not None else known.get(key, (None, None))[0]
+        for recall_id in index.match(key[0], key[1], sku, first_order[key]):
+            matches.append({"recall_id": recall_id, "manufacturer": key[0], "serial": key[1], "in_scope": True,
+                            "matched_at": now})
+    store.save_matches(session, matches)
+
+
+def _fold(row: dict, fact: dict) -> None:
+    """Two facts of one unit in one batch: the same rule as store.upsert_units."""
+    if fact["stock_order"] > row["stock_order"]:
+        for column in ("stock", "location", "stock_order", "stock_at"):
+            row[column] = fact[column]
+        if fact["sku"] is not None:
+            row["sku"] = fact["sku"]
+    elif row["sku"] is None:
+        row["sku"] = fact["sku"]
+    row["first_seen"] = min(row["first_seen"], fact["first_seen"])
+
+
+def _apply_large_receipt(session: Session, index: RecallIndex, manufacturer: str, serials: Iterator[str],
+                         template: dict, order: str) -> None:
+    """A receipt of up to millions of serials: set-based, chunk by chunk; serials of one receipt are
+    distinct, so each chunk is a valid multi-row upsert."""
+    sku, now = template["sku"], template["updated_at"]
+    for part in _batches(iter(serials), CHUNK):
+        store.upsert_units(session, [{**template, "manufacturer": manufacturer, "serial": s} for s in part])
+        if not index.has_manufacturer(manufacturer):
+            continue
+        store.save_matches(session, [
+            {"recall_id": rid, "manufacturer": manufacturer, "serial": s, "in_scope": True, "matched_at": now}
+            for s in part for rid in index.match(manufacturer, s, sku, order)
+        ])
+
+
+# ---------------------------------------------------------------------------------------------
+# What inventory, warranty and service desks report back
+
+
+def _apply_reports(session: Session, index: RecallIndex, events: list[Event]) -> None:
+    now = utcnow()
+    by_column: dict[str, dict[tuple[str, str, str], dict]] = {}
+    for event in events:
+        d = event.data
+        column = REPORT_COLUMN[event.type]
+        row = {"recall_id": d.recall_id, "manufacturer": d.manufacturer, "serial": d.serial, "in_scope": None,
+               "matched_at": now, column: event.time}
+        if isinstance(d, UnitQuarantined):
+            row["quarantine_location"] = d.location
+        elif isinstance(d, RecallRemedyCompleted):
+            row.update(remedy=d.remedy.value, remedy_location=d.location)
+        rows = by_column.setdefault(column, {})
+        key = (d.recall_id, d.manufacturer, d.serial)
+        if key not in rows or event.time < rows[key][column]:  # earliest report wins, as in the store
+            rows[key] = row
+    # A reported unit's verdict depends on its sku only under an sku condition (and never on when it
+    # was first seen): load the units only for those.
+    units = store.load_units(session, {
+        (k[1], k[2]) for rows in by_column.values() for k in rows
+        if (recall := index.get(k[0])) is not None and recall.skus
+    })
+    for column, rows in by_column.items():
+        for (recall_id, manufacturer, serial), row in rows.items():
+            recall = index.get(recall_id)
+            if recall is not None:  # else decided when the recall arrives (_recompute_campaign)
+                sku, first_seen = units.get((manufacturer, serial), (None, None))
+                row["in_scope"] = (recall.manufacturer == manufacturer
+                                   and recall.in_scope(serial, sku, first_seen, reported=True))
+        store.save_reports(session, column, list(rows.values()))
+
+
+def _apply_anomalies(session: Session, events: list[Event]) -> None:
+    now = utcnow()
+    detected: dict[tuple, dict] = {}
+    withdrawn: dict[tuple, dict] = {}
+    for event in events:
+        d = event.data
+        if d.kind != SALE_WHILE_QUARANTINED:
+            continue
+        key = (d.manufacturer, d.serial, d.event_source, d.event_id)
+        row = {"manufacturer": d.manufacturer, "serial": d.serial, "event_source": d.event_source,
+               "event_id": d.event_id, "recorded_at": now}
+        if isinstance(d, InventoryAnomalyDetected):
+            detected[key] = {**row, "detail": d.detail, "event_time": event.time, "status": "open"}
+        elif isinstance(d, InventoryAnomalyWithdrawn):
+            withdrawn[key] = {**row, "detail": "", "event_time": event.time, "status": "withdrawn"}
+    # A withdrawal wins over its detection whatever the arrival order: inventory withdraws only
+    # after detecting, and a withdrawn row is not reopened by a late detection.
+    store.withdraw_sale_attempts(session, list(withdrawn.values()))
+    store.save_sale_attempts(session, [row for key, row in detected.items() if key not in withdrawn])
+

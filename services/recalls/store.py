@@ -1,0 +1,490 @@
+"""Recalls tables and the set-based reads and writes the handlers and the API use.
+
+Progress is never a counter: every number is counted from the per-(recall, unit) rows of
+``recalls_affected``, whose status columns are set idempotently (earliest time wins), so a
+duplicate, a redelivery or a refold can never count a unit twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+
+from sqlalchemy import (
+    Index,
+    Table,
+    and_,
+    case,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel
+
+from shared.identity import SerialRange
+from shared.store import as_utc, chunks, insert_ignore, upsert_rows
+
+from .domain import STATUS_RULES, Recall, RecallIndex, UnitStatus
+
+UnitKey = tuple[str, str]
+
+
+class RecallRow(SQLModel, table=True):
+    __tablename__ = "recalls_recalls"
+    recall_id: str = Field(primary_key=True, max_length=64)
+    manufacturer: str = Field(max_length=64, index=True)
+    skus: str = "[]"  # JSON: the current scope (the latest recall.issued/amended by event time)
+    serial_ranges: str = "[]"
+    serials: str = "[]"
+    scope_order: str = Field(max_length=450)
+    scope_at: datetime
+    amendments: int = 0
+    hazard: str | None = None  # None until the recall.issued itself arrived (an amendment may come first)
+    remedy: str | None = Field(default=None, max_length=16)
+    instructions: str | None = None
+    issued_at: datetime | None = None
+    issued_source: str | None = Field(default=None, max_length=256)
+    issued_id: str | None = Field(default=None, max_length=128)
+    closed_at: datetime | None = None
+    closed_order: str | None = Field(default=None, max_length=450)
+    close_reason: str | None = None
+    updated_at: datetime
+
+
+class UnitRow(SQLModel, table=True):
+    """What this service knows of a unit: its sku and whether it is on hand or sold (latest fact wins)."""
+
+    __tablename__ = "recalls_units"
+    __table_args__ = (Index("ix_recalls_units_sku", "manufacturer", "sku"),)
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+    sku: str | None = Field(default=None, max_length=64)
+    stock: str = Field(max_length=16)
+    location: str | None = Field(default=None, max_length=64)
+    stock_order: str = Field(max_length=450)
+    stock_at: datetime
+    first_seen: datetime
+    updated_at: datetime
+
+
+class AffectedRow(SQLModel, table=True):
+    """One unit in one campaign. ``in_scope`` None: reported by another service before the recall
+    itself arrived (decided when it does); False: no longer covered (narrowed), kept for history."""
+
+    __tablename__ = "recalls_affected"
+    __table_args__ = (Index("ix_recalls_affected_unit", "manufacturer", "serial"),)
+    recall_id: str = Field(primary_key=True, max_length=64)
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+    in_scope: bool | None = None
+    matched_at: datetime
+    quarantined_at: datetime | None = None
+    quarantine_location: str | None = Field(default=None, max_length=64)
+    notified_at: datetime | None = None
+    owner_unknown_at: datetime | None = None
+    remedied_at: datetime | None = None
+    remedy: str | None = Field(default=None, max_length=16)
+    remedy_location: str | None = Field(default=None, max_length=64)
+
+
+class SaleAttemptRow(SQLModel, table=True):
+    """Inventory's ``sold_while_quarantined`` anomalies: a quarantined unit went through a till."""
+
+    __tablename__ = "recalls_sale_attempts"
+    __table_args__ = (Index("ix_recalls_sale_attempts_unit", "manufacturer", "serial"),)
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+    event_source: str = Field(primary_key=True, max_length=256)
+    event_id: str = Field(primary_key=True, max_length=128)
+    detail: str = ""
+    event_time: datetime | None = None
+    status: str = Field(default="open", max_length=16)  # open | withdrawn
+    recorded_at: datetime
+
+
+class MetaRow(SQLModel, table=True):
+    __tablename__ = "recalls_meta"
+    key: str = Field(primary_key=True, max_length=32)
+    value: str = Field(max_length=64)
+
+
+TABLES: list[Table] = [RecallRow.__table__, UnitRow.__table__, AffectedRow.__table__,  # type: ignore[list-item]
+                       SaleAttemptRow.__table__, MetaRow.__table__]
+
+_recalls = RecallRow.__table__
+_units = UnitRow.__table__
+_affected = AffectedRow.__table__
+_attempts = SaleAttemptRow.__table__
+_meta = MetaRow.__table__
+
+REPORT_COLUMNS = ("quarantined_at", "notified_at", "owner_unknown_at", "remedied_at")
+_EXTRA_COLUMNS = {"quarantined_at": ("quarantine_location",), "remedied_at": ("remedy", "remedy_location")}
+
+
+def _pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _insert(session: Session, table: Table):
+    return (postgresql if _pg(session) else sqlite).insert(table)
+
+
+def _bytewise(session: Session, column):
+    """Order keys compare byte by byte whatever the database's default collation."""
+    return column.collate("C" if _pg(session) else "BINARY")
+
+
+# ---------------------------------------------------------------------------------------------
+# The recall index: built from the store, cached per database, swapped when recalls change
+
+
+_INDEX_KEY = "index"
+_index_lock = threading.Lock()
+_index_cache: dict[str, tuple[str | None, RecallIndex]] = {}
+
+
+def _cache_key(session: Session) -> str:
+    return session.get_bind().url.render_as_string(hide_password=True)
+
+
+def current_index(session: Session, *, lock: str | None = None) -> RecallIndex:
+    """The index matching the recalls in the store. A token row changes with every recall change,
+    so every process (and the read API) sees a change on its next batch. ``lock`` (PostgreSQL):
+    "share" holds a share lock on the token until commit, so a recall change in another process
+    waits for this batch, and this batch never matches against a scope being replaced; "update"
+    (a batch that changes recalls) takes the exclusive lock at once, so two such batches queue
+    instead of deadlocking on a lock upgrade."""
+    query = select(_meta.c.value).where(_meta.c.key == _INDEX_KEY)
+    if lock and _pg(session):
+        query = query.with_for_update(read=lock == "share")
+    token = session.scalar(query)
+    key = _cache_key(session)
+    with _index_lock:
+        hit = _index_cache.get(key)
+    if hit is not None and hit[0] == token:
+        return hit[1]
+    index = RecallIndex(load_index_recalls(session))
+    with _index_lock:
+        _index_cache[key] = (token, index)
+    return index
+
+
+def refresh_index(session: Session) -> RecallIndex:
+    """After a recall change in this transaction: a new token, a new index. If the transaction rolls
+    back, the stored token differs from the cached one and the next batch rebuilds."""
+    token = uuid.uuid4().hex
+    if _pg(session):
+        session.execute(select(_meta.c.value).where(_meta.c.key == _INDEX_KEY).with_for_update())
+    upsert_rows(session, _meta, [{"key": _INDEX_KEY, "value": token}], keys=("key",))
+    index = RecallIndex(load_index_recalls(session))
+    with _index_lock:
+        _index_cache[_cache_key(session)] = (token, index)
+    return index
+
+
+def recall_from_row(row) -> Recall:
+    return Recall(
+        recall_id=row.recall_id, manufacturer=row.manufacturer, skus=frozenset(json.loads(row.skus)),
+        ranges=tuple(SerialRange.model_validate(r) for r in json.loads(row.serial_ranges)),
+        serials=frozenset(json.loads(row.serials)), closed_order=row.closed_order, closed_at=as_utc(row.closed_at),
+    )
+
+
+def load_index_recalls(session: Session) -> list[Recall]:
+    # Closed recalls stay in the index: a fact dated before the closure still matches them.
+    return [recall_from_row(r) for r in session.execute(select(_recalls))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Recalls
+
+
+def load_recalls(session: Session, recall_ids: Iterable[str]) -> dict[str, dict]:
+    found: dict[str, dict] = {}
+    for part in chunks(sorted(set(recall_ids))):
+        query = select(_recalls).where(_recalls.c.recall_id.in_(part))
+        if _pg(session):
+            query = query.with_for_update()
+        for row in session.execute(query):
+            found[row.recall_id] = {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()}
+    return found
+
+
+def save_recalls(session: Session, rows: Sequence[dict]) -> None:
+    upsert_rows(session, _recalls, rows, keys=("recall_id",))
+
+
+def covered_units(session: Session, recall: Recall) -> list[tuple[str, str | None, datetime]]:
+    """Known units the recall's scope covers (serial, sku, first_seen): by index (serial list, range
+    bounds on the primary key, sku index), exact filter after."""
+    maker = recall.manufacturer
+    base = select(_units.c.serial, _units.c.sku, _units.c.first_seen).where(_units.c.manufacturer == maker)
+    candidates = []
+    if recall.serials:
+        for part in chunks(sorted(recall.serials)):
+            candidates.extend(session.execute(base.where(_units.c.serial.in_(part))))
+    for rng in recall.ranges:
+        if rng.width is not None:
+            low, high = f"{rng.prefix}{rng.first:0{rng.width}d}", f"{rng.prefix}{rng.last:0{rng.width}d}"
+        else:  # unpadded numbers do not sort as strings: take the prefix, filter exactly below
+            low, high = rng.prefix, rng.prefix + "\x7f"
+        candidates.extend(session.execute(base.where(_units.c.serial >= low, _units.c.serial <= high)))
+    if not recall.has_serial_condition:
+        candidates.extend(session.execute(base.where(_units.c.sku.in_(sorted(recall.skus)))))
+    seen: dict[str, tuple[str, str | None, datetime]] = {}
+    for serial, sku, first_seen in candidates:
+        if serial not in seen and recall.covers(serial, sku):
+            seen[serial] = (serial, sku, as_utc(first_seen))
+    return list(seen.values())
+
+
+def campaign_rows(session: Session, recall_id: str) -> dict[str, tuple]:
+    """serial -> (in_scope, reported, sku, first_seen) for every row of the campaign."""
+    reported = or_(*[_affected.c[c].isnot(None) for c in REPORT_COLUMNS])
+    rows = session.execute(
+        select(_affected.c.serial, _affected.c.in_scope, case((reported, true()), else_=false()).label("reported"),
+               _units.c.sku, _units.c.first_seen)
+        .select_from(_affected.outerjoin(_units, and_(_units.c.manufacturer == _affected.c.manufacturer,
+                                                      _units.c.serial == _affected.c.serial)))
+        .where(_affected.c.recall_id == recall_id)
+    )
+    return {r.serial: (r.in_scope, bool(r.reported), r.sku, as_utc(r.first_seen)) for r in rows}
+
+
+def set_in_scope(session: Session, recall_id: str, manufacturer: str, serials: Sequence[str], value: bool) -> None:
+    for part in chunks(sorted(serials)):
+        session.execute(update(_affected).where(
+            _affected.c.recall_id == recall_id, _affected.c.manufacturer == manufacturer,
+            _affected.c.serial.in_(part),
+        ).values(in_scope=value))
+
+
+# ---------------------------------------------------------------------------------------------
+# Units
+
+
+def upsert_units(session: Session, rows: Sequence[dict]) -> None:
+    """Rows unique by key. The latest fact by (time, source, id) sets stock, location and sku; the
+    earliest sets first_seen. Whatever order facts arrive in, the row ends the same."""
+    if not rows:
+        return
+    stmt = _insert(session, _units)
+    new, old = stmt.excluded, _units.c
+    newer = _bytewise(session, new.stock_order) > _bytewise(session, old.stock_order)
+
+    def latest(column):
+        return case((newer, new[column]), else_=old[column])
+
+    set_ = {c: latest(c) for c in ("stock", "location", "stock_order", "stock_at")}
+    set_["sku"] = case((and_(newer, new.sku.isnot(None)), new.sku), else_=func.coalesce(old.sku, new.sku))
+    set_["first_seen"] = case((new.first_seen < old.first_seen, new.first_seen), else_=old.first_seen)
+    set_["updated_at"] = new.updated_at
+    for part in chunks(rows, 5000):
+        session.execute(stmt.on_conflict_do_update(index_elements=["manufacturer", "serial"], set_=set_), list(part))
+
+
+def load_units(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, tuple[str | None, datetime]]:
+    """(manufacturer, serial) -> (sku, first_seen) of the known ones."""
+    by_maker: dict[str, list[str]] = {}
+    for maker, serial in keys:
+        by_maker.setdefault(maker, []).append(serial)
+    found: dict[UnitKey, tuple[str | None, datetime]] = {}
+    for maker, serials in by_maker.items():
+        for part in chunks(sorted(set(serials))):
+            rows = session.execute(select(_units.c.serial, _units.c.sku, _units.c.first_seen).where(
+                _units.c.manufacturer == maker, _units.c.serial.in_(part)))
+            found.update({(maker, r.serial): (r.sku, as_utc(r.first_seen)) for r in rows})
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Campaign rows
+
+
+def save_matches(session: Session, rows: Sequence[dict]) -> None:
+    """(recall, unit) pairs the current scope covers: in scope, whatever was decided before."""
+    if not rows:
+        return
+    stmt = _insert(session, _affected)
+    for part in chunks(rows, 5000):
+        session.execute(stmt.on_conflict_do_update(index_elements=["recall_id", "manufacturer", "serial"],
+                                                   set_={"in_scope": true()}), list(part))
+
+
+def save_reports(session: Session, column: str, rows: Sequence[dict]) -> None:
+    """Another service reported a step for (recall, unit): quarantined, owner notified or unknown,
+    remedied. Rows unique by key. The earliest report wins, so repeats change nothing."""
+    if not rows:
+        return
+    stmt = _insert(session, _affected)
+    new, old = stmt.excluded, _affected.c
+    earlier = or_(old[column].is_(None), new[column] < old[column])
+    # in_scope: the caller's verdict for a reported row under the current scope (what a recompute
+    # would say); None (recall not here yet) keeps what the row had.
+    set_ = {column: case((earlier, new[column]), else_=old[column]),
+            "in_scope": func.coalesce(new.in_scope, old.in_scope)}
+    for extra in _EXTRA_COLUMNS.get(column, ()):
+        set_[extra] = case((earlier, new[extra]), else_=old[extra])
+    for part in chunks(rows, 5000):
+        session.execute(stmt.on_conflict_do_update(index_elements=["recall_id", "manufacturer", "serial"],
+                                                   set_=set_), list(part))
+
+
+def save_sale_attempts(session: Session, rows: Sequence[dict]) -> None:
+    insert_ignore(session, _attempts, rows)  # a withdrawn attempt is not reopened by a late detection
+
+
+def withdraw_sale_attempts(session: Session, rows: Sequence[dict]) -> None:
+    if not rows:
+        return
+    stmt = _insert(session, _attempts)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=["manufacturer", "serial", "event_source", "event_id"], set_={"status": "withdrawn"},
+    ), list(rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# Read side (HTTP API)
+
+
+def _flag(column, wanted: bool):
+    return column.isnot(None) if wanted else column.is_(None)
+
+
+def _status_expression():
+    """domain.STATUS_RULES as one SQL CASE over recalls_affected LEFT JOIN recalls_units."""
+    flags = {"remedied": _affected.c.remedied_at, "notified": _affected.c.notified_at,
+             "owner_unknown": _affected.c.owner_unknown_at, "quarantined": _affected.c.quarantined_at}
+    whens = []
+    for status, cond in STATUS_RULES[:-1]:
+        parts = []
+        if cond.stock is not None:
+            parts.append(_units.c.stock.in_(sorted(s.value for s in cond.stock)))
+        parts.extend(_flag(column, getattr(cond, name)) for name, column in flags.items()
+                     if getattr(cond, name) is not None)
+        whens.append((and_(*parts), literal(status.value)))
+    return case(*whens, else_=literal(STATUS_RULES[-1][0].value))
+
+
+_joined = _affected.outerjoin(_units, and_(_units.c.manufacturer == _affected.c.manufacturer,
+                                           _units.c.serial == _affected.c.serial))
+
+
+def status_counts(session: Session, recall_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    if not recall_ids:
+        return {}
+    inner = (select(_affected.c.recall_id, _status_expression().label("status"))
+             .select_from(_joined)
+             .where(_affected.c.recall_id.in_(list(recall_ids)), _affected.c.in_scope.is_(True))
+             .subquery())
+    result: dict[str, dict[str, int]] = {rid: {} for rid in recall_ids}
+    for rid, status, n in session.execute(
+        select(inner.c.recall_id, inner.c.status, func.count()).group_by(inner.c.recall_id, inner.c.status)
+    ):
+        result[rid][status] = n
+    return result
+
+
+def _attempts_join():
+    return _attempts.join(_affected, and_(_affected.c.manufacturer == _attempts.c.manufacturer,
+                                          _affected.c.serial == _attempts.c.serial))
+
+
+def sale_attempt_counts(session: Session, recall_ids: Sequence[str]) -> dict[str, int]:
+    if not recall_ids:
+        return {}
+    rows = session.execute(
+        select(_affected.c.recall_id, func.count()).select_from(_attempts_join())
+        .where(_affected.c.recall_id.in_(list(recall_ids)), _affected.c.in_scope.is_(True),
+               _attempts.c.status == "open")
+        .group_by(_affected.c.recall_id)
+    )
+    return {rid: n for rid, n in rows}
+
+
+def sale_attempts(session: Session, recall_id: str, limit: int = 100) -> list:
+    return list(session.execute(
+        select(_attempts).select_from(_attempts_join())
+        .where(_affected.c.recall_id == recall_id, _affected.c.in_scope.is_(True), _attempts.c.status == "open")
+        .order_by(_attempts.c.event_time).limit(limit)
+    ))
+
+
+def get_recall(session: Session, recall_id: str):
+    return session.execute(select(_recalls).where(_recalls.c.recall_id == recall_id)).first()
+
+
+def list_recalls(session: Session, *, manufacturer: str | None, open_: bool | None, limit: int,
+                 offset: int) -> tuple[int, list]:
+    conditions = [c for c in (
+        _recalls.c.manufacturer == manufacturer if manufacturer else None,
+        None if open_ is None else (_recalls.c.closed_at.is_(None) if open_ else _recalls.c.closed_at.isnot(None)),
+    ) if c is not None]
+    total = session.scalar(select(func.count()).select_from(_recalls).where(*conditions))
+    rows = session.execute(select(_recalls).where(*conditions)
+                           .order_by(_recalls.c.scope_at.desc(), _recalls.c.recall_id).limit(limit).offset(offset))
+    return total or 0, list(rows)
+
+
+_UNIT_COLUMNS = (_affected.c.recall_id, _affected.c.manufacturer, _affected.c.serial, _units.c.sku, _units.c.stock,
+                 _units.c.location, _affected.c.quarantined_at, _affected.c.quarantine_location,
+                 _affected.c.notified_at, _affected.c.owner_unknown_at, _affected.c.remedied_at, _affected.c.remedy)
+
+
+def campaign_units(session: Session, recall_id: str, *, status: UnitStatus | None, limit: int,
+                   offset: int) -> tuple[int, list]:
+    expr = _status_expression()
+    conditions = [_affected.c.recall_id == recall_id, _affected.c.in_scope.is_(True)]
+    if status is not None:
+        conditions.append(expr == status.value)
+    total = session.scalar(select(func.count()).select_from(_joined).where(*conditions))
+    rows = session.execute(select(*_UNIT_COLUMNS, expr.label("status")).select_from(_joined).where(*conditions)
+                           .order_by(_affected.c.manufacturer, _affected.c.serial).limit(limit).offset(offset))
+    return total or 0, list(rows)
+
+
+def iter_campaign_units(session: Session, recall_id: str, page: int = 5000) -> Iterator:
+    """Every unit of the campaign, by keyset pagination (serial order): for the reports."""
+    expr = _status_expression()
+    after = ""
+    while True:
+        rows = list(session.execute(
+            select(*_UNIT_COLUMNS, expr.label("status")).select_from(_joined)
+            .where(_affected.c.recall_id == recall_id, _affected.c.in_scope.is_(True), _affected.c.serial > after)
+            .order_by(_affected.c.serial).limit(page)
+        ))
+        yield from rows
+        if len(rows) < page:
+            return
+        after = rows[-1].serial
+
+
+def unit_campaigns(session: Session, key: UnitKey) -> list:
+    return list(session.execute(
+        select(*_UNIT_COLUMNS, _status_expression().label("status"), _recalls.c.hazard, _recalls.c.remedy.label(
+            "recall_remedy"), _recalls.c.instructions, _recalls.c.issued_at, _recalls.c.closed_at)
+        .select_from(_joined.join(_recalls, _recalls.c.recall_id == _affected.c.recall_id))
+        .where(_affected.c.manufacturer == key[0], _affected.c.serial == key[1], _affected.c.in_scope.is_(True))
+        .order_by(_recalls.c.scope_at)
+    ))
+
+
+def get_unit(session: Session, key: UnitKey):
+    return session.execute(select(_units).where(_units.c.manufacturer == key[0], _units.c.serial == key[1])).first()
+
+
+def recalls_by_id(session: Session, recall_ids: Iterable[str]) -> dict[str, object]:
+    ids = sorted(set(recall_ids))
+    if not ids:
+        return {}
+    return {r.recall_id: r for r in session.execute(select(_recalls).where(_recalls.c.recall_id.in_(ids)))}
+
