@@ -30,6 +30,7 @@ class OutboxRelay:
         self.interval_s = interval_s
         self.batch = batch
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task | None = None
 
     def wake(self) -> None:
@@ -39,27 +40,30 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
 
     async def stop(self) -> None:
+        # A flag, not Task.cancel(): on Python 3.11 asyncio.wait_for can swallow a cancellation
+        # that races with its inner wait, which left stop() waiting forever.
+        self._stopping = True
+        self._wake.set()
         if self._task:
-            self._task.cancel()
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+                async with asyncio.timeout(10):
+                    await self._task
+            except TimeoutError:  # stuck on Redis or the store: give up, rows stay in the outbox
+                self._task.cancel()
         try:
             await self.flush()  # publish what the last batches committed
         except Exception as exc:  # noqa: BLE001 - rows stay in the outbox for the next start
             log.warning("%s: outbox not flushed at shutdown (%r); it will be on the next start", self.service, exc)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.flush()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # noqa: BLE001 - Redis or the store is down: retry later
                 log.warning("%s: outbox relay failed (%r); retrying", self.service, exc)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+                async with asyncio.timeout(self.interval_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
