@@ -39,8 +39,9 @@ def environment(database_url: str | None = None, **overrides):
 
 
 @contextmanager
-def service_process(service: str, settings: Settings):
+def service_process(service: str, settings: Settings, worker: int = 0):
     env = dict(os.environ)
+    env["SERIALTRACK_WORKER_ID"] = str(worker)
     env.update({
         "REDIS_URL": settings.redis_url, "SERIALTRACK_DATA_DIR": str(settings.data_dir),
         f"{service.upper()}_DATABASE_URL": settings.database_url(service),

@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.inventory_throughput --events 200000
     .venv/bin/python -m bench.inventory_throughput --events 30000 --rate 5000   # paced: latency
     .venv/bin/python -m bench.inventory_throughput --mix same-units              # worst case
+    .venv/bin/python -m bench.inventory_throughput --backlog --workers 2         # drain a backlog
 
 Mixes:
 - steady (default): half receipts of new units, half sales of units received before the run
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
@@ -91,33 +93,50 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--mix", choices=("steady", "same-units"), default="steady")
+    parser.add_argument("--backlog", action="store_true",
+                        help="publish everything first, then time how fast the service drains it "
+                             "(the publisher's CPU is then not shared with the service)")
+    parser.add_argument("--workers", type=int, default=1, help="service processes sharing the consumer group")
     args = parser.parse_args()
 
     with environment(args.database_url, batch_size=args.batch_size) as settings:
         engine = store_engine(settings, "inventory")
-        with service_process("inventory", settings) as service:
+        with ExitStack() as stack:
+            first = stack.enter_context(service_process("inventory", settings))
             if args.mix == "steady":
                 asyncio.run(publish_stock(settings, args.events // 2))
                 while applied(engine, "inventory") < 1:
                     time.sleep(0.05)
             baseline = applied(engine, "inventory")
-            cpu_before = cpu_seconds(service.pid)
             wall_clock_start = datetime.now(UTC) - timedelta(seconds=1)
-            wall = time.perf_counter()
-            started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix))
-            published_in = time.perf_counter() - started
+            if args.backlog:  # stop the service, publish everything, start the services again
+                stack.close()
+                published_in = time.perf_counter()
+                asyncio.run(publish_all(settings, args.events, None, args.mix))
+                published_in = time.perf_counter() - published_in
+                services = [stack.enter_context(service_process("inventory", settings, worker=n))
+                            for n in range(args.workers)]
+                started = time.perf_counter()
+                cpu_before = sum(cpu_seconds(p.pid) for p in services)
+            else:
+                services = [first] + [stack.enter_context(service_process("inventory", settings, worker=n))
+                                      for n in range(1, args.workers)]
+                cpu_before = sum(cpu_seconds(p.pid) for p in services)
+                started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix))
+                published_in = time.perf_counter() - started
             while applied(engine, "inventory") < args.events + baseline:
                 time.sleep(0.05)
             elapsed = time.perf_counter() - started
-            service_cpu = cpu_seconds(service.pid) - cpu_before
+            service_cpu = sum(cpu_seconds(p.pid) for p in services) - cpu_before
         lat = latencies(engine, since=wall_clock_start)
         engine.dispose()
     print(f"machine: {machine()}; store: {'sqlite' if not args.database_url else args.database_url.split(':')[0]}")
     print(f"events: {args.events} ({args.events // 2} unit.received + {args.events // 2} unit.sold, "
           f"mix {args.mix}), "
           f"batch size {args.batch_size}, publisher {'paced at %.0f/s' % args.rate if args.rate else 'flat out'}")
-    print(f"published in {published_in:.2f}s; all applied after {elapsed:.2f}s "
-          f"(wall {time.perf_counter() - wall:.2f}s)")
+    mode = f"backlog drained by {args.workers} process(es)" if args.backlog else f"{args.workers} process(es), live"
+    print(f"{mode}: published in {published_in:.2f}s; all applied {elapsed:.2f}s after "
+          f"{'the services started' if args.backlog else 'the first publish'}")
     print(f"throughput: {args.events / elapsed:,.0f} events/s applied; service CPU "
           f"{service_cpu / args.events * 1e6:.0f} us/event ({args.events / service_cpu:,.0f} events per CPU-second)")
     print(f"latency publish->commit: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "

@@ -56,6 +56,10 @@ class Envelope(BaseModel):
     @field_validator("time")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is UTC:
+            return value
+        if not value.utcoffset():  # "Z" parses to pydantic's own UTC tzinfo: swap it, do not convert
+            return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
     @property
