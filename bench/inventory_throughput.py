@@ -122,7 +122,9 @@ def main() -> None:
                 services = [first] + [stack.enter_context(service_process("inventory", settings, worker=n))
                                       for n in range(1, args.workers)]
                 cpu_before = sum(cpu_seconds(p.pid) for p in services)
-                started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix))
+                # Paced: small bursts (1/100 s of traffic each), as many tills would send them.
+                chunk = max(2, int(args.rate // 100)) if args.rate else 1000
+                started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix, chunk))
                 published_in = time.perf_counter() - started
             while applied(engine, "inventory") < args.events + baseline:
                 time.sleep(0.05)
