@@ -20,25 +20,17 @@ from services.inventory import store as inventory_store
 from services.inventory.app import definition as inventory
 from shared.consumer import EventProcessor
 from shared.envelope import ENTRY_FIELD
-from shared.publishing import publish
 from shared.store import InboxRow, create_tables, make_engine
 from tests.support import factories as f
 from tests.support.running import (
     http,
     inbox_count,
+    publish_events,
     running,
     start_service_process,
     wait_for,
     wait_healthy,
 )
-
-
-async def publish_events(settings, events):
-    client = aioredis.from_url(settings.redis_url)
-    try:
-        return await publish(client, settings.streams, [e.envelope for e in events])
-    finally:
-        await client.aclose()
 
 
 async def pending_total(settings, event_types=inventory.event_types) -> int:

@@ -9,17 +9,8 @@ import redis.asyncio as aioredis
 from services.inventory.app import definition as inventory
 from shared.contracts import RecallAmended, RecallClosed, RecallRemedyCompleted
 from shared.envelope import make_event
-from shared.publishing import publish
 from tests.support import factories as f
-from tests.support.running import http, running, wait_for
-
-
-async def publish_events(settings, events):
-    client = aioredis.from_url(settings.redis_url)
-    try:
-        return await publish(client, settings.streams, [e.envelope for e in events])
-    finally:
-        await client.aclose()
+from tests.support.running import http, publish_events, running, wait_for
 
 
 async def get_unit(client, manufacturer, serial):

@@ -19,17 +19,8 @@ from shared.contracts import (
     UnitQuarantined,
 )
 from shared.envelope import make_event
-from shared.publishing import publish
 from tests.support import factories as f
-from tests.support.running import http, inbox_count, running, wait_for
-
-
-async def publish_events(settings, events):
-    client = aioredis.from_url(settings.redis_url)
-    try:
-        return await publish(client, settings.streams, [e.envelope for e in events])
-    finally:
-        await client.aclose()
+from tests.support.running import http, inbox_count, publish_events, running, wait_for
 
 
 def notified(rid, serial, *, minutes, maker="acme"):

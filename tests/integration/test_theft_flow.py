@@ -12,17 +12,8 @@ from services.inventory.app import definition as inventory
 from services.theft.app import definition as theft
 from shared.contracts import ReturnRequested, TheftRecovered, TheftReported, WarrantyClaimSubmitted
 from shared.envelope import decode_entry, make_event
-from shared.publishing import publish
 from tests.support import factories as f
-from tests.support.running import http, running, wait_for
-
-
-async def publish_events(settings, events):
-    client = aioredis.from_url(settings.redis_url)
-    try:
-        return await publish(client, settings.streams, [e.envelope for e in events])
-    finally:
-        await client.aclose()
+from tests.support.running import http, publish_events, running, wait_for
 
 
 async def stream_events(settings, event_type: str) -> list:

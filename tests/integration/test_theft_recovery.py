@@ -16,21 +16,14 @@ from services.theft import store as theft_store
 from services.theft.app import definition as theft
 from shared.contracts import TheftReported
 from shared.envelope import decode_entry, make_event
-from shared.publishing import publish
 from shared.store import make_engine
 from shared.streams import group_for
 from tests.support import factories as f
-from tests.support.running import http, inbox_count, running, settings_env, wait_for, wait_healthy
+from tests.support.running import http, inbox_count, publish_events, running, settings_env, wait_for, wait_healthy
 
 SERVICE = "theft"
 
 
-async def publish_events(settings, events):
-    client = aioredis.from_url(settings.redis_url)
-    try:
-        return await publish(client, settings.streams, [e.envelope for e in events])
-    finally:
-        await client.aclose()
 
 
 async def pending_total(settings) -> int:

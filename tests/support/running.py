@@ -11,9 +11,11 @@ import time
 from contextlib import asynccontextmanager
 
 import httpx
+import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from shared.publishing import publish
 from shared.service import ServiceDefinition, build_app
 from shared.settings import SERVICES, Settings
 from shared.store import InboxRow, make_engine
@@ -42,6 +44,15 @@ async def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, mes
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last value: {last!r})")
+
+
+async def publish_events(settings: Settings, events) -> list[str]:
+    """Publish Events (from make_event/factories) the way producers do: plain XADD of the wire format."""
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        return await publish(client, settings.streams, [e.envelope for e in events])
+    finally:
+        await client.aclose()
 
 
 def inbox_count(settings: Settings, service: str) -> int:
