@@ -120,8 +120,8 @@ class SerialRange(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     prefix: Annotated[str, AfterValidator(_normalize_prefix)] = ""
-    first: int = Field(ge=0)
-    last: int = Field(ge=0)
+    first: int = Field(ge=0, lt=10**18)  # 18 digits: stored as 64-bit integers
+    last: int = Field(ge=0, lt=10**18)
     width: int | None = Field(default=None, ge=1, le=32)
 
     @model_validator(mode="after")

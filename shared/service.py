@@ -22,7 +22,7 @@ from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
 from .outbox import OutboxRelay
 from .settings import Settings
-from .store import OutboxRow, create_tables, make_engine, ping
+from .store import OutboxRow, create_tables, for_reading, for_writing, make_engine, ping
 
 log = logging.getLogger("serialtrack.service")
 
@@ -54,11 +54,11 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
     create_tables(engine, definition.tables)
     redis = make_redis(redis_url)
     broker = make_broker(redis_url)
-    relay = OutboxRelay(definition.name, engine, redis, settings.streams)
+    relay = OutboxRelay(definition.name, for_writing(engine), redis, settings.streams)
     consumer = StreamConsumer(
         service=definition.name,
         event_types=definition.event_types,
-        processor=EventProcessor(definition.name, engine, definition.apply),
+        processor=EventProcessor(definition.name, for_writing(engine), definition.apply),
         redis=redis,
         settings=settings,
         on_committed=relay.wake,
@@ -87,7 +87,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
         lifespan=lifespan,
     )
     app.state.runtime = ServiceRuntime(definition, settings, engine, consumer, relay)
-    app.include_router(definition.read_api(engine))
+    app.include_router(definition.read_api(for_reading(engine)))
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and backlog of this service")
     async def healthz():

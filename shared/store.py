@@ -53,6 +53,9 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
+            # We emit BEGIN ourselves (below): pysqlite emits none before a SELECT, so the two
+            # queries of one read (a unit, then its history) would see two different commits.
+            dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -62,10 +65,32 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA wal_autocheckpoint=10000")
             cursor.close()
 
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            # Writers take the write lock up front (waiting up to busy_timeout) instead of failing
+            # with SQLITE_BUSY when a read transaction later wants to write.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITES) else "BEGIN")
+
         return engine
     # Timestamps are stored as UTC without zone: make the session zone UTC whatever the server's.
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
                          connect_args={"options": "-c timezone=UTC"})
+
+
+WRITES = "serialtrack_writes"
+
+
+def for_writing(engine: Engine) -> Engine:
+    """The engine for transactions that write (the consumer, the relay)."""
+    return engine.execution_options(**{WRITES: True})
+
+
+def for_reading(engine: Engine) -> Engine:
+    """The engine for the read APIs: every query of one request sees the same snapshot
+    (SQLite: one transaction in WAL mode; PostgreSQL: REPEATABLE READ)."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="REPEATABLE READ")
+    return engine
 
 
 def is_transient(exc: BaseException) -> bool:

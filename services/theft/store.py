@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import Index, Table, and_, func, select, text, update
+from sqlalchemy import BigInteger, Index, Table, and_, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -63,8 +63,8 @@ class RegistryRangeRow(_RegistryFields, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     range_prefix: str = Field(max_length=64)
-    range_first: int
-    range_last: int
+    range_first: int = Field(sa_type=BigInteger)  # serial numbers outgrow 32 bits
+    range_last: int = Field(sa_type=BigInteger)  # serial numbers outgrow 32 bits
     range_width: int | None = None
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, Table, UniqueConstraint, and_, func, or_, select, tuple_
+from sqlalchemy import BigInteger, Index, Table, UniqueConstraint, and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -61,8 +61,8 @@ class RangeRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     manufacturer: str = Field(max_length=64)
     prefix: str = Field(max_length=64)
-    first: int
-    last: int
+    first: int = Field(sa_type=BigInteger)  # serial numbers outgrow 32 bits
+    last: int = Field(sa_type=BigInteger)  # serial numbers outgrow 32 bits
     width: int | None = None
     event_time: datetime
     event_type: str = Field(max_length=64)

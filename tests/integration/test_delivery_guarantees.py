@@ -20,7 +20,7 @@ from services.inventory import store as inventory_store
 from services.inventory.app import definition as inventory
 from shared.consumer import EventProcessor
 from shared.envelope import ENTRY_FIELD
-from shared.store import InboxRow, create_tables, make_engine
+from shared.store import InboxRow, create_tables, for_writing, make_engine
 from tests.support import factories as f
 from tests.support.running import (
     http,
@@ -160,7 +160,7 @@ def test_r2_one_entry_applied_by_two_consumers_at_once(settings):
     engine = make_engine(settings.database_url("inventory"))
     create_tables(engine, inventory.tables)
     events = [f.received("acme", f.serial(), minutes=0) for _ in range(50)]
-    processors = [EventProcessor("inventory", engine, inventory.apply) for _ in range(2)]
+    processors = [EventProcessor("inventory", for_writing(engine), inventory.apply) for _ in range(2)]
     barrier = threading.Barrier(2)
     results, errors = [], []
 
@@ -393,7 +393,7 @@ async def test_r11_shuffled_delivery_ends_in_the_in_order_state(settings, tmp_pa
     reference_url = f"sqlite:///{tmp_path}/reference.db"
     engine = make_engine(reference_url)
     create_tables(engine, inventory.tables)
-    processor = EventProcessor("inventory", engine, inventory.apply)
+    processor = EventProcessor("inventory", for_writing(engine), inventory.apply)
     for event in sorted(events, key=lambda e: (e.time, e.source, e.id)):
         processor.process([event])
     engine.dispose()

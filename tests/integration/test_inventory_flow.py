@@ -119,7 +119,7 @@ async def test_recall_quarantines_stock_and_later_arrivals(settings):
                             serial_ranges=[{"prefix": prefix, "first": 1, "last": 10, "width": 3}]),
         ])
         unit = await wait_for(lambda: _with_history(client, "acme", in_stock, 2), message="recall applied")
-        assert unit["status"] == "quarantined" and unit["recalls"] == ["RC-1"], unit
+        assert unit["status"] == "quarantined" and unit["recalls"] == ["RC-1"], json.dumps(unit, indent=1, default=str)
         await publish_events(settings, [f.received("acme", arrives_later, minutes=30)])
         later = await wait_for(lambda: get_unit(client, "acme", arrives_later), message="late arrival")
         assert later["status"] == "quarantined"

@@ -305,3 +305,20 @@ async def test_read_api_gives_clear_errors(settings):
         assert (await client.get("/alerts", params={"status": "maybe"})).status_code == 422
         health = await client.get("/healthz")
         assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+async def test_ranges_with_long_serial_numbers_are_stored_and_matched(settings):
+    """Serial numbers past 32 bits (13 digits here) fit the registry on both stores."""
+    report = make_event(TheftReported(manufacturer="acme", agency="metro-pd", case_number="C-BIG",
+                                      serial_range={"prefix": "P", "first": 1234567890001, "last": 1234567890010,
+                                                    "width": 13}),
+                        source="test/police", time=f.at(0))
+    async with running(theft, settings) as app, http(app) as api:
+        await publish_events(settings, [report, f.sold("acme", "P1234567890004", minutes=10)])
+
+        async def alerted():
+            return (await api.get("/stolen/acme/P1234567890004")).json()["alerts"] or None
+
+        [alert] = await wait_for(alerted, message="alert on a long-numbered range")
+        assert alert["case_number"] == "C-BIG"
+        assert (await api.get("/stolen/acme/P1234567890011")).json()["stolen"] is False

@@ -53,3 +53,9 @@ def test_unpadded_range_has_no_leading_zeros():
 def test_serial_range_rejections(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SerialRange(**kwargs)
+
+
+def test_serial_range_numbers_fit_64_bits():
+    assert SerialRange(prefix="P", first=10**17, last=10**17 + 5).count == 6
+    with pytest.raises(ValueError, match="less than"):
+        SerialRange(prefix="P", first=1, last=10**18)
