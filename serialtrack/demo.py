@@ -13,7 +13,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from services.registry import INSTALLED
-from shared.contracts import UnitSelection
+from shared.contracts import RecallScope, UnitSelection
 from shared.envelope import validate_data
 from shared.publishing import publish
 from shared.settings import Settings
@@ -116,10 +116,13 @@ def story(batch: str) -> tuple[list[Step], list[str], Expectations]:
     return steps, tv, expectations
 
 
-def _serials_of(event_type: str, data: dict) -> set[str]:
+def _serials_of(event_type: str, data: dict, story_serials: list[str]) -> set[str]:
+    """The story's units an event concerns (a recall: the ones its scope covers)."""
     model = validate_data(event_type, data)
     if isinstance(model, UnitSelection):
         return set(model.iter_serials())
+    if isinstance(model, RecallScope):
+        return {s for s in story_serials if model.covers(model.manufacturer, s, SKU)}
     serial = getattr(model, "serial", None)
     return {serial} if serial else set()
 
@@ -149,7 +152,7 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
     for step in steps:
         envelope = build_envelope(step.type, step.data, source="demo/serialtrack", time=start + step.offset)
         envelopes.append(envelope)
-        touched = _serials_of(step.type, step.data)
+        touched = _serials_of(step.type, step.data, serials)
         if step.type.startswith(INVENTORY_TYPES):
             for serial in touched:
                 inventory_ids[serial].add(envelope.id)

@@ -31,7 +31,8 @@ def utcnow() -> datetime:
 
 
 def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
+    """A stored time as an aware UTC datetime. SQLModel's UTCDateTime columns already return
+    aware values; this also covers times read from raw SQL or text."""
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
