@@ -142,19 +142,10 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 _COMPILED: dict[tuple, tuple[str, tuple[str, ...] | None]] = {}
 
 
-def _write_many(session: Session, table: Table, rows: Sequence[dict[str, Any]], conflict: str,
-                keys: Sequence[str] = ()) -> None:
-    """One INSERT executed for all rows through the driver's executemany.
-
-    Hot path: SQLAlchemy's per-row parameter processing costs ~15 us a row, more than the
-    database itself, so the statement is compiled once per shape and the rows go to the
-    driver as plain values (on SQLite datetimes become UTC text through ``_sqlite_time``).
-    """
-    if not rows:
-        return
-    connection = session.connection()
+def _compiled_insert(connection, table: Table, columns: tuple[str, ...], conflict: str,
+                     keys: Sequence[str]) -> tuple[str, tuple[str, ...] | None]:
+    """(SQL text, positional parameter order or None for named parameters), compiled once per shape."""
     dialect = connection.dialect
-    columns = tuple(rows[0])
     cache_key = (dialect.name, table.name, columns, conflict, tuple(keys))
     compiled = _COMPILED.get(cache_key)
     if compiled is None:
@@ -166,7 +157,21 @@ def _write_many(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
                 index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns if c not in keys})
         sql = stmt.compile(dialect=dialect, column_keys=list(columns))
         compiled = _COMPILED[cache_key] = (str(sql), tuple(sql.positiontup) if sql.positional else None)
-    sql_text, order = compiled
+    return compiled
+
+
+def _write_many(session: Session, table: Table, rows: Sequence[dict[str, Any]], conflict: str,
+                keys: Sequence[str] = ()) -> None:
+    """One INSERT executed for all rows through the driver's executemany.
+
+    Hot path: SQLAlchemy's per-row parameter processing costs ~15 us a row, more than the
+    database itself, so the statement is compiled once per shape and the rows go to the
+    driver as plain values (on SQLite datetimes become UTC text through ``_sqlite_time``).
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    sql_text, order = _compiled_insert(connection, table, tuple(rows[0]), conflict, keys)
     if order is None:  # named parameters (psycopg): the driver adapts every value itself
         connection.exec_driver_sql(sql_text, list(rows))
         return
@@ -174,6 +179,24 @@ def _write_many(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
     if len(order) == 1:
         connection.exec_driver_sql(sql_text, [(getter(row),) for row in rows])
     else:
+        connection.exec_driver_sql(sql_text, [getter(row) for row in rows])
+
+
+def insert_tuples(session: Session, table: Table, columns: Sequence[str], rows: Sequence[tuple],
+                  conflict: str = "error") -> None:
+    """Like insert_rows for rows already built as tuples in ``columns`` order: the cheapest path
+    for very many rows (no dict per row)."""
+    if not rows:
+        return
+    connection = session.connection()
+    columns = tuple(columns)
+    sql_text, order = _compiled_insert(connection, table, columns, conflict, ())
+    if order is None:
+        connection.exec_driver_sql(sql_text, [dict(zip(columns, row, strict=True)) for row in rows])
+    elif order == columns:
+        connection.exec_driver_sql(sql_text, list(rows))
+    else:
+        getter = itemgetter(*[columns.index(c) for c in order])
         connection.exec_driver_sql(sql_text, [getter(row) for row in rows])
 
 

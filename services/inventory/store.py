@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from shared.contracts import RecallScope
-from shared.store import as_utc, chunks, insert_ignore, upsert_rows, utcnow
+from shared.store import as_utc, chunks, insert_ignore, insert_tuples, upsert_rows, utcnow
 
 from .domain import Anomaly, Fact, Status, UnitState
 
@@ -181,20 +181,23 @@ def save_units(session: Session, states: Sequence[UnitState]) -> None:
     ], keys=("manufacturer", "serial"))
 
 
+_HISTORY_COLUMNS = ("manufacturer", "serial", "event_time", "event_type", "event_source", "event_id", "recorded_at",
+                    *_FACT_COLUMNS)
+
+
 def save_history(session: Session, facts: Sequence[tuple[UnitKey, Fact]]) -> None:
     now = utcnow()
-    # One dict per distinct fact, copied per unit: a bulk receipt shares one Fact.
-    templates: dict[int, dict] = {}
+    # The fact's part of a row once per distinct fact (a bulk receipt shares one Fact among all its units).
+    parts: dict[int, tuple] = {}
     rows = []
-    for (manufacturer, serial), fact in facts:
-        template = templates.get(id(fact))
-        if template is None:
-            template = templates[id(fact)] = {
-                "event_time": fact.time, "event_type": fact.type, "event_source": fact.source,
-                "event_id": fact.event_id, "recorded_at": now, **{c: getattr(fact, c) for c in _FACT_COLUMNS},
-            }
-        rows.append({**template, "manufacturer": manufacturer, "serial": serial})
-    insert_ignore(session, _history, rows)  # a fact already in the history (refold input) stays once
+    for key, fact in facts:
+        part = parts.get(id(fact))
+        if part is None:
+            part = parts[id(fact)] = (fact.time, fact.type, fact.source, fact.event_id, now,
+                                      *[getattr(fact, c) for c in _FACT_COLUMNS])
+        rows.append(key + part)
+    # "ignore": a fact already in the history (refold input) stays once.
+    insert_tuples(session, _history, _HISTORY_COLUMNS, rows, conflict="ignore")
 
 
 def anomaly_row(key: UnitKey, anomaly: Anomaly) -> dict:
