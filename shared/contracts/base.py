@@ -45,8 +45,8 @@ class UnitSelection(EventData):
 
     @model_validator(mode="after")
     def _exactly_one_selection(self):
-        given = [name for name in ("serial", "serials", "serial_range") if getattr(self, name) is not None]
-        if len(given) != 1:
+        if (self.serial is not None) + (self.serials is not None) + (self.serial_range is not None) != 1:
+            given = [n for n in ("serial", "serials", "serial_range") if getattr(self, n) is not None]
             raise ValueError(f"give exactly one of serial, serials or serial_range (got {', '.join(given) or 'none'})")
         return self
 
