@@ -55,7 +55,7 @@ def story(batch: str) -> tuple[list[Step], list[str], Expectations]:
         Step(f"{tv[3]} arrived long ago and was sold 200 days ago", "unit.received",
              {"manufacturer": m, "serial": tv[3], "sku": SKU, "location": "store-12"}, -210 * day),
         Step("", "unit.sold", {**sale, "serial": tv[3], "terminal_id": "store-12/till-2",
-                               "receipt_id": f"R-{batch}-0", "customer_id": "C-3001"}, -200 * day),
+                               "receipt_id": f"R-{batch}-0", "customer_id": f"C-{batch}-3001"}, -200 * day),
         Step("5 TVs arrive at warehouse-1 (one bulk receipt by serial range)", "unit.received",
              {"manufacturer": m, "serial_range": {"prefix": f"TV{batch}", "first": 1, "last": 3, "width": 3},
               "sku": SKU, "location": "warehouse-1"}, timedelta()),
@@ -66,19 +66,19 @@ def story(batch: str) -> tuple[list[Step], list[str], Expectations]:
              timedelta(hours=2)),
         Step(f"{tv[0]} is sold at store-12, till 3", "unit.sold",
              {**sale, "serial": tv[0], "terminal_id": "store-12/till-3", "receipt_id": f"R-{batch}-1",
-              "customer_id": "C-1042", "price": "899.00"}, day),
-        Step(f"{tv[4]} is sold to C-2077", "unit.sold",
+              "customer_id": f"C-{batch}-1042", "price": "899.00"}, day),
+        Step(f"{tv[4]} is sold to a customer", "unit.sold",
              {**sale, "serial": tv[4], "terminal_id": "store-12/till-1", "receipt_id": f"R-{batch}-6",
-              "customer_id": "C-2077"}, day + timedelta(hours=1)),
+              "customer_id": f"C-{batch}-2077"}, day + timedelta(hours=1)),
         Step(f"{tv[0]} comes back: dead pixels", "unit.returned",
              {"manufacturer": m, "serial": tv[0], "location": "store-12", "receipt_id": f"R-{batch}-1",
               "reason": "dead pixels", "condition": "open_box"}, 2 * day),
         Step(f"police report {tv[2]} stolen from the warehouse dock", "theft.reported",
              {"manufacturer": m, "serial": tv[2], "agency": "metro-pd", "case_number": f"2026-{batch}"},
              2 * day + timedelta(hours=1)),
-        Step(f"C-2077 tries to return {tv[5]} (never sold) on the receipt of {tv[4]}", "return.requested",
+        Step(f"that customer tries to return {tv[5]} (never sold) on the receipt of {tv[4]}", "return.requested",
              {"request_id": f"RQ-{batch}", "manufacturer": m, "serial": tv[5], "receipt_id": f"R-{batch}-6",
-              "location": "store-12", "customer_id": "C-2077", "reason": "does not work"}, 2 * day + timedelta(hours=3)),
+              "location": "store-12", "customer_id": f"C-{batch}-2077", "reason": "does not work"}, 2 * day + timedelta(hours=3)),
         Step(f"someone rings up {tv[2]} at store-12 anyway", "unit.sold",
              {**sale, "serial": tv[2], "terminal_id": "store-12/till-1", "receipt_id": f"R-{batch}-2"}, 3 * day),
         Step(f"{tv[1]} is sold twice: a duplicate scan at another till", "unit.sold",
@@ -86,11 +86,11 @@ def story(batch: str) -> tuple[list[Step], list[str], Expectations]:
               "receipt_id": f"R-{batch}-3"}, 3 * day + timedelta(hours=1)),
         Step("", "unit.sold", {**sale, "serial": tv[1], "terminal_id": "store-12/till-2",
                                "receipt_id": f"R-{batch}-4"}, 3 * day + timedelta(hours=2)),
-        Step(f"C-2077 claims warranty on {tv[4]}: no sound", "warranty.claim.submitted",
-             {"claim_id": f"CL-{batch}-1", "manufacturer": m, "serial": tv[4], "customer_id": "C-2077",
+        Step(f"the customer claims warranty on {tv[4]}: no sound", "warranty.claim.submitted",
+             {"claim_id": f"CL-{batch}-1", "manufacturer": m, "serial": tv[4], "customer_id": f"C-{batch}-2077",
               "issue": "no sound", "location": "store-12"}, 3 * day + timedelta(hours=4)),
-        Step(f"C-3001 claims warranty on {tv[3]}, bought 200 days ago", "warranty.claim.submitted",
-             {"claim_id": f"CL-{batch}-2", "manufacturer": m, "serial": tv[3], "customer_id": "C-3001",
+        Step(f"another customer claims warranty on {tv[3]}, bought 200 days ago", "warranty.claim.submitted",
+             {"claim_id": f"CL-{batch}-2", "manufacturer": m, "serial": tv[3], "customer_id": f"C-{batch}-3001",
               "issue": "dead pixels", "location": "store-12"}, 3 * day + timedelta(hours=5)),
         Step(f"acme recalls TV-55-OLED {tv[0]}..{tv[6]}: overheating power supply", "recall.issued",
              {"recall_id": f"RC-{batch}", "manufacturer": m, "skus": [SKU], "hazard": "power supply may overheat",
@@ -127,19 +127,22 @@ def _serials_of(event_type: str, data: dict, story_serials: list[str]) -> set[st
     return {serial} if serial else set()
 
 
-def _caught_up(report: dict, inventory_ids: set[str], expect: Expectations, serial: str) -> bool:
-    """Every installed service has applied what the story says about this unit."""
+def _waiting_for(report: dict, inventory_ids: set[str], expect: Expectations, serial: str) -> str | None:
+    """What an installed service has not applied yet of the story about this unit (None: nothing)."""
     unit = report.get("inventory")
-    if "inventory" in report and (not unit or not inventory_ids <= {h["id"] for h in unit["history"]}):
-        return False
+    if "inventory" in report:
+        missing = inventory_ids - {h["id"] for h in (unit or {}).get("history", [])}
+        if missing:
+            return f"inventory: {serial} lacks {', '.join(sorted(missing))}"
     stolen = report.get("theft")
     if stolen is not None and len(stolen["alerts"]) < expect.alerts_on.get(serial, 0):
-        return False
+        return f"theft: {serial} has {len(stolen['alerts'])} of {expect.alerts_on[serial]} alerts"
     if "warranty" in report:
         decided = {r["reference"]: r["status"] for r in (report["warranty"] or {}).get("requests", [])}
-        if any(decided.get(ref) != status for ref, status in expect.decisions.get(serial, {}).items()):
-            return False
-    return True
+        for ref, status in expect.decisions.get(serial, {}).items():
+            if decided.get(ref) != status:
+                return f"warranty: {ref} on {serial} is {decided.get(ref) or 'undecided'}, expected {status}"
+    return None
 
 
 def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], timeout: float = 45.0) -> dict:
@@ -149,8 +152,11 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=4)
     steps, serials, expect = story(batch)
     envelopes, inventory_ids = [], {s: set() for s in serials}
+    # Event ids name their type, so a demo that waits too long says what it is waiting for.
+    ids = iter(f"demo-{batch}-{n:02d}-{step.type}" for n, step in enumerate(steps))
     for step in steps:
-        envelope = build_envelope(step.type, step.data, source="demo/serialtrack", time=start + step.offset)
+        envelope = build_envelope(step.type, step.data, source="demo/serialtrack", id=next(ids),
+                                  time=start + step.offset)
         envelopes.append(envelope)
         touched = _serials_of(step.type, step.data, serials)
         if step.type.startswith(INVENTORY_TYPES):
@@ -172,16 +178,19 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
     deadline = time.monotonic() + timeout
     units: dict[str, dict] = {}
     campaign: dict | None = None
+    waiting: list[str] = []
     while time.monotonic() < deadline:
         units = {s: fetch_unit(settings, MANUFACTURER, s) for s in serials}
         campaign = _campaign(settings, expect.recall_id)
-        if all(_caught_up(units[s], inventory_ids[s], expect, s) for s in serials) and (
-                campaign is None or all(campaign["progress"][k] == v for k, v in expect.progress.items())):
+        waiting = [w for s in serials if (w := _waiting_for(units[s], inventory_ids[s], expect, s))]
+        if campaign is not None and any(campaign["progress"].get(k) != v for k, v in expect.progress.items()):
+            waiting.append(f"recalls: progress {campaign['progress']}, expected {expect.progress}")
+        if not waiting:
             break
         time.sleep(0.3)
     else:
-        raise TimeoutError("the services did not apply the demo events within "
-                           f"{timeout:.0f}s; check `serialtrack deadletters` and the service logs")
+        raise TimeoutError(f"the services did not apply the demo events within {timeout:.0f}s ("
+                           + "; ".join(waiting) + "); check `serialtrack deadletters` and the service logs")
 
     _tell(units, serials, say)
     if campaign:

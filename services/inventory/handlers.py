@@ -166,7 +166,8 @@ def _add_open_recalls(session: Session, per_unit: dict[store.UnitKey, list[Fact]
     for key, facts in per_unit.items():
         state = states.get(key)
         seen = set(state.recalls_seen) if state else set()
-        seen.update(f.recall_id for f in facts if f.recall_id)
+        # Only a broadcast brings a recall to a unit; a remedy or closure fact names it too.
+        seen.update(f.recall_id for f in facts if f.type == "recall.issued" or f.disposition == "covered")
         sku = (state.sku if state else None) or next((f.sku for f in facts if f.sku), None)
         for recall, fact in recalls:
             if recall.recall_id not in seen and recall.covers(key[0], key[1], sku):

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 
 import redis.asyncio as aioredis
+from sqlalchemy.orm import Session
 
 from services.inventory.app import definition as inventory
+from services.inventory.store import get_unit as get_unit_row
+from services.inventory.store import unit_history
+from shared.consumer import EventProcessor
 from shared.contracts import RecallAmended, RecallClosed, RecallRemedyCompleted
 from shared.envelope import make_event
+from shared.store import create_tables, for_writing, make_engine
 from tests.support import factories as f
 from tests.support.running import http, publish_events, running, wait_for
 
@@ -173,3 +178,24 @@ async def _status(client, serial, status):
 async def _recalls_cleared(client, serial):
     unit = await get_unit(client, "acme", serial)
     return unit if unit is not None and unit["recalls"] == [] else None
+
+
+def test_a_remedy_applied_before_its_recall_and_receipt_still_ends_right(settings):
+    """Streams race: the recall is applied before the unit is known, then the receipt and the
+    remedy arrive together. The receipt must still bring the recall into the unit's history
+    (a demo run found this)."""
+    engine = make_engine(settings.database_url("inventory"))
+    create_tables(engine, inventory.tables)
+    processor = EventProcessor("inventory", for_writing(engine), inventory.apply)
+    sn = f.serial("RM")
+    recall = f.recall_issued("acme", minutes=20, recall_id="RC-RM", skus=["TV-55"], serials=[sn])
+    remedy = make_event(RecallRemedyCompleted(recall_id="RC-RM", manufacturer="acme", serial=sn, remedy="repair"),
+                        source="test/desk", time=f.at(30))
+    processor.process([recall])
+    processor.process([f.received("acme", sn, minutes=0), remedy])
+    with Session(engine) as session:
+        unit = get_unit_row(session, ("acme", sn))
+        history = [h.event_type for h in unit_history(session, ("acme", sn))]
+    engine.dispose()
+    assert history == ["unit.received", "recall.issued", "recall.remedy.completed"]
+    assert unit.status == "in_stock"

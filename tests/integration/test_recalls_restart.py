@@ -4,7 +4,6 @@ the counts end exact, nothing stays pending."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import httpx
 import redis.asyncio as aioredis
@@ -13,26 +12,12 @@ from shared.contracts import UnitQuarantined
 from shared.envelope import make_event
 from shared.publishing import publish
 from tests.support import factories as f
-from tests.support.running import settings_env, wait_for, wait_healthy
+from tests.support.running import start_service_process, wait_for, wait_healthy
 
 UNITS = 6000
 
-# `serialtrack serve recalls` once the service is in services/registry.py; until then the same
-# thing spelled out: build_app + uvicorn, configured from the environment.
-_SERVE = (
-    "import uvicorn\n"
-    "from services.recalls.app import definition\n"
-    "from shared.service import build_app\n"
-    "from shared.settings import Settings\n"
-    "s = Settings()\n"
-    "uvicorn.run(build_app(definition, s), host='127.0.0.1', port=s.port('recalls'), log_level='warning')\n"
-)
-
-
 def start(settings, log_path) -> subprocess.Popen:
-    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-c", _SERVE], env=settings_env(settings), stdout=log,
-                            stderr=subprocess.STDOUT)
+    return start_service_process("recalls", settings, log_path)
 
 
 def progress(settings, rid) -> dict | None:

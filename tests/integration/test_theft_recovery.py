@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
@@ -19,7 +18,15 @@ from shared.envelope import decode_entry, make_event
 from shared.store import make_engine
 from shared.streams import group_for
 from tests.support import factories as f
-from tests.support.running import http, inbox_count, publish_events, running, settings_env, wait_for, wait_healthy
+from tests.support.running import (
+    http,
+    inbox_count,
+    publish_events,
+    running,
+    start_service_process,
+    wait_for,
+    wait_healthy,
+)
 
 SERVICE = "theft"
 
@@ -98,18 +105,7 @@ async def test_entries_a_crashed_consumer_held_are_reclaimed_and_alert_once(sett
 
 
 def start_theft_process(settings, log_path) -> subprocess.Popen:
-    """The theft service as its own OS process, run the way `serialtrack serve theft` runs it."""
-    code = (
-        "import uvicorn\n"
-        "from services.theft.app import definition\n"
-        "from shared.service import build_app\n"
-        "from shared.settings import Settings\n"
-        "s = Settings()\n"
-        "uvicorn.run(build_app(definition, s), host='127.0.0.1', port=s.port('theft'), log_level='warning')\n"
-    )
-    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-c", code], env=settings_env(settings), stdout=log,
-                            stderr=subprocess.STDOUT)
+    return start_service_process("theft", settings, log_path)
 
 
 def test_killed_process_restarts_and_every_sighting_alerts_exactly_once(sqlite_settings, tmp_path):

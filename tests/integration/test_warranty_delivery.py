@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 
 import httpx
 import redis.asyncio as aioredis
@@ -36,7 +34,14 @@ from tests.integration.test_warranty_flow import (
     return_request,
 )
 from tests.support import factories as f
-from tests.support.running import http, inbox_count, running, settings_env, wait_for, wait_healthy
+from tests.support.running import (
+    http,
+    inbox_count,
+    running,
+    start_service_process,
+    wait_for,
+    wait_healthy,
+)
 
 
 def _outcome(body):
@@ -157,21 +162,8 @@ async def _emitted_count_is(settings, count):
     return len(await emitted(settings, "warranty.claim.decided")) == count
 
 
-SERVE = (
-    "import logging, uvicorn\n"
-    "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(levelname)s %(message)s')\n"
-    "from services.warranty.app import definition\n"
-    "from shared.service import build_app\n"
-    "from shared.settings import Settings\n"
-    "s = Settings()\n"
-    "uvicorn.run(build_app(definition, s), host='127.0.0.1', port=s.port('warranty'), log_level='warning')\n"
-)
-
-
 def _start(settings, log_path):
-    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-c", SERVE], env=settings_env(settings), stdout=log,
-                            stderr=subprocess.STDOUT)
+    return start_service_process("warranty", settings, log_path)
 
 
 def _serving(settings, process) -> None:
