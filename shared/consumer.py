@@ -55,7 +55,10 @@ TRANSIENT_BACKOFF_S = 1.0
 
 
 class EventProcessor:
-    """Applies a batch in one local transaction: inbox dedupe, the service's change, its outbox rows."""
+    """Applies a batch in one local transaction: inbox dedupe, the service's change, its outbox rows.
+
+    Give it ``for_writing(engine)``: on SQLite that takes the write lock at BEGIN.
+    """
 
     def __init__(self, service: str, engine: Engine, apply: ApplyEvents):
         self.service = service
