@@ -1,0 +1,94 @@
+"""A recall broadcast as production runs it: inventory, warranty and recalls each in its own
+`serialtrack serve` process (SQLite each), one Redis. 100,000 known units (80% in stock, 20% sold
+to customers); one recall.issued covers them all. Measured: from publishing the recall until the
+recalls service counts every unit quarantined (reported by inventory) or its owner notified
+(reported by warranty).
+
+    .venv/bin/python -m bench.recall_broadcast --units 100000
+
+(bench/recalls_matching.py broadcast runs the three services inside one Python process instead.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+
+from bench.harness import applied, machine, service_process, store_engine
+from serialtrack.redis_server import RedisServerProcess, free_port
+from shared.contracts import RecallIssued, UnitReceived, UnitSold
+from shared.envelope import make_event
+from shared.publishing import publish
+from shared.settings import Settings
+
+SERVICES = ("inventory", "warranty", "recalls")
+
+
+async def send(settings: Settings, events) -> None:
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        await publish(client, settings.streams, [e.envelope for e in events])
+    finally:
+        await client.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--units", type=int, default=100_000)
+    args = parser.parse_args()
+    sold = args.units // 5
+    start = datetime.now(UTC) - timedelta(days=30)
+    receipt = make_event(UnitReceived(manufacturer="acme", sku="TV-55", location="dc-1",
+                                      serial_range={"prefix": "RB", "first": 1, "last": args.units, "width": 7}),
+                         source="bench/wms", time=start)
+    sales = [make_event(UnitSold(manufacturer="acme", serial=f"RB{n:07d}", sku="TV-55", location="store-1",
+                                 terminal_id="till-1", receipt_id=f"R-{n}", customer_id=f"C-{n}"),
+                        source="bench/pos", time=start + timedelta(days=1)) for n in range(1, sold + 1)]
+    recall = make_event(RecallIssued(recall_id="RC-BENCH", manufacturer="acme", skus=["TV-55"], hazard="overheating",
+                                     remedy="repair", serial_ranges=[{"prefix": "RB", "first": 1,
+                                                                       "last": args.units, "width": 7}]),
+                        source="bench/maker", time=start + timedelta(days=2))
+
+    with tempfile.TemporaryDirectory(prefix="serialtrack-bench-") as tmp, ExitStack() as stack:
+        redis = RedisServerProcess(Path(tmp) / "redis").start()
+        stack.callback(redis.stop)
+        settings = Settings(redis_url=redis.url, data_dir=Path(tmp),
+                            **{f"{s}_port": free_port() for s in SERVICES})
+        for service in SERVICES:
+            stack.enter_context(service_process(service, settings))
+        engines = {s: store_engine(settings, s) for s in SERVICES}
+        asyncio.run(send(settings, [receipt, *sales]))
+        setup = time.perf_counter()
+        while any(applied(engines[s], s) < 1 + sold for s in SERVICES):
+            time.sleep(0.1)
+        print(f"setup: {args.units:,} units received, {sold:,} sold, applied by every service in "
+              f"{time.perf_counter() - setup:.1f} s")
+
+        started = time.perf_counter()
+        asyncio.run(send(settings, [recall]))
+        url = f"{settings.service_url('recalls')}/recalls/RC-BENCH"
+        progress: dict = {}
+        while True:
+            response = httpx.get(url, timeout=10)
+            if response.status_code == 200:
+                progress = response.json()["progress"]
+                if progress["quarantined"] == args.units - sold and progress["sold_owner_notified"] == sold:
+                    break
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - started
+    print(f"machine: {machine()}; SQLite; one process per service")
+    print(f"broadcast over {args.units:,} known units: all quarantines and owner notices counted after "
+          f"{elapsed:.1f} s (affected {progress['affected']:,}, quarantined {progress['quarantined']:,}, "
+          f"owners notified {progress['sold_owner_notified']:,})")
+
+
+if __name__ == "__main__":
+    main()
