@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from serialtrack.redis_server import RedisServerProcess, free_port
 from shared.settings import Settings
-from shared.store import InboxRow, make_engine
+from shared.store import InboxRow, OutboxRow, make_engine
 
 
 def machine() -> str:
@@ -68,6 +68,11 @@ def service_process(service: str, settings: Settings, worker: int = 0):
 def applied(engine, service: str) -> int:
     with Session(engine) as session:
         return session.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.service == service))
+
+
+def outbox_size(engine) -> int:
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).select_from(OutboxRow))
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -6,7 +6,6 @@ recalls service counts every unit quarantined (reported by inventory) or its own
 
     .venv/bin/python -m bench.recall_broadcast --units 100000
 
-(bench/recalls_matching.py broadcast runs the three services inside one Python process instead.)
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 
-from bench.harness import applied, machine, service_process, store_engine
+from bench.harness import applied, machine, outbox_size, percentile, service_process, store_engine
 from serialtrack.redis_server import RedisServerProcess, free_port
 from shared.contracts import RecallIssued, UnitReceived, UnitSold
 from shared.envelope import make_event
@@ -76,18 +75,38 @@ def main() -> None:
         asyncio.run(send(settings, [recall]))
         url = f"{settings.service_url('recalls')}/recalls/RC-BENCH"
         progress: dict = {}
+        milestones: dict[str, float] = {}
+        query_times: list[float] = []
+
+        def reached(name: str, done: bool) -> None:
+            if done and name not in milestones:
+                milestones[name] = time.perf_counter() - started
+
         while True:
+            reached("inventory applied the recall", applied(engines["inventory"], "inventory") > 1 + sold)
+            reached("warranty applied the recall", applied(engines["warranty"], "warranty") > 1 + sold)
+            reached("inventory published every unit.quarantined",
+                    "inventory applied the recall" in milestones and outbox_size(engines["inventory"]) == 0)
+            asked = time.perf_counter()
             response = httpx.get(url, timeout=10)
+            query_times.append(time.perf_counter() - asked)
             if response.status_code == 200:
                 progress = response.json()["progress"]
+                reached("recalls knew every affected unit", progress["affected"] == args.units)
+                reached("recalls counted every owner notice", progress["sold_owner_notified"] == sold)
+                reached("recalls counted every quarantine", progress["quarantined"] == args.units - sold)
                 if progress["quarantined"] == args.units - sold and progress["sold_owner_notified"] == sold:
                     break
-            time.sleep(0.2)
+            time.sleep(0.1)
         elapsed = time.perf_counter() - started
     print(f"machine: {machine()}; SQLite; one process per service")
     print(f"broadcast over {args.units:,} known units: all quarantines and owner notices counted after "
           f"{elapsed:.1f} s (affected {progress['affected']:,}, quarantined {progress['quarantined']:,}, "
           f"owners notified {progress['sold_owner_notified']:,})")
+    print(f"progress queried {len(query_times)} times while it ran: GET /recalls/RC-BENCH p50 "
+          f"{1000 * percentile(query_times, 50):.0f} ms, max {1000 * max(query_times):.0f} ms")
+    for name, at in sorted(milestones.items(), key=lambda m: m[1]):
+        print(f"  {at:5.1f} s  {name}")
 
 
 if __name__ == "__main__":

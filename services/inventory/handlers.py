@@ -6,12 +6,15 @@ rows, so everything here commits or rolls back together with "event applied".
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from shared.contracts import (
+    MAX_SERIALS_PER_EVENT,
     InventoryAnomalyDetected,
     InventoryAnomalyWithdrawn,
     RecallAmended,
@@ -128,6 +131,7 @@ def apply_events(session: Session, events: list[Event]) -> None:
     recorded = store.anomaly_identities(session, late) if late else {}
 
     saved_states, history, anomaly_rows, outgoing = [], [], [], []
+    quarantines: dict[tuple[str, str, datetime], list[tuple[str, str | None]]] = {}
     withdraw, reopen = [], []
     for key, facts in per_unit.items():
         outcome = advance(states.get(key), key[0], key[1], facts, histories.get(key, []))
@@ -146,7 +150,11 @@ def apply_events(session: Session, events: list[Event]) -> None:
             derived = [row for row in derived if store.anomaly_identity(row) not in known]
         anomaly_rows.extend(derived)
         outgoing.extend(_anomaly_event(row) for row in derived)
-        outgoing.extend(_quarantine_event(key, e) for e in outcome.effects if isinstance(e, Quarantined))
+        for effect in outcome.effects:
+            if isinstance(effect, Quarantined):
+                quarantines.setdefault((key[0], effect.recall_id, effect.fact.time), []).append(
+                    (key[1], effect.location))
+    outgoing.extend(_quarantine_events(quarantines))
 
     store.save_units(session, saved_states)
     store.save_history(session, history)
@@ -194,10 +202,21 @@ def _anomaly_event(row: dict) -> Event:
     )
 
 
-def _quarantine_event(key: store.UnitKey, effect: Quarantined) -> Event:
-    # Deterministic id: a refold that quarantines the unit again emits the same event, which consumers drop.
-    return make_event(
-        UnitQuarantined(manufacturer=key[0], serial=key[1], recall_id=effect.recall_id, location=effect.location),
-        source=SOURCE, id=str(uuid.uuid5(_IDS, f"quarantine/{key[0]}/{key[1]}/{effect.recall_id}")),
-        time=effect.fact.time,
-    )
+def _quarantine_events(quarantines: dict[tuple[str, str, datetime], list[tuple[str, str | None]]]) -> list[Event]:
+    """One unit.quarantined per (manufacturer, recall, time) and up to 10,000 units, not one per
+    unit: a broadcast over 100,000 units is reported in ten events."""
+    events = []
+    for (manufacturer, recall_id, time), units in sorted(quarantines.items()):
+        units.sort()
+        for start in range(0, len(units), MAX_SERIALS_PER_EVENT):
+            part = units[start:start + MAX_SERIALS_PER_EVENT]
+            # Deterministic id: a refold that quarantines the same units again emits the same event,
+            # which consumers drop (and a quarantine report is a set-once fact anyway).
+            digest = hashlib.sha256("\n".join(serial for serial, _ in part).encode()).hexdigest()
+            events.append(make_event(
+                UnitQuarantined(manufacturer=manufacturer, recall_id=recall_id,
+                                units=[{"serial": serial, "location": location} for serial, location in part]),
+                source=SOURCE, id=str(uuid.uuid5(_IDS, f"quarantine/{manufacturer}/{recall_id}/{digest}")),
+                time=time,
+            ))
+    return events

@@ -239,18 +239,12 @@ def _apply_reports(session: Session, index: RecallIndex, events: list[Event]) ->
     now = utcnow()
     by_column: dict[str, dict[tuple[str, str, str], dict]] = {}
     for event in events:
-        d = event.data
         column = REPORT_COLUMN[event.type]
-        row = {"recall_id": d.recall_id, "manufacturer": d.manufacturer, "serial": d.serial, "in_scope": None,
-               "matched_at": now, column: event.time}
-        if isinstance(d, UnitQuarantined):
-            row["quarantine_location"] = d.location
-        elif isinstance(d, RecallRemedyCompleted):
-            row.update(remedy=d.remedy.value, remedy_location=d.location)
         rows = by_column.setdefault(column, {})
-        key = (d.recall_id, d.manufacturer, d.serial)
-        if key not in rows or event.time < rows[key][column]:  # earliest report wins, as in the store
-            rows[key] = row
+        for row in _report_rows(event, column, now):
+            key = (row["recall_id"], row["manufacturer"], row["serial"])
+            if key not in rows or event.time < rows[key][column]:  # earliest report wins, as in the store
+                rows[key] = row
     # A reported unit's verdict depends on its sku only under an sku condition (and never on when it
     # was first seen): load the units only for those.
     units = store.load_units(session, {
@@ -265,6 +259,19 @@ def _apply_reports(session: Session, index: RecallIndex, events: list[Event]) ->
                 row["in_scope"] = (recall.manufacturer == manufacturer
                                    and recall.in_scope(serial, sku, first_seen, reported=True))
         store.save_reports(session, column, list(rows.values()))
+
+
+def _report_rows(event: Event, column: str, now) -> Iterator[dict]:
+    d = event.data
+    base = {"recall_id": d.recall_id, "manufacturer": d.manufacturer, "in_scope": None, "matched_at": now,
+            column: event.time}
+    if isinstance(d, UnitQuarantined):  # a list of units
+        for unit in d.units:
+            yield {**base, "serial": unit.serial, "quarantine_location": unit.location}
+    elif isinstance(d, RecallRemedyCompleted):
+        yield {**base, "serial": d.serial, "remedy": d.remedy.value, "remedy_location": d.location}
+    else:
+        yield {**base, "serial": d.serial}
 
 
 def _apply_anomalies(session: Session, events: list[Event]) -> None:

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..identity import Manufacturer, Serial
-from .base import Code, EventData, Note
+from .base import MAX_SERIALS_PER_EVENT, Code, EventData, Note
+
+
+class QuarantinedUnit(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    serial: Serial
+    location: Code | None = None
 
 
 class UnitQuarantined(EventData):
-    """Inventory put a unit on hold because an open recall covers it."""
+    """Inventory put units on hold because an open recall covers them.
+
+    A list, like an EPCIS ObjectEvent's epcList: a recall broadcast quarantines thousands of units
+    in one transaction and reports them in events of up to 10,000 units, not one event per unit.
+    A unit quarantined on arrival is reported in a list of one.
+    """
 
     event_type: ClassVar[str] = "unit.quarantined"
     manufacturer: Manufacturer
-    serial: Serial
     recall_id: Code
-    location: Code | None = None
+    units: list[QuarantinedUnit] = Field(min_length=1, max_length=MAX_SERIALS_PER_EVENT)
 
 
 AnomalyKind = Literal[

@@ -40,7 +40,7 @@ def remedied(rid, serial, *, minutes, maker="acme"):
 
 
 def quarantined(rid, serial, *, minutes, maker="acme"):
-    return make_event(UnitQuarantined(recall_id=rid, manufacturer=maker, serial=serial, location="store-1"),
+    return make_event(UnitQuarantined(recall_id=rid, manufacturer=maker, units=[{"serial": serial, "location": "store-1"}]),
                       source="test/inventory", time=f.at(minutes))
 
 

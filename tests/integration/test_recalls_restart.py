@@ -32,7 +32,7 @@ async def test_sigkill_during_a_broadcast_leaves_exact_counts(settings, tmp_path
     prefix, rid = f.serial("K"), f"RC-{f.serial()}"
     span = {"prefix": prefix, "first": 1, "last": UNITS, "width": 5}
     reports = [
-        make_event(UnitQuarantined(recall_id=rid, manufacturer="acme", serial=f"{prefix}{n:05d}", location="s-1"),
+        make_event(UnitQuarantined(recall_id=rid, manufacturer="acme", units=[{"serial": f"{prefix}{n:05d}", "location": "s-1"}]),
                    source="test/inventory", id=f"q-{n}", time=f.at(10))
         for n in range(1, UNITS + 1)
     ]
