@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -183,14 +184,14 @@ def _write_many(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
 
 
 def insert_tuples(session: Session, table: Table, columns: Sequence[str], rows: Sequence[tuple],
-                  conflict: str = "error") -> None:
-    """Like insert_rows for rows already built as tuples in ``columns`` order: the cheapest path
-    for very many rows (no dict per row)."""
+                  conflict: str = "error", keys: Sequence[str] = ()) -> None:
+    """Like insert_rows (or upsert_rows, with ``conflict="update"`` and ``keys``) for rows already
+    built as tuples in ``columns`` order: the cheapest path for very many rows (no dict per row)."""
     if not rows:
         return
     connection = session.connection()
     columns = tuple(columns)
-    sql_text, order = _compiled_insert(connection, table, columns, conflict, ())
+    sql_text, order = _compiled_insert(connection, table, columns, conflict, keys)
     if order is None:
         connection.exec_driver_sql(sql_text, [dict(zip(columns, row, strict=True)) for row in rows])
     elif order == columns:
@@ -217,6 +218,34 @@ def _sqlite_time(value: datetime) -> str:
 
 # Datetimes handed straight to the sqlite3 driver (the hot path above) are written by this adapter.
 sqlite3.register_adapter(datetime, _sqlite_time)
+
+
+def driver_rows(session: Session, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    """A SELECT written with ``?`` placeholders, run straight on the driver's cursor: rows as plain
+    tuples. Hot path only (loading 100,000 units for a recall): SQLAlchemy's row and type processing
+    would cost more than the query. Times come back as the driver gives them: see ``read_time``."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        sql = sql.replace("?", "%s")
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, tuple(params))
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+@lru_cache(maxsize=65_536)
+def _time_from_sqlite(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def read_time(value: datetime | str | None) -> datetime | None:
+    """A time read by ``driver_rows``: UTC text on SQLite (as ``_sqlite_time`` wrote it), a datetime
+    on PostgreSQL."""
+    if isinstance(value, str):
+        return _time_from_sqlite(value)
+    return as_utc(value)
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:

@@ -14,7 +14,6 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from shared.contracts import (
-    MAX_SERIALS_PER_EVENT,
     InventoryAnomalyDetected,
     InventoryAnomalyWithdrawn,
     RecallAmended,
@@ -31,11 +30,11 @@ from shared.contracts import (
     UnitSold,
     UnitTransferred,
 )
-from shared.envelope import Event, make_event
+from shared.envelope import Event, make_event, make_trusted_event
 from shared.store import add_to_outbox
 
 from . import store
-from .domain import Anomaly, Fact, Quarantined, advance, needs_refold
+from .domain import Anomaly, Fact, Quarantined, UnitState, advance, needs_refold
 
 SERVICE = "inventory"
 SOURCE = "serialtrack/inventory"
@@ -44,6 +43,9 @@ EVENT_TYPES = (
     "theft.reported", "theft.recovered", "recall.issued", "recall.amended", "recall.closed",
     "recall.remedy.completed",
 )
+# Units per unit.quarantined: 2,000 of the longest serials and locations stay far below the 1 MB
+# entry limit (shared.envelope.MAX_ENTRY_BYTES).
+QUARANTINE_LIST = 2_000
 _IDS = uuid.UUID("6f1d2a4e-6c1b-4f0e-9a57-3c2f4f1b9d10")
 
 
@@ -80,13 +82,17 @@ def _recall_fact(event: Event, disposition: str | None = None) -> Fact:
                 recall_id=event.data.recall_id, disposition=disposition)
 
 
-def _recall_facts(session: Session, event: Event) -> Iterator[tuple[store.UnitKey, Fact]]:
-    """The units a recall event concerns, each with its fact."""
+def _recall_facts(session: Session, event: Event,
+                  states: dict[store.UnitKey, UnitState]) -> Iterator[tuple[store.UnitKey, Fact]]:
+    """The units a recall event concerns, each with its fact. Units found through the recall's
+    scope come with their state, added to ``states`` (a broadcast reads 100,000 units once)."""
     d = event.data
     if isinstance(d, RecallIssued):
         fact = _recall_fact(event)
         store.save_recall(session, d, fact)
-        yield from ((key, fact) for key in store.units_covered_by(session, d))
+        covered = store.units_covered_by(session, d)
+        states.update(covered)
+        yield from ((key, fact) for key in covered)
     elif isinstance(d, RecallAmended):
         known = store.get_recall_scope(session, d.recall_id)
         old = known[0] if known else None
@@ -96,35 +102,40 @@ def _recall_facts(session: Session, event: Event) -> Iterator[tuple[store.UnitKe
             if known is None:
                 store.save_recall(session, d, _recall_fact(event))
             store.set_recall_scope(session, RecallScope.model_validate(d.model_dump()), event.time)
-        new_units = set(store.units_covered_by(session, d))
-        old_units = set(store.units_covered_by(session, old)) if old else set()
+        new_units = store.units_covered_by(session, d)
+        old_units = store.units_covered_by(session, old) if old else {}
+        states.update(new_units)
+        states.update(old_units)
         covered, released = _recall_fact(event, "covered"), _recall_fact(event, "released")
         closure = store.recall_closure(session, d.recall_id)  # the closure may have been applied first
-        for key in sorted(new_units - old_units):
+        for key in sorted(new_units.keys() - old_units.keys()):
             yield key, covered
             if closure:
                 yield key, closure
-        yield from ((key, released) for key in sorted(old_units - new_units))
+        yield from ((key, released) for key in sorted(old_units.keys() - new_units.keys()))
     elif isinstance(d, RecallClosed):
         fact = _recall_fact(event)
         store.close_recall(session, d.recall_id, fact)
         known = store.get_recall_scope(session, d.recall_id)
-        yield from ((key, fact) for key in (store.units_covered_by(session, known[0]) if known else []))
+        covered = store.units_covered_by(session, known[0]) if known else {}
+        states.update(covered)
+        yield from ((key, fact) for key in covered)
     elif isinstance(d, RecallRemedyCompleted):
         yield (d.manufacturer, d.serial), _recall_fact(event)
 
 
 def apply_events(session: Session, events: list[Event]) -> None:
     per_unit: dict[store.UnitKey, list[Fact]] = {}
+    states: dict[store.UnitKey, UnitState] = {}
     for event in events:
         if event.type.startswith("recall."):
-            for key, fact in _recall_facts(session, event):
+            for key, fact in _recall_facts(session, event, states):
                 per_unit.setdefault(key, []).append(fact)
         else:
             for key, fact in facts_of(event):
                 per_unit.setdefault(key, []).append(fact)
 
-    states = store.load_units(session, per_unit)
+    states.update(store.load_units(session, [key for key in per_unit if key not in states]))
     _add_open_recalls(session, per_unit, states)
     late = [key for key, facts in per_unit.items() if needs_refold(states.get(key), facts)]
     histories = store.load_histories(session, late) if late else {}
@@ -203,20 +214,20 @@ def _anomaly_event(row: dict) -> Event:
 
 
 def _quarantine_events(quarantines: dict[tuple[str, str, datetime], list[tuple[str, str | None]]]) -> list[Event]:
-    """One unit.quarantined per (manufacturer, recall, time) and up to 10,000 units, not one per
-    unit: a broadcast over 100,000 units is reported in ten events."""
+    """One unit.quarantined per (manufacturer, recall, time) and up to QUARANTINE_LIST units, not one
+    per unit: a broadcast over 100,000 units is reported in 50 events."""
     events = []
     for (manufacturer, recall_id, time), units in sorted(quarantines.items()):
         units.sort()
-        for start in range(0, len(units), MAX_SERIALS_PER_EVENT):
-            part = units[start:start + MAX_SERIALS_PER_EVENT]
+        for start in range(0, len(units), QUARANTINE_LIST):
+            part = units[start:start + QUARANTINE_LIST]
             # Deterministic id: a refold that quarantines the same units again emits the same event,
             # which consumers drop (and a quarantine report is a set-once fact anyway).
             digest = hashlib.sha256("\n".join(serial for serial, _ in part).encode()).hexdigest()
-            events.append(make_event(
-                UnitQuarantined(manufacturer=manufacturer, recall_id=recall_id,
-                                units=[{"serial": serial, "location": location} for serial, location in part]),
-                source=SOURCE, id=str(uuid.uuid5(_IDS, f"quarantine/{manufacturer}/{recall_id}/{digest}")),
-                time=time,
+            listed = [{"serial": serial, "location": location} if location else {"serial": serial}
+                      for serial, location in part]
+            events.append(make_trusted_event(  # stored unit keys: valid by construction
+                UnitQuarantined, {"manufacturer": manufacturer, "recall_id": recall_id, "units": listed},
+                source=SOURCE, id=str(uuid.uuid5(_IDS, f"quarantine/{manufacturer}/{recall_id}/{digest}")), time=time,
             ))
     return events

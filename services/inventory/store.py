@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import lru_cache
 
-from sqlalchemy import Index, Table, UniqueConstraint, and_, bindparam, func, select, update
+from sqlalchemy import Index, Table, UniqueConstraint, bindparam, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from shared.contracts import RecallScope
-from shared.store import as_utc, chunks, insert_ignore, insert_tuples, upsert_rows, utcnow
+from shared.store import as_utc, chunks, driver_rows, insert_ignore, insert_tuples, read_time, utcnow
 
 from .domain import Anomaly, Fact, Status, UnitState
 
@@ -115,31 +116,48 @@ _FACT_COLUMNS = ("location", "from_location", "sku", "condition", "disposition",
                  "terminal_id", "agency", "case_number", "recall_id", "note", "in_transit")
 
 
+@lru_cache(maxsize=4096)
 def _json_tuple(text: str) -> tuple[str, ...]:
     return () if text == "[]" else tuple(json.loads(text))
 
 
-def _state_from_row(row) -> UnitState:
+@lru_cache(maxsize=4096)
+def _json_text(values: tuple[str, ...]) -> str:
+    return json.dumps(values) if values else "[]"
+
+
+# The unit row as the hot path reads it (straight from the driver, see shared.store.driver_rows).
+_UNIT_COLUMNS = ("manufacturer", "serial", "status", "location", "sku", "condition", "theft_cases", "recalls",
+                 "recalls_seen", "ever_received", "last_event_time", "last_event_source", "last_event_id")
+_SELECT_UNITS = f"SELECT {', '.join(_UNIT_COLUMNS)} FROM inventory_units WHERE manufacturer = ?"
+
+
+def _state_from_tuple(row: tuple) -> UnitState:
+    (manufacturer, serial, status, location, sku, condition, theft_cases, recalls, recalls_seen, ever_received,
+     last_time, last_source, last_id) = row
     return UnitState(
-        manufacturer=row.manufacturer, serial=row.serial, status=Status(row.status), location=row.location,
-        sku=row.sku, condition=row.condition, theft_cases=_json_tuple(row.theft_cases),
-        recalls=_json_tuple(row.recalls), recalls_seen=_json_tuple(row.recalls_seen), ever_received=row.ever_received,
-        last=(row.last_event_time, row.last_event_source, row.last_event_id),
+        manufacturer=manufacturer, serial=serial, status=Status(status), location=location, sku=sku,
+        condition=condition, theft_cases=_json_tuple(theft_cases), recalls=_json_tuple(recalls),
+        recalls_seen=_json_tuple(recalls_seen), ever_received=bool(ever_received),
+        last=(read_time(last_time), last_source, last_id),
     )
 
 
+def _lock_clause(session: Session) -> str:
+    """PostgreSQL: lock the units read for writing, so two processes of one service cannot
+    interleave read-modify-write on a unit (SQLite has one writer anyway)."""
+    return " ORDER BY serial FOR UPDATE" if session.get_bind().dialect.name == "postgresql" else ""
+
+
 def load_units(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, UnitState]:
-    """Current state of the given units (missing ones are absent). Locks them on PostgreSQL,
-    so two processes of one service cannot interleave read-modify-write on a unit."""
-    locking = session.get_bind().dialect.name == "postgresql"
+    """Current state of the given units (missing ones are absent), locked on PostgreSQL."""
+    lock = _lock_clause(session)
     found: dict[UnitKey, UnitState] = {}
     for manufacturer, serials in _keys_by_manufacturer(keys).items():
         for part in chunks(sorted(serials)):
-            query = select(_units).where(_units.c.manufacturer == manufacturer, _units.c.serial.in_(part))
-            if locking:
-                query = query.order_by(_units.c.serial).with_for_update()
-            for row in session.execute(query):
-                found[(row.manufacturer, row.serial)] = _state_from_row(row)
+            sql = f"{_SELECT_UNITS} AND serial IN ({', '.join('?' * len(part))}){lock}"
+            for row in driver_rows(session, sql, (manufacturer, *part)):
+                found[(row[0], row[1])] = _state_from_tuple(row)
     return found
 
 
@@ -165,20 +183,19 @@ def load_histories(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, l
     return histories
 
 
+_SAVED_UNIT_COLUMNS = ("manufacturer", "serial", "status", "location", "sku", "condition", "stolen", "theft_cases",
+                       "recalls", "recalls_seen", "ever_received", "last_event_time", "last_event_source",
+                       "last_event_id", "updated_at")
+
+
 def save_units(session: Session, states: Sequence[UnitState]) -> None:
     now = utcnow()
-    upsert_rows(session, _units, [
-        {
-            "manufacturer": s.manufacturer, "serial": s.serial, "status": s.status.value, "location": s.location,
-            "sku": s.sku, "condition": s.condition, "stolen": s.stolen,
-            "theft_cases": json.dumps(s.theft_cases) if s.theft_cases else "[]",
-            "recalls": json.dumps(s.recalls) if s.recalls else "[]",
-            "recalls_seen": json.dumps(s.recalls_seen) if s.recalls_seen else "[]",
-            "ever_received": s.ever_received, "last_event_time": s.last[0], "last_event_source": s.last[1],
-            "last_event_id": s.last[2], "updated_at": now,
-        }
+    insert_tuples(session, _units, _SAVED_UNIT_COLUMNS, [
+        (s.manufacturer, s.serial, s.status.value, s.location, s.sku, s.condition, s.stolen,
+         _json_text(s.theft_cases), _json_text(s.recalls), _json_text(s.recalls_seen), s.ever_received,
+         s.last[0], s.last[1], s.last[2], now)
         for s in states
-    ], keys=("manufacturer", "serial"))
+    ], conflict="update", keys=("manufacturer", "serial"))
 
 
 _HISTORY_COLUMNS = ("manufacturer", "serial", "event_time", "event_type", "event_source", "event_id", "recorded_at",
@@ -296,23 +313,32 @@ def open_recalls(session: Session, manufacturers: Iterable[str]) -> list[tuple[R
     ]
 
 
-def units_covered_by(session: Session, recall: RecallScope) -> list[UnitKey]:
-    """Known units a recall covers, found by index (serial list, range bounds, sku), not by scan."""
-    maker = recall.manufacturer
-    base = select(_units.c.serial, _units.c.sku).where(_units.c.manufacturer == maker)
-    candidates = []
+def units_covered_by(session: Session, recall: RecallScope) -> dict[UnitKey, UnitState]:
+    """Known units a recall covers with their current state (locked on PostgreSQL), found by index
+    (serial list, range bounds, sku), not by scan."""
+    maker, lock = recall.manufacturer, _lock_clause(session)
+    candidates: list[tuple] = []
     if recall.serials:
         for part in chunks(sorted(set(recall.serials))):
-            candidates.extend(session.execute(base.where(_units.c.serial.in_(part))))
+            sql = f"{_SELECT_UNITS} AND serial IN ({', '.join('?' * len(part))}){lock}"
+            candidates.extend(driver_rows(session, sql, (maker, *part)))
     for rng in recall.serial_ranges:
         if rng.width is not None:
             low, high = f"{rng.prefix}{rng.first:0{rng.width}d}", f"{rng.prefix}{rng.last:0{rng.width}d}"
         else:  # unpadded numbers do not sort as strings: scan the prefix, filter exactly below
             low, high = rng.prefix, rng.prefix + "\x7f"
-        candidates.extend(session.execute(base.where(and_(_units.c.serial >= low, _units.c.serial <= high))))
+        candidates.extend(driver_rows(session, f"{_SELECT_UNITS} AND serial >= ? AND serial <= ?{lock}",
+                                      (maker, low, high)))
     if not (recall.serials or recall.serial_ranges):
-        candidates.extend(session.execute(base.where(_units.c.sku.in_(recall.skus))))
-    return sorted({(maker, serial) for serial, sku in candidates if recall.covers(maker, serial, sku)})
+        for part in chunks(sorted(set(recall.skus))):
+            sql = f"{_SELECT_UNITS} AND sku IN ({', '.join('?' * len(part))}){lock}"
+            candidates.extend(driver_rows(session, sql, (maker, *part)))
+    covered, covers = {}, recall.unit_filter()
+    for row in candidates:
+        key = (row[0], row[1])
+        if key not in covered and covers(row[1], row[4]):
+            covered[key] = _state_from_tuple(row)
+    return dict(sorted(covered.items()))
 
 
 # Read side (HTTP API)

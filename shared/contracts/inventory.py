@@ -20,8 +20,8 @@ class UnitQuarantined(EventData):
     """Inventory put units on hold because an open recall covers them.
 
     A list, like an EPCIS ObjectEvent's epcList: a recall broadcast quarantines thousands of units
-    in one transaction and reports them in events of up to 10,000 units, not one event per unit.
-    A unit quarantined on arrival is reported in a list of one.
+    in one transaction and inventory reports them in events of up to 2,000 units, not one event
+    per unit. A unit quarantined on arrival is reported in a list of one.
     """
 
     event_type: ClassVar[str] = "unit.quarantined"
