@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
@@ -142,20 +142,27 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 
 _COMPILED: dict[tuple, tuple[str, tuple[str, ...] | None]] = {}
 
+# On conflict, the SET clause as a function of (the excluded row, the table's columns); None: every
+# given column that is not a key takes the new value.
+ConflictSet = Callable[[Any, Any], dict[str, Any]]
+
 
 def _compiled_insert(connection, table: Table, columns: tuple[str, ...], conflict: str,
-                     keys: Sequence[str]) -> tuple[str, tuple[str, ...] | None]:
-    """(SQL text, positional parameter order or None for named parameters), compiled once per shape."""
+                     keys: Sequence[str], on_conflict: ConflictSet | None = None,
+                     shape: str = "") -> tuple[str, tuple[str, ...] | None]:
+    """(SQL text, positional parameter order or None for named parameters), compiled once per
+    shape (``shape`` names a custom ``on_conflict``, which must not vary under one name)."""
     dialect = connection.dialect
-    cache_key = (dialect.name, table.name, columns, conflict, tuple(keys))
+    cache_key = (dialect.name, table.name, columns, conflict, tuple(keys), shape)
     compiled = _COMPILED.get(cache_key)
     if compiled is None:
         stmt = (postgresql if dialect.name == "postgresql" else sqlite).insert(table)
         if conflict == "ignore":
             stmt = stmt.on_conflict_do_nothing()
         elif conflict == "update":
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns if c not in keys})
+            set_ = (on_conflict(stmt.excluded, table.c) if on_conflict
+                    else {c: stmt.excluded[c] for c in columns if c not in keys})
+            stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=set_)
         sql = stmt.compile(dialect=dialect, column_keys=list(columns))
         compiled = _COMPILED[cache_key] = (str(sql), tuple(sql.positiontup) if sql.positional else None)
     return compiled
@@ -184,14 +191,16 @@ def _write_many(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
 
 
 def insert_tuples(session: Session, table: Table, columns: Sequence[str], rows: Sequence[tuple],
-                  conflict: str = "error", keys: Sequence[str] = ()) -> None:
+                  conflict: str = "error", keys: Sequence[str] = (), on_conflict: ConflictSet | None = None,
+                  shape: str = "") -> None:
     """Like insert_rows (or upsert_rows, with ``conflict="update"`` and ``keys``) for rows already
-    built as tuples in ``columns`` order: the cheapest path for very many rows (no dict per row)."""
+    built as tuples in ``columns`` order: the cheapest path for very many rows (no dict per row).
+    ``on_conflict`` (named by ``shape``) replaces the default SET clause of an upsert."""
     if not rows:
         return
     connection = session.connection()
     columns = tuple(columns)
-    sql_text, order = _compiled_insert(connection, table, columns, conflict, keys)
+    sql_text, order = _compiled_insert(connection, table, columns, conflict, keys, on_conflict, shape)
     if order is None:
         connection.exec_driver_sql(sql_text, [dict(zip(columns, row, strict=True)) for row in rows])
     elif order == columns:
@@ -233,6 +242,17 @@ def driver_rows(session: Session, sql: str, params: Sequence[Any] = ()) -> list[
         return cursor.fetchall()
     finally:
         cursor.close()
+
+
+def driver_execute_many(session: Session, sql: str, rows: Sequence[tuple]) -> None:
+    """A statement written with ``?`` placeholders, executed once per row through the driver's
+    executemany (the write-side sibling of ``driver_rows``)."""
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        sql = sql.replace("?", "%s")
+    connection.exec_driver_sql(sql, list(rows))
 
 
 @lru_cache(maxsize=65_536)

@@ -86,6 +86,7 @@ def apply_events(session: Session, events: list[Event]) -> None:
     anomalies = [e for e in events if e.type in ANOMALY_TYPES]
     if anomalies:
         _apply_anomalies(session, anomalies)
+    store.recount_touched(session)  # the progress counts follow the rows written above
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,12 +224,12 @@ def _apply_large_receipt(session: Session, index: RecallIndex, manufacturer: str
     sku, now = template["sku"], template["updated_at"]
     for part in _batches(iter(serials), CHUNK):
         store.upsert_units(session, [{**template, "manufacturer": manufacturer, "serial": s} for s in part])
-        if not index.has_manufacturer(manufacturer):
-            continue
-        store.save_matches(session, [
-            {"recall_id": rid, "manufacturer": manufacturer, "serial": s, "in_scope": True, "matched_at": now}
-            for s in part for rid in index.match(manufacturer, s, sku, order)
-        ])
+        if index.has_manufacturer(manufacturer):
+            store.save_matches(session, [
+                {"recall_id": rid, "manufacturer": manufacturer, "serial": s, "in_scope": True, "matched_at": now}
+                for s in part for rid in index.match(manufacturer, s, sku, order)
+            ])
+        store.recount_touched(session)  # chunk by chunk: never a million touched units held at once
 
 
 # ---------------------------------------------------------------------------------------------

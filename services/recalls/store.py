@@ -1,8 +1,12 @@
 """Recalls tables and the set-based reads and writes the handlers and the API use.
 
-Progress is never a counter: every number is counted from the per-(recall, unit) rows of
-``recalls_affected``, whose status columns are set idempotently (earliest time wins), so a
-duplicate, a redelivery or a refold can never count a unit twice.
+Progress comes from the per-(recall, unit) rows of ``recalls_affected``, whose status columns are
+set idempotently (earliest time wins), so a duplicate, a redelivery or a refold can never count a
+unit twice. So that reading a campaign's progress does not count 100,000 rows, each row also keeps
+``counted_as``, the status it is counted under in ``recalls_progress`` (none when out of scope):
+every write here notes the units it touched, and ``recount_touched`` (end of each batch, same
+transaction) moves each touched row from the count of its old status to its new one. A row
+recounted twice moves once; the totals always equal a full count (``status_counts_scanned``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from sqlalchemy import (
     Table,
     and_,
     case,
+    exists,
     false,
     func,
     literal,
@@ -31,7 +36,16 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from shared.identity import SerialRange
-from shared.store import as_utc, chunks, insert_ignore, upsert_rows
+from shared.store import (
+    as_utc,
+    chunks,
+    driver_execute_many,
+    driver_rows,
+    insert_ignore,
+    insert_tuples,
+    read_time,
+    upsert_rows,
+)
 
 from .domain import STATUS_RULES, Recall, RecallIndex, UnitStatus
 
@@ -94,6 +108,16 @@ class AffectedRow(SQLModel, table=True):
     remedied_at: datetime | None = None
     remedy: str | None = Field(default=None, max_length=16)
     remedy_location: str | None = Field(default=None, max_length=64)
+    counted_as: str | None = Field(default=None, max_length=32)  # the status it is counted under in recalls_progress
+
+
+class ProgressRow(SQLModel, table=True):
+    """How many in-scope units of a campaign have each status: the sum of ``counted_as``."""
+
+    __tablename__ = "recalls_progress"
+    recall_id: str = Field(primary_key=True, max_length=64)
+    status: str = Field(primary_key=True, max_length=32)
+    units: int = 0
 
 
 class SaleAttemptRow(SQLModel, table=True):
@@ -118,13 +142,14 @@ class MetaRow(SQLModel, table=True):
 
 
 TABLES: list[Table] = [RecallRow.__table__, UnitRow.__table__, AffectedRow.__table__,  # type: ignore[list-item]
-                       SaleAttemptRow.__table__, MetaRow.__table__]
+                       ProgressRow.__table__, SaleAttemptRow.__table__, MetaRow.__table__]
 
 _recalls = RecallRow.__table__
 _units = UnitRow.__table__
 _affected = AffectedRow.__table__
 _attempts = SaleAttemptRow.__table__
 _meta = MetaRow.__table__
+_progress = ProgressRow.__table__
 
 REPORT_COLUMNS = ("quarantined_at", "notified_at", "owner_unknown_at", "remedied_at")
 _EXTRA_COLUMNS = {"quarantined_at": ("quarantine_location",), "remedied_at": ("remedy", "remedy_location")}
@@ -227,23 +252,25 @@ def covered_units(session: Session, recall: Recall) -> list[tuple[str, str | Non
     """Known units the recall's scope covers (serial, sku, first_seen): by index (serial list, range
     bounds on the primary key, sku index), exact filter after."""
     maker = recall.manufacturer
-    base = select(_units.c.serial, _units.c.sku, _units.c.first_seen).where(_units.c.manufacturer == maker)
+    base = "SELECT serial, sku, first_seen FROM recalls_units WHERE manufacturer = ?"
     candidates = []
     if recall.serials:
         for part in chunks(sorted(recall.serials)):
-            candidates.extend(session.execute(base.where(_units.c.serial.in_(part))))
+            candidates.extend(driver_rows(session, f"{base} AND serial IN ({', '.join('?' * len(part))})",
+                                          (maker, *part)))
     for rng in recall.ranges:
         if rng.width is not None:
             low, high = f"{rng.prefix}{rng.first:0{rng.width}d}", f"{rng.prefix}{rng.last:0{rng.width}d}"
         else:  # unpadded numbers do not sort as strings: take the prefix, filter exactly below
             low, high = rng.prefix, rng.prefix + "\x7f"
-        candidates.extend(session.execute(base.where(_units.c.serial >= low, _units.c.serial <= high)))
+        candidates.extend(driver_rows(session, f"{base} AND serial >= ? AND serial <= ?", (maker, low, high)))
     if not recall.has_serial_condition:
-        candidates.extend(session.execute(base.where(_units.c.sku.in_(sorted(recall.skus)))))
+        skus = sorted(recall.skus)
+        candidates.extend(driver_rows(session, f"{base} AND sku IN ({', '.join('?' * len(skus))})", (maker, *skus)))
     seen: dict[str, tuple[str, str | None, datetime]] = {}
     for serial, sku, first_seen in candidates:
         if serial not in seen and recall.covers(serial, sku):
-            seen[serial] = (serial, sku, as_utc(first_seen))
+            seen[serial] = (serial, sku, read_time(first_seen))
     return list(seen.values())
 
 
@@ -261,6 +288,7 @@ def campaign_rows(session: Session, recall_id: str) -> dict[str, tuple]:
 
 
 def set_in_scope(session: Session, recall_id: str, manufacturer: str, serials: Sequence[str], value: bool) -> None:
+    _touch(session, ((manufacturer, serial) for serial in serials))
     for part in chunks(sorted(serials)):
         session.execute(update(_affected).where(
             _affected.c.recall_id == recall_id, _affected.c.manufacturer == manufacturer,
@@ -277,6 +305,7 @@ def upsert_units(session: Session, rows: Sequence[dict]) -> None:
     earliest sets first_seen. Whatever order facts arrive in, the row ends the same."""
     if not rows:
         return
+    _touch(session, ((row["manufacturer"], row["serial"]) for row in rows))
     stmt = _insert(session, _units)
     new, old = stmt.excluded, _units.c
     newer = _bytewise(session, new.stock_order) > _bytewise(session, old.stock_order)
@@ -300,9 +329,9 @@ def load_units(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, tuple
     found: dict[UnitKey, tuple[str | None, datetime]] = {}
     for maker, serials in by_maker.items():
         for part in chunks(sorted(set(serials))):
-            rows = session.execute(select(_units.c.serial, _units.c.sku, _units.c.first_seen).where(
-                _units.c.manufacturer == maker, _units.c.serial.in_(part)))
-            found.update({(maker, r.serial): (r.sku, as_utc(r.first_seen)) for r in rows})
+            rows = driver_rows(session, "SELECT serial, sku, first_seen FROM recalls_units WHERE manufacturer = ? "
+                                        f"AND serial IN ({', '.join('?' * len(part))})", (maker, *part))
+            found.update({(maker, serial): (sku, read_time(first_seen)) for serial, sku, first_seen in rows})
     return found
 
 
@@ -310,33 +339,50 @@ def load_units(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, tuple
 # Campaign rows
 
 
+_AFFECTED_KEY = ("recall_id", "manufacturer", "serial")
+_MATCH_COLUMNS = (*_AFFECTED_KEY, "in_scope", "matched_at")
+
+
+def _matched_again(new, old) -> dict:
+    return {"in_scope": true()}
+
+
 def save_matches(session: Session, rows: Sequence[dict]) -> None:
     """(recall, unit) pairs the current scope covers: in scope, whatever was decided before."""
     if not rows:
         return
-    stmt = _insert(session, _affected)
-    for part in chunks(rows, 5000):
-        session.execute(stmt.on_conflict_do_update(index_elements=["recall_id", "manufacturer", "serial"],
-                                                   set_={"in_scope": true()}), list(part))
+    _touch(session, ((row["manufacturer"], row["serial"]) for row in rows))
+    insert_tuples(session, _affected, _MATCH_COLUMNS, [tuple(row[c] for c in _MATCH_COLUMNS) for row in rows],
+                  conflict="update", keys=_AFFECTED_KEY, on_conflict=_matched_again, shape="match")
+
+
+def _earliest_report(column: str):
+    def on_conflict(new, old) -> dict:
+        earlier = or_(old[column].is_(None), new[column] < old[column])
+        # in_scope: the caller's verdict for a reported row under the current scope (what a recompute
+        # would say); None (recall not here yet) keeps what the row had.
+        set_ = {column: case((earlier, new[column]), else_=old[column]),
+                "in_scope": func.coalesce(new.in_scope, old.in_scope)}
+        for extra in _EXTRA_COLUMNS.get(column, ()):
+            set_[extra] = case((earlier, new[extra]), else_=old[extra])
+        return set_
+    return on_conflict
+
+
+_REPORT_CONFLICT = {column: _earliest_report(column) for column in REPORT_COLUMNS}
 
 
 def save_reports(session: Session, column: str, rows: Sequence[dict]) -> None:
     """Another service reported a step for (recall, unit): quarantined, owner notified or unknown,
-    remedied. Rows unique by key. The earliest report wins, so repeats change nothing."""
+    remedied. Rows unique by key, all with the same columns. The earliest report wins, so repeats
+    change nothing."""
     if not rows:
         return
-    stmt = _insert(session, _affected)
-    new, old = stmt.excluded, _affected.c
-    earlier = or_(old[column].is_(None), new[column] < old[column])
-    # in_scope: the caller's verdict for a reported row under the current scope (what a recompute
-    # would say); None (recall not here yet) keeps what the row had.
-    set_ = {column: case((earlier, new[column]), else_=old[column]),
-            "in_scope": func.coalesce(new.in_scope, old.in_scope)}
-    for extra in _EXTRA_COLUMNS.get(column, ()):
-        set_[extra] = case((earlier, new[extra]), else_=old[extra])
-    for part in chunks(rows, 5000):
-        session.execute(stmt.on_conflict_do_update(index_elements=["recall_id", "manufacturer", "serial"],
-                                                   set_=set_), list(part))
+    _touch(session, ((row["manufacturer"], row["serial"]) for row in rows))
+    columns = tuple(rows[0])
+    insert_tuples(session, _affected, columns, [tuple(row[c] for c in columns) for row in rows],
+                  conflict="update", keys=_AFFECTED_KEY, on_conflict=_REPORT_CONFLICT[column],
+                  shape=f"report:{column}")
 
 
 def save_sale_attempts(session: Session, rows: Sequence[dict]) -> None:
@@ -353,33 +399,83 @@ def withdraw_sale_attempts(session: Session, rows: Sequence[dict]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Read side (HTTP API)
+# Progress counts
+
+_TOUCHED = "recalls_touched_units"
 
 
-def _flag(column, wanted: bool):
-    return column.isnot(None) if wanted else column.is_(None)
+def _touch(session: Session, keys: Iterable[UnitKey]) -> None:
+    session.info.setdefault(_TOUCHED, set()).update(keys)
 
 
-def _status_expression():
-    """domain.STATUS_RULES as one SQL CASE over recalls_affected LEFT JOIN recalls_units."""
-    flags = {"remedied": _affected.c.remedied_at, "notified": _affected.c.notified_at,
-             "owner_unknown": _affected.c.owner_unknown_at, "quarantined": _affected.c.quarantined_at}
-    whens = []
-    for status, cond in STATUS_RULES[:-1]:
-        parts = []
-        if cond.stock is not None:
-            parts.append(_units.c.stock.in_(sorted(s.value for s in cond.stock)))
-        parts.extend(_flag(column, getattr(cond, name)) for name, column in flags.items()
-                     if getattr(cond, name) is not None)
-        whens.append((and_(*parts), literal(status.value)))
-    return case(*whens, else_=literal(STATUS_RULES[-1][0].value))
+def recount_touched(session: Session) -> None:
+    """Move every touched unit's campaign rows to the count of their current status (see the
+    module docstring). Call at the end of each batch, inside its transaction."""
+    touched: set[UnitKey] = session.info.pop(_TOUCHED, set())
+    by_maker: dict[str, list[str]] = {}
+    for maker, serial in touched:
+        by_maker.setdefault(maker, []).append(serial)
+    find_changed, lock = _recount_sql(session)
+    delta: dict[tuple[str, str], int] = {}
+    changed: list[tuple] = []
+    for maker, serials in sorted(by_maker.items()):
+        for part in chunks(sorted(serials), 5000):
+            sql = find_changed.format(marks=", ".join("?" * len(part))) + lock
+            for recall_id, serial, old, new in driver_rows(session, sql, (maker, *part)):
+                changed.append((new, recall_id, maker, serial))
+                if old is not None:
+                    delta[(recall_id, old)] = delta.get((recall_id, old), 0) - 1
+                if new is not None:
+                    delta[(recall_id, new)] = delta.get((recall_id, new), 0) + 1
+    driver_execute_many(session, "UPDATE recalls_affected SET counted_as = ? "
+                                 "WHERE recall_id = ? AND manufacturer = ? AND serial = ?", changed)
+    changes = [{"recall_id": rid, "status": status, "units": n} for (rid, status), n in sorted(delta.items()) if n]
+    if changes:  # sorted: two workers update the same counters in the same order (no deadlock)
+        stmt = _insert(session, _progress)
+        session.execute(stmt.on_conflict_do_update(index_elements=["recall_id", "status"],
+                                                   set_={"units": _progress.c.units + stmt.excluded.units}), changes)
 
 
-_joined = _affected.outerjoin(_units, and_(_units.c.manufacturer == _affected.c.manufacturer,
-                                           _units.c.serial == _affected.c.serial))
+_RECOUNT_SQL: dict[str, tuple[str, str]] = {}
+
+
+def _recount_sql(session: Session) -> tuple[str, str]:
+    """(SELECT of the rows of one manufacturer's units, ``{marks}`` for the serials, whose status
+    is not the one they are counted under: recall_id, serial, counted_as, current status; the
+    locking suffix). Plain SQL through the driver: this runs for every unit of every batch."""
+    dialect = session.get_bind().dialect
+    compiled = _RECOUNT_SQL.get(dialect.name)
+    if compiled is None:
+        status = case((_affected.c.in_scope.is_(True), _status_expression()), else_=None)
+        status_sql = str(status.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        differs = "IS DISTINCT FROM" if dialect.name == "postgresql" else "IS NOT"
+        compiled = _RECOUNT_SQL[dialect.name] = (
+            f"SELECT recalls_affected.recall_id, recalls_affected.serial, recalls_affected.counted_as, {status_sql} "
+            "FROM recalls_affected LEFT OUTER JOIN recalls_units "
+            "ON recalls_units.manufacturer = recalls_affected.manufacturer "
+            "AND recalls_units.serial = recalls_affected.serial "
+            "WHERE recalls_affected.manufacturer = ? AND recalls_affected.serial IN ({marks}) "
+            f"AND recalls_affected.counted_as {differs} {status_sql}",
+            # hold the rows: another worker recounting them waits for this commit
+            " FOR UPDATE OF recalls_affected" if dialect.name == "postgresql" else "",
+        )
+    return compiled
 
 
 def status_counts(session: Session, recall_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """recall_id -> status -> in-scope units, from the maintained counts (a few rows per recall)."""
+    result: dict[str, dict[str, int]] = {rid: {} for rid in recall_ids}
+    if recall_ids:
+        for rid, status, n in session.execute(
+            select(_progress.c.recall_id, _progress.c.status, _progress.c.units)
+            .where(_progress.c.recall_id.in_(list(recall_ids)), _progress.c.units != 0)
+        ):
+            result[rid][status] = n
+    return result
+
+
+def status_counts_scanned(session: Session, recall_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """The same counts from every campaign row (a full count): what the maintained ones must equal."""
     if not recall_ids:
         return {}
     inner = (select(_affected.c.recall_id, _status_expression().label("status"))
@@ -394,27 +490,54 @@ def status_counts(session: Session, recall_ids: Sequence[str]) -> dict[str, dict
     return result
 
 
-def _attempts_join():
-    return _attempts.join(_affected, and_(_affected.c.manufacturer == _attempts.c.manufacturer,
-                                          _affected.c.serial == _attempts.c.serial))
+# ---------------------------------------------------------------------------------------------
+# Read side (HTTP API)
+
+
+def _flag(column, wanted: bool):
+    return column.isnot(None) if wanted else column.is_(None)
+
+
+def _status_expression(stock=_units.c.stock):
+    """domain.STATUS_RULES as one SQL CASE over recalls_affected and the unit's ``stock`` (by
+    default from recalls_affected LEFT JOIN recalls_units)."""
+    flags = {"remedied": _affected.c.remedied_at, "notified": _affected.c.notified_at,
+             "owner_unknown": _affected.c.owner_unknown_at, "quarantined": _affected.c.quarantined_at}
+    whens = []
+    for status, cond in STATUS_RULES[:-1]:
+        parts = []
+        if cond.stock is not None:
+            parts.append(stock.in_(sorted(s.value for s in cond.stock)))
+        parts.extend(_flag(column, getattr(cond, name)) for name, column in flags.items()
+                     if getattr(cond, name) is not None)
+        whens.append((and_(*parts), literal(status.value)))
+    return case(*whens, else_=literal(STATUS_RULES[-1][0].value))
+
+
+_joined = _affected.outerjoin(_units, and_(_units.c.manufacturer == _affected.c.manufacturer,
+                                           _units.c.serial == _affected.c.serial))
+
+
+def _attempt_in_campaign(recall_id: str):
+    """The attempt's unit is in the campaign. An EXISTS probe by primary key, so the query walks
+    the (few) sale attempts, never the campaign's 100,000 rows."""
+    return exists().where(_affected.c.recall_id == recall_id, _affected.c.manufacturer == _attempts.c.manufacturer,
+                          _affected.c.serial == _attempts.c.serial, _affected.c.in_scope.is_(True))
 
 
 def sale_attempt_counts(session: Session, recall_ids: Sequence[str]) -> dict[str, int]:
-    if not recall_ids:
-        return {}
-    rows = session.execute(
-        select(_affected.c.recall_id, func.count()).select_from(_attempts_join())
-        .where(_affected.c.recall_id.in_(list(recall_ids)), _affected.c.in_scope.is_(True),
-               _attempts.c.status == "open")
-        .group_by(_affected.c.recall_id)
-    )
-    return {rid: n for rid, n in rows}
+    counts = {}
+    for rid in recall_ids:
+        n = session.scalar(select(func.count()).select_from(_attempts)
+                           .where(_attempts.c.status == "open", _attempt_in_campaign(rid)))
+        if n:
+            counts[rid] = n
+    return counts
 
 
 def sale_attempts(session: Session, recall_id: str, limit: int = 100) -> list:
     return list(session.execute(
-        select(_attempts).select_from(_attempts_join())
-        .where(_affected.c.recall_id == recall_id, _affected.c.in_scope.is_(True), _attempts.c.status == "open")
+        select(_attempts).where(_attempts.c.status == "open", _attempt_in_campaign(recall_id))
         .order_by(_attempts.c.event_time).limit(limit)
     ))
 

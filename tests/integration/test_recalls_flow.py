@@ -7,8 +7,10 @@ import io
 import random
 
 import redis.asyncio as aioredis
+from sqlalchemy.orm import Session
 
 from services.inventory.app import definition as inventory
+from services.recalls import store as recalls_store
 from services.recalls.app import definition as recalls
 from shared.contracts import (
     RecallAmended,
@@ -19,6 +21,7 @@ from shared.contracts import (
     UnitQuarantined,
 )
 from shared.envelope import make_event
+from shared.store import make_engine
 from tests.support import factories as f
 from tests.support.running import http, inbox_count, publish_events, running, wait_for
 
@@ -66,6 +69,18 @@ async def progress(client, rid):
 async def progress_is(client, rid, **expected):
     current = await progress(client, rid)
     return current if current and all(current[k] == v for k, v in expected.items()) else None
+
+
+def assert_counts_match_rows(settings, *recall_ids):
+    """The progress counts the service maintains batch by batch equal a full count of the rows."""
+    engine = make_engine(settings.database_url("recalls"))
+    try:
+        with Session(engine) as session:
+            maintained = recalls_store.status_counts(session, list(recall_ids))
+            assert maintained == recalls_store.status_counts_scanned(session, list(recall_ids))
+    finally:
+        engine.dispose()
+    return maintained
 
 
 async def test_full_fan_out_is_counted(settings):
@@ -117,6 +132,7 @@ async def test_full_fan_out_is_counted(settings):
         lookup = (await client.get(f"/units/ACME/{sn[7].lower()}/recalls")).json()
         assert lookup["under_open_recall"] is True and lookup["open_recalls"] == [rid]
         assert lookup["recalls"][0]["status"] == "quarantined" and lookup["stock"] == "in_stock"
+        assert_counts_match_rows(settings, rid)
         remedied_unit = (await client.get(f"/units/acme/{sn[4]}/recalls")).json()
         assert remedied_unit["under_open_recall"] is False and remedied_unit["recalls"][0]["status"] == "remedied"
         radio = (await client.get(f"/units/acme/{sn[11]}/recalls")).json()
@@ -210,6 +226,8 @@ async def test_shuffled_and_repeated_delivery_equals_in_order(settings):
         assert statuses[0] == statuses[1]
         assert statuses[0][0] == ("001", "quarantined", "in_stock", "store-1")
         assert ("005", "in_stock_not_quarantined", "in_stock", "store-2") in statuses[0]
+        counts = assert_counts_match_rows(settings, in_order[1], shuffled[1])
+        assert counts[in_order[1]] == counts[shuffled[1]]
 
 
 async def test_a_narrowing_amendment_takes_units_out_of_the_counts(settings):
@@ -234,6 +252,7 @@ async def test_a_narrowing_amendment_takes_units_out_of_the_counts(settings):
                                                         serial_ranges=[span(prefix, 1, 20)])])
         again = await wait_for(lambda: progress_is(client, rid, affected=20), message="re-broadcast")
         assert again["in_stock_not_quarantined"] == 20
+        assert assert_counts_match_rows(settings, rid)[rid] == {"in_stock_not_quarantined": 20}
         assert (await client.get(f"/recalls/{rid}")).json()["issued_at"].startswith(f.at(5).isoformat()[:16])
 
 
@@ -279,6 +298,7 @@ async def test_reports_that_arrive_before_the_recall_are_counted_when_it_does(se
                 final["sold_owner_unknown"]) == (1, 1, 1, 1, 0)
         unit = (await client.get(f"/recalls/{rid}/units", params={"status": "quarantined"})).json()["items"][0]
         assert unit["serial"] == sn[1] and unit["quarantined_at"].startswith(f.at(6).isoformat()[:16])
+        assert_counts_match_rows(settings, rid)
 
 
 async def test_a_large_range_receipt_after_the_broadcast_is_matched_chunk_by_chunk(settings):
@@ -341,3 +361,4 @@ async def test_after_the_closure_only_units_another_service_acted_on_are_counted
         await publish_events(settings, [quarantined(rid, f"{prefix}002", minutes=21)])
         final = await wait_for(lambda: progress_is(client, rid, affected=1), message="report counted")
         assert final["quarantined"] == 1
+        assert assert_counts_match_rows(settings, rid)[rid] == {"quarantined": 1}

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from shared.contracts import UnitQuarantined
 from shared.envelope import make_event
 from shared.publishing import publish
+from tests.integration.test_recalls_flow import assert_counts_match_rows
 from tests.support import factories as f
 from tests.support.running import start_service_process, wait_for, wait_healthy
 
@@ -69,6 +70,7 @@ async def test_sigkill_during_a_broadcast_leaves_exact_counts(settings, tmp_path
 
         await wait_for(drained, timeout=30, message="pending list empty")
         assert progress(settings, rid)["quarantined"] == UNITS
+        assert assert_counts_match_rows(settings, rid)[rid] == {"quarantined": UNITS}
     finally:
         process.terminate()
         process.wait(timeout=30)
