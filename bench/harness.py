@@ -70,9 +70,21 @@ def applied(engine, service: str) -> int:
         return session.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.service == service))
 
 
-def outbox_size(engine) -> int:
+def has_applied(engine, service: str, event) -> bool:
+    """Whether ``service`` committed ``event`` (a primary-key probe: cheap enough to poll)."""
     with Session(engine) as session:
-        return session.scalar(select(func.count()).select_from(OutboxRow))
+        return session.get(InboxRow, (service, event.id, event.source)) is not None
+
+
+def outbox_empty(engine) -> bool:
+    with Session(engine) as session:
+        return session.scalar(select(OutboxRow.seq).limit(1)) is None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -333,7 +333,7 @@ def units_covered_by(session: Session, recall: RecallScope) -> dict[UnitKey, Uni
         for part in chunks(sorted(set(recall.skus))):
             sql = f"{_SELECT_UNITS} AND sku IN ({', '.join('?' * len(part))}){lock}"
             candidates.extend(driver_rows(session, sql, (maker, *part)))
-    covered, covers = {}, recall.unit_filter()
+    covered, covers = {}, recall.unit_filter
     for row in candidates:
         key = (row[0], row[1])
         if key not in covered and covers(row[1], row[4]):

@@ -108,6 +108,11 @@ def unit_status(stock: str | None, *, remedied: bool, notified: bool, owner_unkn
     raise AssertionError("the last rule always holds")
 
 
+def unreported_status(stock: str | None) -> UnitStatus:
+    """The status of a unit no service has reported anything about under the recall yet."""
+    return unit_status(stock, remedied=False, notified=False, owner_unknown=False, quarantined=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Campaign progress
 
@@ -197,9 +202,11 @@ class Recall:
         """Whether a known (or reported) unit belongs to the campaign under the current scope."""
         if not self.covers(serial, sku, reported=reported):
             return False
-        if reported or self.closed_at is None or first_seen is None:
-            return True
-        return first_seen < self.closed_at  # first seen after the closure: never affected
+        return reported or self.seen_before_closure(first_seen)
+
+    def seen_before_closure(self, first_seen: datetime | None) -> bool:
+        """A unit first seen after the closure was never affected (unless another service acted on it)."""
+        return self.closed_at is None or first_seen is None or first_seen < self.closed_at
 
 
 class _Bucket:

@@ -39,7 +39,7 @@ from shared.envelope import Event
 from shared.store import utcnow
 
 from . import store
-from .domain import STOCK_OF_EVENT, Recall, RecallIndex, order_key
+from .domain import STOCK_OF_EVENT, Recall, RecallIndex, order_key, unreported_status
 
 SERVICE = "recalls"
 SOURCE = "serialtrack/recalls"
@@ -143,18 +143,20 @@ def _recompute_campaign(session: Session, recall: Recall) -> None:
     get rows; existing rows are put in or out of scope. Rows are never deleted (history)."""
     existing = store.campaign_rows(session, recall.recall_id)
     now = utcnow()
+    # Units the scope covers (covered_units checked that) that have no row yet: nothing was reported
+    # for them, so their status follows from their stock alone.
     new_rows = [
         {"recall_id": recall.recall_id, "manufacturer": recall.manufacturer, "serial": serial, "in_scope": True,
-         "matched_at": now}
-        for serial, sku, first_seen in store.covered_units(session, recall)
-        if serial not in existing and recall.in_scope(serial, sku, first_seen, reported=False)
+         "matched_at": now, "counted_as": unreported_status(stock).value}
+        for serial, first_seen, stock in store.covered_units(session, recall)
+        if serial not in existing and recall.seen_before_closure(first_seen)
     ]
     into, out_of = [], []
     for serial, (in_scope, reported, sku, first_seen) in existing.items():
         wanted = recall.in_scope(serial, sku, first_seen, reported=reported)
         if wanted != in_scope:
             (into if wanted else out_of).append(serial)
-    store.save_matches(session, new_rows)
+    store.add_campaign_rows(session, new_rows)
     store.set_in_scope(session, recall.recall_id, recall.manufacturer, into, True)
     store.set_in_scope(session, recall.recall_id, recall.manufacturer, out_of, False)
 

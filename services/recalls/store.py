@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from operator import itemgetter
 
 from sqlalchemy import (
     Index,
@@ -248,11 +249,11 @@ def save_recalls(session: Session, rows: Sequence[dict]) -> None:
     upsert_rows(session, _recalls, rows, keys=("recall_id",))
 
 
-def covered_units(session: Session, recall: Recall) -> list[tuple[str, str | None, datetime]]:
-    """Known units the recall's scope covers (serial, sku, first_seen): by index (serial list, range
-    bounds on the primary key, sku index), exact filter after."""
+def covered_units(session: Session, recall: Recall) -> list[tuple[str, datetime, str]]:
+    """Known units the recall's scope covers, as (serial, first_seen, stock): by index (serial list,
+    range bounds on the primary key, sku index), exact filter after."""
     maker = recall.manufacturer
-    base = "SELECT serial, sku, first_seen FROM recalls_units WHERE manufacturer = ?"
+    base = "SELECT serial, sku, first_seen, stock FROM recalls_units WHERE manufacturer = ?"
     candidates = []
     if recall.serials:
         for part in chunks(sorted(recall.serials)):
@@ -267,10 +268,10 @@ def covered_units(session: Session, recall: Recall) -> list[tuple[str, str | Non
     if not recall.has_serial_condition:
         skus = sorted(recall.skus)
         candidates.extend(driver_rows(session, f"{base} AND sku IN ({', '.join('?' * len(skus))})", (maker, *skus)))
-    seen: dict[str, tuple[str, str | None, datetime]] = {}
-    for serial, sku, first_seen in candidates:
+    seen: dict[str, tuple[str, datetime, str]] = {}
+    for serial, sku, first_seen, stock in candidates:
         if serial not in seen and recall.covers(serial, sku):
-            seen[serial] = (serial, sku, read_time(first_seen))
+            seen[serial] = (serial, read_time(first_seen), stock)
     return list(seen.values())
 
 
@@ -352,8 +353,25 @@ def save_matches(session: Session, rows: Sequence[dict]) -> None:
     if not rows:
         return
     _touch(session, ((row["manufacturer"], row["serial"]) for row in rows))
-    insert_tuples(session, _affected, _MATCH_COLUMNS, [tuple(row[c] for c in _MATCH_COLUMNS) for row in rows],
+    insert_tuples(session, _affected, _MATCH_COLUMNS, list(map(itemgetter(*_MATCH_COLUMNS), rows)),
                   conflict="update", keys=_AFFECTED_KEY, on_conflict=_matched_again, shape="match")
+
+
+_NEW_ROW_COLUMNS = (*_MATCH_COLUMNS, "counted_as")
+
+
+def add_campaign_rows(session: Session, rows: Sequence[dict]) -> None:
+    """Rows new to the campaign, each with the status it is counted under (``counted_as``), added to
+    the counts directly. Only for a batch that holds the recall lock (no other writer can add the
+    same rows meanwhile): the recompute of a campaign."""
+    if not rows:
+        return
+    insert_tuples(session, _affected, _NEW_ROW_COLUMNS, list(map(itemgetter(*_NEW_ROW_COLUMNS), rows)))
+    added: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (row["recall_id"], row["counted_as"])
+        added[key] = added.get(key, 0) + 1
+    _add_to_counts(session, added)
 
 
 def _earliest_report(column: str):
@@ -380,7 +398,7 @@ def save_reports(session: Session, column: str, rows: Sequence[dict]) -> None:
         return
     _touch(session, ((row["manufacturer"], row["serial"]) for row in rows))
     columns = tuple(rows[0])
-    insert_tuples(session, _affected, columns, [tuple(row[c] for c in columns) for row in rows],
+    insert_tuples(session, _affected, columns, list(map(itemgetter(*columns), rows)),
                   conflict="update", keys=_AFFECTED_KEY, on_conflict=_REPORT_CONFLICT[column],
                   shape=f"report:{column}")
 
@@ -429,6 +447,10 @@ def recount_touched(session: Session) -> None:
                     delta[(recall_id, new)] = delta.get((recall_id, new), 0) + 1
     driver_execute_many(session, "UPDATE recalls_affected SET counted_as = ? "
                                  "WHERE recall_id = ? AND manufacturer = ? AND serial = ?", changed)
+    _add_to_counts(session, delta)
+
+
+def _add_to_counts(session: Session, delta: dict[tuple[str, str], int]) -> None:
     changes = [{"recall_id": rid, "status": status, "units": n} for (rid, status), n in sorted(delta.items()) if n]
     if changes:  # sorted: two workers update the same counters in the same order (no deadlock)
         stmt = _insert(session, _progress)

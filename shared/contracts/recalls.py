@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
+from functools import cached_property
 from typing import ClassVar
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, model_validator
 
 from ..identity import Manufacturer, Serial, SerialRange
 from .base import MAX_SERIALS_PER_EVENT, Code, EventData, Note, Text
@@ -28,7 +29,6 @@ class RecallScope(EventData):
     skus: list[Code] = Field(default_factory=list, max_length=1000)
     serial_ranges: list[SerialRange] = Field(default_factory=list, max_length=1000)
     serials: list[Serial] = Field(default_factory=list, max_length=MAX_SERIALS_PER_EVENT)
-    _serial_set: frozenset[str] = PrivateAttr(default=frozenset())
 
     @model_validator(mode="after")
     def _scope_is_narrowed(self):
@@ -36,13 +36,11 @@ class RecallScope(EventData):
             raise ValueError("a recall needs at least one of skus, serial_ranges or serials")
         return self
 
-    def model_post_init(self, _context) -> None:
-        self._serial_set = frozenset(self.serials)
-
+    @cached_property
     def unit_filter(self) -> Callable[[str, str | None], bool]:
-        """``covers`` for units of this recall's manufacturer, as a plain function: for checking
-        100,000 units at once (attribute access on a pydantic model is slow)."""
-        skus, serials, ranges = frozenset(self.skus), self._serial_set, tuple(self.serial_ranges)
+        """``covers`` for a unit of this recall's manufacturer, as a plain function built once:
+        checking 100,000 units stays cheap (field access on a pydantic model is not)."""
+        skus, serials, ranges = frozenset(self.skus), frozenset(self.serials), tuple(self.serial_ranges)
 
         def covers(serial: str, sku: str | None) -> bool:
             if skus and sku not in skus:
@@ -54,13 +52,7 @@ class RecallScope(EventData):
         return covers
 
     def covers(self, manufacturer: str, serial: str, sku: str | None) -> bool:
-        if manufacturer != self.manufacturer:
-            return False
-        if self.skus and sku not in self.skus:
-            return False
-        if self.serial_ranges or self.serials:
-            return serial in self._serial_set or any(serial in r for r in self.serial_ranges)
-        return True
+        return manufacturer == self.manufacturer and self.unit_filter(serial, sku)
 
 
 class RecallIssued(RecallScope):
