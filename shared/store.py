@@ -16,7 +16,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, delete, event, select, text
+from sqlalchemy import Engine, Table, create_engine, delete, event, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -131,8 +131,26 @@ class OutboxRow(SQLModel, table=True):
 PLUMBING_TABLES: list[Table] = [InboxRow.__table__, OutboxRow.__table__]  # type: ignore[list-item]
 
 
+class OutdatedSchema(RuntimeError):
+    """The database was created by an older serialtrack: a table lacks columns this version needs."""
+
+
 def create_tables(engine: Engine, tables: Sequence[Table]) -> None:
-    SQLModel.metadata.create_all(engine, tables=[*PLUMBING_TABLES, *tables])
+    """Create missing tables; refuse, with the columns named, a database whose tables are older than
+    the code (there are no migrations yet: failing at start beats failing on the first event)."""
+    all_tables = [*PLUMBING_TABLES, *tables]
+    SQLModel.metadata.create_all(engine, tables=all_tables)
+    inspector = inspect(engine)
+    missing = []
+    for table in all_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing.extend(f"{table.name}.{name}" for name in table.c.keys() if name not in present)
+    if missing:
+        raise OutdatedSchema(
+            f"the database {engine.url.render_as_string(hide_password=True)} was created by an older serialtrack: "
+            f"missing column(s) {', '.join(missing)}. Start this service on a new database (for `serialtrack up`, "
+            "a new --data-dir) or add the columns by hand; there are no automatic migrations yet."
+        )
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:

@@ -199,3 +199,47 @@ def test_a_remedy_applied_before_its_recall_and_receipt_still_ends_right(setting
     engine.dispose()
     assert history == ["unit.received", "recall.issued", "recall.remedy.completed"]
     assert unit.status == "in_stock"
+
+
+async def test_a_broadcast_is_reported_in_lists_of_quarantined_units(settings):
+    """unit.quarantined lists up to QUARANTINE_LIST units (EPCIS-style epcList): a recall over 2,500
+    units in stock is reported in two events, a unit quarantined on arrival in a list of one."""
+    from services.inventory.handlers import QUARANTINE_LIST
+    from shared.envelope import decode_entry
+
+    prefix, rid = f.serial("Q"), f"RC-{f.serial()}"
+    span = {"prefix": prefix, "first": 1, "last": QUARANTINE_LIST + 500, "width": 5}
+    scope = {**span, "last": QUARANTINE_LIST + 1000}
+    stream = settings.streams.for_type("unit.quarantined")
+    client = aioredis.from_url(settings.redis_url)
+
+    async def reported() -> list:
+        entries = await client.xrange(stream)
+        events = [decode_entry(fields) for _, fields in entries]
+        return [e for e in events if e.data.recall_id == rid]
+
+    try:
+        async with running(inventory, settings):
+            await publish_events(settings, [
+                f.received("acme", selection={"serial_range": span}, minutes=0),
+                f.recall_issued("acme", minutes=5, recall_id=rid, serial_ranges=[scope]),
+            ])
+            events = await wait_for(lambda: _when(reported(), lambda found: len(found) == 2), timeout=30,
+                                    message="two quarantine lists")
+            sizes = sorted(len(e.data.units) for e in events)
+            assert sizes == [500, QUARANTINE_LIST]
+            serials = sorted(u.serial for e in events for u in e.data.units)
+            assert serials == [f"{prefix}{n:05d}" for n in range(1, QUARANTINE_LIST + 501)]
+            assert all(u.location == "store-1" for e in events for u in e.data.units)
+            await publish_events(settings, [f.received("acme", f"{prefix}{QUARANTINE_LIST + 900:05d}", minutes=10)])
+            events = await wait_for(lambda: _when(reported(), lambda found: len(found) == 3), timeout=30,
+                                    message="arrival reported")
+            arrival = [e for e in events if len(e.data.units) == 1]
+            assert [u.serial for u in arrival[0].data.units] == [f"{prefix}{QUARANTINE_LIST + 900:05d}"]
+    finally:
+        await client.aclose()
+
+
+async def _when(awaitable, condition):
+    value = await awaitable
+    return value if condition(value) else None
