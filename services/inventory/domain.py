@@ -252,14 +252,18 @@ class Outcome:
 
 def needs_refold(state: UnitState | None, new: list[Fact]) -> bool:
     """A fact no later than the latest one applied means replaying the history."""
-    return state is not None and state.last is not None and min(f.order for f in new) <= state.last
+    if state is None or state.last is None:
+        return False
+    earliest = new[0].order if len(new) == 1 else min(f.order for f in new)  # one fact: the common case
+    return earliest <= state.last
 
 
 def advance(state: UnitState | None, manufacturer: str, serial: str, new: list[Fact],
             history: list[Fact] | None = None) -> Outcome:
     """Apply ``new`` facts to a unit: incrementally when they are newer than everything seen,
     otherwise by refolding the stored ``history`` plus the new facts (see ``needs_refold``)."""
-    new = sorted(new, key=lambda f: f.order)
+    if len(new) > 1:
+        new = sorted(new, key=lambda f: f.order)
     if state is None:
         state, effects = fold(manufacturer, serial, new)
         return Outcome(state, effects)
