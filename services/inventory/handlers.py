@@ -17,6 +17,7 @@ from shared.contracts import (
     InventoryAnomalyDetected,
     InventoryAnomalyWithdrawn,
     RecallAmended,
+    RecallApplicationContinues,
     RecallClosed,
     RecallIssued,
     RecallRemedyCompleted,
@@ -41,8 +42,11 @@ SOURCE = "serialtrack/inventory"
 EVENT_TYPES = (
     "unit.received", "unit.transferred", "unit.sold", "unit.returned", "unit.adjusted",
     "theft.reported", "theft.recovered", "recall.issued", "recall.amended", "recall.closed",
-    "recall.remedy.completed",
+    "recall.remedy.completed", "inventory.recall.continues",
 )
+# Units a broadcast is applied to per transaction: a recall over 100,000 units is ten steps, each
+# committed (and reported) before the next; memory stays flat whatever the recall's size.
+RECALL_STEP = 10_000
 # Units per unit.quarantined: 2,000 of the longest serials and locations stay far below the 1 MB
 # entry limit (shared.envelope.MAX_ENTRY_BYTES).
 QUARANTINE_LIST = 2_000
@@ -82,17 +86,21 @@ def _recall_fact(event: Event, disposition: str | None = None) -> Fact:
                 recall_id=event.data.recall_id, disposition=disposition)
 
 
-def _recall_facts(session: Session, event: Event,
-                  states: dict[store.UnitKey, UnitState]) -> Iterator[tuple[store.UnitKey, Fact]]:
+def _recall_facts(session: Session, event: Event, states: dict[store.UnitKey, UnitState],
+                  outgoing: list[Event]) -> Iterator[tuple[store.UnitKey, Fact]]:
     """The units a recall event concerns, each with its fact. Units found through the recall's
-    scope come with their state, added to ``states`` (a broadcast reads 100,000 units once)."""
+    scope come with their state, added to ``states`` (a broadcast reads its units once)."""
     d = event.data
     if isinstance(d, RecallIssued):
         fact = _recall_fact(event)
         store.save_recall(session, d, fact)
-        covered = store.units_covered_by(session, d)
-        states.update(covered)
-        yield from ((key, fact) for key in covered)
+        yield from _broadcast_step(session, d, fact, None, states, outgoing)
+    elif isinstance(d, RecallApplicationContinues):
+        known = store.get_recall_scope(session, d.recall_id)
+        if known is not None:  # the current scope: an amendment may have come in between steps
+            fact = Fact(time=d.broadcast_time, source=d.broadcast_source, event_id=d.broadcast_id,
+                        type="recall.issued", recall_id=d.recall_id)
+            yield from _broadcast_step(session, known[0], fact, d.after_serial, states, outgoing)
     elif isinstance(d, RecallAmended):
         known = store.get_recall_scope(session, d.recall_id)
         old = known[0] if known else None
@@ -124,12 +132,35 @@ def _recall_facts(session: Session, event: Event,
         yield (d.manufacturer, d.serial), _recall_fact(event)
 
 
+def _broadcast_step(session: Session, scope: RecallScope, fact: Fact, after: str | None,
+                    states: dict[store.UnitKey, UnitState],
+                    outgoing: list[Event]) -> Iterator[tuple[store.UnitKey, Fact]]:
+    """One step of a broadcast: up to RECALL_STEP covered units after ``after`` (the first step:
+    from the start), and the bookmark that starts the next step if more may follow."""
+    covered, bound = store.covered_units_page(session, scope, after, RECALL_STEP)
+    if bound is not None:
+        outgoing.append(make_event(
+            RecallApplicationContinues(recall_id=fact.recall_id, manufacturer=scope.manufacturer, after_serial=bound,
+                                       broadcast_source=fact.source, broadcast_id=fact.event_id,
+                                       broadcast_time=fact.time),
+            source=SOURCE, id=str(uuid.uuid5(_IDS, f"recall-step/{fact.source}/{fact.event_id}/{bound}")),
+        ))
+    for key, state in covered.items():
+        # A later step skips units that already have the recall: a unit event that arrived between
+        # steps brought it (_add_open_recalls), as it would for a unit received after the broadcast.
+        if after is not None and fact.recall_id in state.recalls_seen:
+            continue
+        states[key] = state
+        yield key, fact
+
+
 def apply_events(session: Session, events: list[Event]) -> None:
     per_unit: dict[store.UnitKey, list[Fact]] = {}
     states: dict[store.UnitKey, UnitState] = {}
+    outgoing: list[Event] = []
     for event in events:
-        if event.type.startswith("recall."):
-            for key, fact in _recall_facts(session, event, states):
+        if event.type.startswith("recall.") or event.type == RecallApplicationContinues.event_type:
+            for key, fact in _recall_facts(session, event, states, outgoing):
                 per_unit.setdefault(key, []).append(fact)
         else:
             for key, fact in facts_of(event):
@@ -141,7 +172,7 @@ def apply_events(session: Session, events: list[Event]) -> None:
     histories = store.load_histories(session, late) if late else {}
     recorded = store.anomaly_identities(session, late) if late else {}
 
-    saved_states, history, anomaly_rows, outgoing = [], [], [], []
+    saved_states, history, anomaly_rows = [], [], []
     quarantines: dict[tuple[str, str, datetime], list[tuple[str, str | None]]] = {}
     withdraw, reopen = [], []
     for key, facts in per_unit.items():

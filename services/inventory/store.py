@@ -341,6 +341,43 @@ def units_covered_by(session: Session, recall: RecallScope) -> dict[UnitKey, Uni
     return dict(sorted(covered.items()))
 
 
+def covered_units_page(session: Session, recall: RecallScope, after: str | None,
+                       limit: int) -> tuple[dict[UnitKey, UnitState], str | None]:
+    """Like ``units_covered_by``, one page in serial order: the covered units with serial above
+    ``after`` up to a bound, and that bound if more may follow (None: this was the last page).
+    Each range (or sku) query reads at most ``limit`` rows; serial lists are at most 10,000."""
+    maker, lock = recall.manufacturer, _lock_clause(session)
+    above = after if after is not None else ""
+    candidates: list[tuple] = []
+    bound: str | None = None  # the lowest last serial of a query that hit its limit
+    if recall.serials:
+        for part in chunks(sorted(s for s in set(recall.serials) if s > above)):
+            sql = f"{_SELECT_UNITS} AND serial IN ({', '.join('?' * len(part))}){lock}"
+            candidates.extend(driver_rows(session, sql, (maker, *part)))
+    queries = []
+    for rng in recall.serial_ranges:
+        if rng.width is not None:
+            low, high = f"{rng.prefix}{rng.first:0{rng.width}d}", f"{rng.prefix}{rng.last:0{rng.width}d}"
+        else:
+            low, high = rng.prefix, rng.prefix + "\x7f"
+        queries.append(("serial >= ? AND serial <= ?", (low, high)))
+    if not (recall.serials or recall.serial_ranges):
+        skus = sorted(set(recall.skus))
+        queries.append((f"sku IN ({', '.join('?' * len(skus))})", tuple(skus)))
+    for condition, params in queries:
+        rows = driver_rows(session, f"{_SELECT_UNITS} AND {condition} AND serial > ? ORDER BY serial LIMIT ?"
+                                    f"{' FOR UPDATE' if lock else ''}", (maker, *params, above, limit))
+        candidates.extend(rows)
+        if len(rows) == limit and (bound is None or rows[-1][1] < bound):
+            bound = rows[-1][1]
+    covered, covers = {}, recall.unit_filter
+    for row in sorted(candidates, key=lambda r: r[1]):
+        key = (row[0], row[1])
+        if (bound is None or row[1] <= bound) and key not in covered and covers(row[1], row[4]):
+            covered[key] = _state_from_tuple(row)
+    return covered, bound
+
+
 # Read side (HTTP API)
 
 

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 
 from shared.identity import SerialRange
 
@@ -108,6 +109,7 @@ def unit_status(stock: str | None, *, remedied: bool, notified: bool, owner_unkn
     raise AssertionError("the last rule always holds")
 
 
+@lru_cache(maxsize=64)
 def unreported_status(stock: str | None) -> UnitStatus:
     """The status of a unit no service has reported anything about under the recall yet."""
     return unit_status(stock, remedied=False, notified=False, owner_unknown=False, quarantined=False)

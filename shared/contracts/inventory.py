@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ..identity import Manufacturer, Serial
 from .base import MAX_SERIALS_PER_EVENT, Code, EventData, Note
@@ -28,6 +28,22 @@ class UnitQuarantined(EventData):
     manufacturer: Manufacturer
     recall_id: Code
     units: list[QuarantinedUnit] = Field(min_length=1, max_length=MAX_SERIALS_PER_EVENT)
+
+
+class RecallApplicationContinues(EventData):
+    """Inventory applies a recall broadcast to its units in steps (services/inventory/handlers.py,
+    RECALL_STEP units each, one transaction each), so a recall over a million units is never one
+    transaction and inventory's reports flow while it works. This bookmark, published by inventory
+    to itself through its outbox, starts the next step: the units after ``after_serial``. It carries
+    the broadcast being applied. Consumed by inventory only."""
+
+    event_type: ClassVar[str] = "inventory.recall.continues"
+    recall_id: Code
+    manufacturer: Manufacturer
+    after_serial: Serial
+    broadcast_source: str = Field(min_length=1, max_length=256)  # the envelope's limits
+    broadcast_id: str = Field(min_length=1, max_length=128)
+    broadcast_time: AwareDatetime
 
 
 AnomalyKind = Literal[

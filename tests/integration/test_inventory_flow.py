@@ -243,3 +243,41 @@ async def test_a_broadcast_is_reported_in_lists_of_quarantined_units(settings):
 async def _when(awaitable, condition):
     value = await awaitable
     return value if condition(value) else None
+
+
+async def test_a_broadcast_is_applied_in_steps_and_units_arriving_meanwhile_get_it_once(settings, monkeypatch):
+    """RECALL_STEP units per transaction, a bookmark event between steps. A unit sold and one
+    received while the steps run end as in-order application says, each with the broadcast once."""
+    from services.inventory import handlers
+
+    monkeypatch.setattr(handlers, "RECALL_STEP", 4)
+    prefix, rid = f.serial("T"), f"RC-{f.serial()}"
+    sn = [f"{prefix}{n:03d}" for n in range(0, 30)]
+    scope = {"prefix": prefix, "first": 1, "last": 29, "width": 3}
+    stream = settings.streams.for_type("inventory.recall.continues")
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        async with running(inventory, settings) as app, http(app) as api:
+            await publish_events(settings, [
+                f.received("acme", selection={"serial_range": {**scope, "last": 20}}, minutes=0),
+                f.received("acme", sn[21], minutes=0, sku="RADIO"),  # not covered: other sku
+            ])
+            await wait_for(lambda: get_unit(api, "acme", sn[20]), message="stock received")
+            await publish_events(settings, [
+                f.recall_issued("acme", minutes=5, recall_id=rid, skus=["TV-55"], serial_ranges=[scope]),
+                f.sold("acme", sn[19], minutes=6),  # a late unit of the range is sold meanwhile
+                f.received("acme", sn[25], minutes=7),  # and a new one arrives
+            ])
+            for serial in sn[1:19] + [sn[20], sn[25]]:
+                unit = await wait_for(lambda s=serial: _with_history(api, "acme", s, 2), message=f"{serial} held")
+                await wait_for(lambda s=serial: _status(api, s, "quarantined"), message=f"{serial} quarantined")
+            sold = await wait_for(lambda: _with_history(api, "acme", sn[19], 3), message="sold unit")
+            assert sold["status"] == "sold"
+            assert [h["type"] for h in sold["history"]] == ["unit.received", "recall.issued", "unit.sold"]
+            assert (await get_unit(api, "acme", sn[21]))["status"] == "in_stock"
+            for serial in sn[1:21] + [sn[25]]:
+                unit = await get_unit(api, "acme", serial)
+                assert [h["type"] for h in unit["history"]].count("recall.issued") == 1, serial
+            assert await client.xlen(stream) >= 4  # 21 covered units, 4 per step
+    finally:
+        await client.aclose()
