@@ -25,7 +25,7 @@ whether a unit's fact arrived before or after the amendment.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -199,6 +199,21 @@ class Recall:
 
     def covers(self, serial: str, sku: str | None, *, reported: bool = False) -> bool:
         return self.scoped and self.sku_covered(sku, reported=reported) and self.serial_covered(serial)
+
+    def unit_filter(self, *, reported: bool = False) -> Callable[[str, str | None], bool]:
+        """``covers`` as a plain function of (serial, sku) built once: for checking 100,000 units
+        (the same rules, without attribute look-ups per unit; tests check they agree)."""
+        if not self.scoped:
+            return lambda serial, sku: False
+        skus, serials, ranges = self.skus, self.serials, self.ranges
+        any_serial = not (serials or ranges)
+
+        def covers(serial: str, sku: str | None) -> bool:
+            if skus and (sku not in skus if sku is not None else not reported):
+                return False
+            return any_serial or serial in serials or any(serial in r for r in ranges)
+
+        return covers
 
     def in_scope(self, serial: str, sku: str | None, first_seen: datetime | None, *, reported: bool) -> bool:
         """Whether a known (or reported) unit belongs to the campaign under the current scope."""

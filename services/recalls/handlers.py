@@ -254,13 +254,16 @@ def _apply_reports(session: Session, index: RecallIndex, events: list[Event]) ->
         (k[1], k[2]) for rows in by_column.values() for k in rows
         if (recall := index.get(k[0])) is not None and recall.skus
     })
+    # A reported unit is in scope when the scope covers it (reported: a closure does not matter).
+    verdicts = {rid: r.unit_filter(reported=True) for rid in {k[0] for rows in by_column.values() for k in rows}
+                if (r := index.get(rid)) is not None}
+    no_unit = (None, None)
     for column, rows in by_column.items():
         for (recall_id, manufacturer, serial), row in rows.items():
-            recall = index.get(recall_id)
-            if recall is not None:  # else decided when the recall arrives (_recompute_campaign)
-                sku, first_seen = units.get((manufacturer, serial), (None, None))
-                row["in_scope"] = (recall.manufacturer == manufacturer
-                                   and recall.in_scope(serial, sku, first_seen, reported=True))
+            covers = verdicts.get(recall_id)
+            if covers is not None:  # else decided when the recall arrives (_recompute_campaign)
+                row["in_scope"] = (index.get(recall_id).manufacturer == manufacturer
+                                   and covers(serial, units.get((manufacturer, serial), no_unit)[0]))
         store.save_reports(session, column, list(rows.values()))
 
 

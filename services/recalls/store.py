@@ -269,8 +269,9 @@ def covered_units(session: Session, recall: Recall) -> list[tuple[str, datetime,
         skus = sorted(recall.skus)
         candidates.extend(driver_rows(session, f"{base} AND sku IN ({', '.join('?' * len(skus))})", (maker, *skus)))
     seen: dict[str, tuple[str, datetime, str]] = {}
+    covers = recall.unit_filter()
     for serial, sku, first_seen, stock in candidates:
-        if serial not in seen and recall.covers(serial, sku):
+        if serial not in seen and covers(serial, sku):
             seen[serial] = (serial, read_time(first_seen), stock)
     return list(seen.values())
 

@@ -181,3 +181,20 @@ def test_every_stock_gets_exactly_one_status(stock):
         remedied, notified, unknown, held = (bool(flags & bit) for bit in (1, 2, 4, 8))
         status = unit_status(stock, remedied=remedied, notified=notified, owner_unknown=unknown, quarantined=held)
         assert status in UnitStatus
+
+
+def test_the_unit_filter_agrees_with_covers():
+    rnd = random.Random(11)
+    recalls = [
+        recall(skus=["TV-55"]), recall(ranges=[rng("SN", 10, 20, 6), rng("AB", 5, 7, None)]),
+        recall(skus=["TV-55", "TV-65"], serials=["SN000015", "XY1"]), recall(serials=["SN000001"]),
+        recall(skus=["TV-55"], ranges=[rng("SN", 1, 50, 6)], serials=["ZZ9"]),
+        Recall("RC-X", "acme"),  # known only from its closure: covers nothing
+    ]
+    serials = ["SN000015", "SN000001", "SN000051", "AB5", "AB05", "AB8", "XY1", "ZZ9", "SN00001"]
+    for r in recalls:
+        for reported in (False, True):
+            covers = r.unit_filter(reported=reported)
+            for _ in range(200):
+                serial, sku = rnd.choice(serials), rnd.choice(["TV-55", "TV-65", "RADIO", None])
+                assert covers(serial, sku) == r.covers(serial, sku, reported=reported), (r, serial, sku, reported)
