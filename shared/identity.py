@@ -75,6 +75,8 @@ def _normalize_manufacturer_text(value: str) -> str:
 
 
 def normalize_serial(value: object) -> str:
+    if type(value) is str and _SERIAL_RE.fullmatch(value):
+        return value  # already normalized (the usual case): nothing to strip, upper-case or refuse
     text = _check_text("serial", value).upper()
     if not _SERIAL_RE.fullmatch(text):
         raise IdentityError(

