@@ -318,11 +318,9 @@ def claim_inbox(session: Session, service: str, events: Iterable[Event]) -> list
     table = InboxRow.__table__
     seen: set[tuple[str, str]] = set()
     ids = sorted({event_id for _, event_id in unique})
-    for part in chunks(ids):
-        rows = session.execute(
-            select(table.c.source, table.c.event_id).where(table.c.service == service, table.c.event_id.in_(part))
-        )
-        seen.update((r.source, r.event_id) for r in rows)
+    for part in chunks(ids):  # straight through the driver: this runs for every batch of every service
+        seen.update(driver_rows(session, "SELECT source, event_id FROM inbox WHERE service = ? "
+                                         f"AND event_id IN ({', '.join('?' * len(part))})", (service, *part)))
     fresh = [ev for key, ev in unique.items() if key not in seen]
     now = utcnow()
     insert_rows(
