@@ -32,7 +32,7 @@ from shared.contracts import (
     UnitTransferred,
 )
 from shared.envelope import Event, make_event, make_trusted_event
-from shared.store import add_to_outbox
+from shared.store import add_to_outbox, refresh_statistics
 
 from . import store
 from .domain import Anomaly, Fact, Quarantined, UnitState, advance, needs_refold
@@ -44,6 +44,7 @@ EVENT_TYPES = (
     "theft.reported", "theft.recovered", "recall.issued", "recall.amended", "recall.closed",
     "recall.remedy.completed", "inventory.recall.continues",
 )
+LARGE_BATCH = 10_000  # units touched by one batch above which PostgreSQL's table statistics are refreshed
 # Units a broadcast is applied to per transaction: a recall over 100,000 units is ten steps, each
 # committed (and reported) before the next; memory stays flat whatever the recall's size.
 RECALL_STEP = 10_000
@@ -204,6 +205,8 @@ def apply_events(session: Session, events: list[Event]) -> None:
     store.set_anomaly_status(session, withdraw, "withdrawn")
     store.set_anomaly_status(session, reopen, "open")
     add_to_outbox(session, SERVICE, outgoing)
+    if len(per_unit) >= LARGE_BATCH:  # e.g. a range receipt: plan the next batches with real sizes
+        refresh_statistics(session, "inventory_units", "inventory_history")
 
 
 def _add_open_recalls(session: Session, per_unit: dict[store.UnitKey, list[Fact]],

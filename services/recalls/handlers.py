@@ -36,7 +36,7 @@ from shared.contracts import (
     UnitReceived,
 )
 from shared.envelope import Event
-from shared.store import utcnow
+from shared.store import refresh_statistics, utcnow
 
 from . import store
 from .domain import STOCK_OF_EVENT, Recall, RecallIndex, order_key, unreported_status
@@ -60,7 +60,7 @@ REPORT_COLUMN = {
 ANOMALY_TYPES = frozenset({"inventory.anomaly.detected", "inventory.anomaly.withdrawn"})
 SALE_WHILE_QUARANTINED = "sold_while_quarantined"
 
-LARGE_RECEIPT = 10_000  # receipts above this are written and matched chunk by chunk, never held whole
+LARGE_RECEIPT = 10_000  # receipts (and new campaigns) above this are written chunk by chunk; tables re-analyzed
 CHUNK = 10_000
 
 
@@ -157,6 +157,8 @@ def _recompute_campaign(session: Session, recall: Recall) -> None:
         if wanted != in_scope:
             (into if wanted else out_of).append(serial)
     store.add_campaign_rows(session, new_rows)
+    if len(new_rows) >= LARGE_RECEIPT:
+        refresh_statistics(session, "recalls_affected")
     store.set_in_scope(session, recall.recall_id, recall.manufacturer, into, True)
     store.set_in_scope(session, recall.recall_id, recall.manufacturer, out_of, False)
 
@@ -232,6 +234,7 @@ def _apply_large_receipt(session: Session, index: RecallIndex, manufacturer: str
                 for s in part for rid in index.match(manufacturer, s, sku, order)
             ])
         store.recount_touched(session)  # chunk by chunk: never a million touched units held at once
+    refresh_statistics(session, "recalls_units", "recalls_affected")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import io
 import random
 
 import redis.asyncio as aioredis
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from services.inventory.app import definition as inventory
@@ -320,6 +321,14 @@ async def test_a_large_range_receipt_after_the_broadcast_is_matched_chunk_by_chu
         edges = (await client.get(f"/recalls/{rid}/units", params={"limit": 1000})).json()["items"]
         assert [u["serial"] for u in (edges[0], edges[-2], edges[-1])] == [
             f"{prefix}009950", f"{prefix}010049", f"{prefix}012000"]
+    if settings.database_url("recalls").startswith("postgresql"):  # planned with real sizes at once
+        engine = make_engine(settings.database_url("recalls"))
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(text("SELECT reltuples FROM pg_class WHERE relname = 'recalls_units'"))
+                assert rows.scalar() >= 20_000
+        finally:
+            engine.dispose()
 
 
 async def test_an_amendment_naming_another_manufacturer_is_dead_lettered(sqlite_settings):
