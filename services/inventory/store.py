@@ -314,42 +314,19 @@ def open_recalls(session: Session, manufacturers: Iterable[str]) -> list[tuple[R
 
 
 def units_covered_by(session: Session, recall: RecallScope) -> dict[UnitKey, UnitState]:
-    """Known units a recall covers with their current state (locked on PostgreSQL), found by index
-    (serial list, range bounds, sku), not by scan."""
-    maker, lock = recall.manufacturer, _lock_clause(session)
-    candidates: list[tuple] = []
-    if recall.serials:
-        for part in chunks(sorted(set(recall.serials))):
-            sql = f"{_SELECT_UNITS} AND serial IN ({', '.join('?' * len(part))}){lock}"
-            candidates.extend(driver_rows(session, sql, (maker, *part)))
-    for rng in recall.serial_ranges:
-        if rng.width is not None:
-            low, high = f"{rng.prefix}{rng.first:0{rng.width}d}", f"{rng.prefix}{rng.last:0{rng.width}d}"
-        else:  # unpadded numbers do not sort as strings: scan the prefix, filter exactly below
-            low, high = rng.prefix, rng.prefix + "\x7f"
-        candidates.extend(driver_rows(session, f"{_SELECT_UNITS} AND serial >= ? AND serial <= ?{lock}",
-                                      (maker, low, high)))
-    if not (recall.serials or recall.serial_ranges):
-        for part in chunks(sorted(set(recall.skus))):
-            sql = f"{_SELECT_UNITS} AND sku IN ({', '.join('?' * len(part))}){lock}"
-            candidates.extend(driver_rows(session, sql, (maker, *part)))
-    covered, covers = {}, recall.unit_filter
-    for row in candidates:
-        key = (row[0], row[1])
-        if key not in covered and covers(row[1], row[4]):
-            covered[key] = _state_from_tuple(row)
-    return dict(sorted(covered.items()))
+    """Known units a recall covers with their current state (locked on PostgreSQL), in serial
+    order, found by index (serial list, range bounds, sku), not by scan."""
+    return covered_units_page(session, recall, after=None, limit=None)[0]
 
 
 def covered_units_page(session: Session, recall: RecallScope, after: str | None,
-                       limit: int) -> tuple[dict[UnitKey, UnitState], str | None]:
-    """Like ``units_covered_by``, one page in serial order: the covered units with serial above
-    ``after`` up to a bound, and that bound if more may follow (None: this was the last page).
-    Each range (or sku) query reads at most ``limit`` rows; serial lists are at most 10,000."""
+                       limit: int | None) -> tuple[dict[UnitKey, UnitState], str | None]:
+    """``units_covered_by`` one page at a time: the covered units with serial above ``after`` up to
+    a bound, and that bound if more may follow (None: this was the last page). Each range (or sku)
+    query reads at most ``limit`` rows (None: all); serial lists are at most 10,000 anyway."""
     maker, lock = recall.manufacturer, _lock_clause(session)
     above = after if after is not None else ""
     candidates: list[tuple] = []
-    bound: str | None = None  # the lowest last serial of a query that hit its limit
     if recall.serials:
         for part in chunks(sorted(s for s in set(recall.serials) if s > above)):
             sql = f"{_SELECT_UNITS} AND serial IN ({', '.join('?' * len(part))}){lock}"
@@ -358,17 +335,22 @@ def covered_units_page(session: Session, recall: RecallScope, after: str | None,
     for rng in recall.serial_ranges:
         if rng.width is not None:
             low, high = f"{rng.prefix}{rng.first:0{rng.width}d}", f"{rng.prefix}{rng.last:0{rng.width}d}"
-        else:
+        else:  # unpadded numbers do not sort as strings: scan the prefix, filter exactly below
             low, high = rng.prefix, rng.prefix + "\x7f"
         queries.append(("serial >= ? AND serial <= ?", (low, high)))
     if not (recall.serials or recall.serial_ranges):
         skus = sorted(set(recall.skus))
         queries.append((f"sku IN ({', '.join('?' * len(skus))})", tuple(skus)))
+    bound: str | None = None  # the lowest last serial of a query that hit its limit
     for condition, params in queries:
-        rows = driver_rows(session, f"{_SELECT_UNITS} AND {condition} AND serial > ? ORDER BY serial LIMIT ?"
-                                    f"{' FOR UPDATE' if lock else ''}", (maker, *params, above, limit))
+        sql = f"{_SELECT_UNITS} AND {condition} AND serial > ? ORDER BY serial"
+        if limit is not None:
+            sql, params = f"{sql} LIMIT ?", (*params, above, limit)
+        else:
+            params = (*params, above)
+        rows = driver_rows(session, sql + (" FOR UPDATE" if lock else ""), (maker, *params))
         candidates.extend(rows)
-        if len(rows) == limit and (bound is None or rows[-1][1] < bound):
+        if limit is not None and len(rows) == limit and (bound is None or rows[-1][1] < bound):
             bound = rows[-1][1]
     covered, covers = {}, recall.unit_filter
     for row in sorted(candidates, key=lambda r: r[1]):
