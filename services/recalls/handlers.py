@@ -60,7 +60,9 @@ REPORT_COLUMN = {
 ANOMALY_TYPES = frozenset({"inventory.anomaly.detected", "inventory.anomaly.withdrawn"})
 SALE_WHILE_QUARANTINED = "sold_while_quarantined"
 
-LARGE_RECEIPT = 10_000  # receipts (and new campaigns) above this are written chunk by chunk; tables re-analyzed
+# Receipts above this are written and matched chunk by chunk; after one, or after a campaign that
+# gains this many rows, PostgreSQL's table statistics are refreshed.
+LARGE_RECEIPT = 10_000
 CHUNK = 10_000
 
 
