@@ -44,7 +44,7 @@ EVENT_TYPES = (
     "theft.reported", "theft.recovered", "recall.issued", "recall.amended", "recall.closed",
     "recall.remedy.completed", "inventory.recall.continues",
 )
-LARGE_BATCH = 10_000  # units touched by one batch above which PostgreSQL's table statistics are refreshed
+LARGE_BATCH = 10_000  # new units in one batch from which PostgreSQL's table statistics are refreshed
 # Units a broadcast is applied to per transaction: a recall over 100,000 units is ten steps, each
 # committed (and reported) before the next; memory stays flat whatever the recall's size.
 RECALL_STEP = 10_000
@@ -205,7 +205,7 @@ def apply_events(session: Session, events: list[Event]) -> None:
     store.set_anomaly_status(session, withdraw, "withdrawn")
     store.set_anomaly_status(session, reopen, "open")
     add_to_outbox(session, SERVICE, outgoing)
-    if len(per_unit) >= LARGE_BATCH:  # e.g. a range receipt: plan the next batches with real sizes
+    if sum(1 for key in per_unit if key not in states) >= LARGE_BATCH:  # a range receipt: the tables grew
         refresh_statistics(session, "inventory_units", "inventory_history")
 
 

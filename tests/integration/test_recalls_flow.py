@@ -8,10 +8,8 @@ import random
 
 import redis.asyncio as aioredis
 from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from services.inventory.app import definition as inventory
-from services.recalls import store as recalls_store
 from services.recalls.app import definition as recalls
 from shared.contracts import (
     RecallAmended,
@@ -24,6 +22,7 @@ from shared.contracts import (
 from shared.envelope import make_event
 from shared.store import make_engine
 from tests.support import factories as f
+from tests.support.recalls import assert_counts_match_rows
 from tests.support.running import http, inbox_count, publish_events, running, wait_for
 
 
@@ -70,18 +69,6 @@ async def progress(client, rid):
 async def progress_is(client, rid, **expected):
     current = await progress(client, rid)
     return current if current and all(current[k] == v for k, v in expected.items()) else None
-
-
-def assert_counts_match_rows(settings, *recall_ids):
-    """The progress counts the service maintains batch by batch equal a full count of the rows."""
-    engine = make_engine(settings.database_url("recalls"))
-    try:
-        with Session(engine) as session:
-            maintained = recalls_store.status_counts(session, list(recall_ids))
-            assert maintained == recalls_store.status_counts_scanned(session, list(recall_ids))
-    finally:
-        engine.dispose()
-    return maintained
 
 
 async def test_full_fan_out_is_counted(settings):

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from shared.contracts import UnitQuarantined
 from shared.envelope import make_event
 from shared.publishing import publish
-from tests.integration.test_recalls_flow import assert_counts_match_rows
 from tests.support import factories as f
+from tests.support.recalls import assert_counts_match_rows
 from tests.support.running import start_service_process, wait_for, wait_healthy
 
 UNITS = 6000
