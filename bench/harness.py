@@ -94,9 +94,3 @@ def percentile(values: list[float], p: float) -> float:
 
 def store_engine(settings: Settings, service: str):
     return make_engine(settings.database_url(service))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

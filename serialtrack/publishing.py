@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import json
 import socket
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from shared.envelope import (
     Envelope,
     InvalidEvent,
     describe_validation_error,
+    new_event_id,
     subject_of,
     validate_data,
 )
@@ -39,7 +39,7 @@ def build_envelope(event_type: str, data: Any, *, source: str, id: str | None = 
                                        f"allowed: {', '.join(EVENT_TYPES[event_type].model_fields)}")
     try:
         return Envelope(
-            id=id or str(uuid.uuid4()), source=source, type=event_type, time=time or datetime.now(UTC),
+            id=id or new_event_id(), source=source, type=event_type, time=time or datetime.now(UTC),
             subject=subject_of(model), data=model.model_dump(mode="json", exclude_none=True),
         )
     except ValidationError as exc:

@@ -75,8 +75,8 @@ class EventProcessor:
                         self.apply(session, fresh)
                 return len(fresh)
             except IntegrityError:
-                # Most likely a concurrent consumer committed the same event first:
-                # the retry's inbox check will see it. A real constraint bug fails 3 times.
+                # A concurrent writer (a second process of this service) won a race on a row:
+                # the retry sees its commit. A real constraint bug fails 3 times.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")

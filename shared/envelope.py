@@ -14,9 +14,11 @@ deduplicate on it, so a producer that retries must reuse the id.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import time_ns
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -147,6 +149,19 @@ def decode_envelope_bytes(raw: bytes, entry_id: str | None = None) -> Event:
     return Event(envelope, validate_data(envelope.type, envelope.data), entry_id)
 
 
+def new_event_id() -> str:
+    """A fresh event id: a UUID version 7 (RFC 9562), whose leading 48 bits are the Unix time in
+    milliseconds. Ids made later sort later, so every consumer's inbox (keyed by event id) grows at
+    its end instead of at a random place: a random id dirties one index page of its own per
+    event, which at 10,000 events/s was most of what the stores wrote."""
+    millis = time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10), "big")  # 74 of these 80 bits are used
+    value = (millis & 0xFFFF_FFFF_FFFF) << 80 | random_bits
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant
+    return str(uuid.UUID(int=value))
+
+
 def subject_of(data: EventData) -> str | None:
     if isinstance(data, UnitSelection):
         return unit_subject(data.manufacturer, data.serial) if data.serial else None
@@ -163,7 +178,7 @@ def make_event(
 ) -> Event:
     """Wrap contract data in a new envelope (the producer side)."""
     envelope = Envelope(
-        id=id or str(uuid.uuid4()),
+        id=id or new_event_id(),
         source=source,
         type=data.event_type,
         time=time or datetime.now(UTC),

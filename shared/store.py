@@ -245,6 +245,11 @@ def _sqlite_time(value: datetime) -> str:
 
 # Datetimes handed straight to the sqlite3 driver (the hot path above) are written by this adapter.
 sqlite3.register_adapter(datetime, _sqlite_time)
+# The driver binds only exact int, float, str and bytes without a look-up; for any other value it
+# searches an adapter and then probes the value for ``__conform__`` (a failed attribute look-up
+# each). A history row carries a dozen NULLs: C callables as adapters save ~0.2 us per NULL or bool.
+sqlite3.register_adapter(type(None), {}.get)  # None -> None
+sqlite3.register_adapter(bool, int)
 
 
 def driver_rows(session: Session, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
@@ -302,37 +307,47 @@ def upsert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
     _write_many(session, table, rows, "update", keys)
 
 
+# INSERT ... RETURNING needs SQLite 3.35 (2021); older libraries look the batch up first.
+_SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+_INBOX_COLUMNS = "service, event_id, source, event_type, event_time, processed_at"
+
+
 def claim_inbox(session: Session, service: str, events: Iterable[Event]) -> list[Event]:
     """Drop events this service already applied (or that repeat within the batch), record the rest.
 
-    The inbox rows commit or roll back with the state change, so "applied" and
-    "recorded as applied" can never disagree. A concurrent consumer inserting the
-    same key makes the commit fail with an IntegrityError; the caller retries and
-    the retry sees the key.
+    One statement per chunk inserts the batch's keys and returns those that were not there yet:
+    the events to apply. The inbox rows commit or roll back with the state change, so "applied"
+    and "recorded as applied" can never disagree. On PostgreSQL a concurrent consumer inserting
+    the same key waits for the first transaction: if it commits, the key is skipped here.
     """
     unique: dict[tuple[str, str], Event] = {}
     for ev in events:
         unique.setdefault(ev.key, ev)
     if not unique:
         return []
-    table = InboxRow.__table__
+    now = utcnow()
+    rows = [(service, ev.id, ev.source, ev.type, ev.time, now) for ev in unique.values()]
+    if session.get_bind().dialect.name == "sqlite" and not _SQLITE_RETURNING:
+        return _claim_inbox_without_returning(session, service, unique, rows)
+    claimed: set[tuple[str, str]] = set()
+    for part in chunks(rows):  # straight through the driver: this runs for every batch of every service
+        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+        claimed.update(driver_rows(
+            session, f"INSERT INTO inbox ({_INBOX_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING "
+                     "RETURNING source, event_id", [value for row in part for value in row]))
+    return [ev for key, ev in unique.items() if key in claimed]
+
+
+def _claim_inbox_without_returning(session: Session, service: str, unique: dict[tuple[str, str], Event],
+                                   rows: list[tuple]) -> list[Event]:
     seen: set[tuple[str, str]] = set()
     ids = sorted({event_id for _, event_id in unique})
-    for part in chunks(ids):  # straight through the driver: this runs for every batch of every service
+    for part in chunks(ids):
         seen.update(driver_rows(session, "SELECT source, event_id FROM inbox WHERE service = ? "
                                          f"AND event_id IN ({', '.join('?' * len(part))})", (service, *part)))
-    fresh = [ev for key, ev in unique.items() if key not in seen]
-    now = utcnow()
-    insert_rows(
-        session,
-        table,
-        [
-            {"service": service, "source": ev.source, "event_id": ev.id, "event_type": ev.type,
-             "event_time": ev.time, "processed_at": now}
-            for ev in fresh
-        ],
-    )
-    return fresh
+    fresh = [row for row in rows if (row[2], row[1]) not in seen]
+    driver_execute_many(session, f"INSERT INTO inbox ({_INBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", fresh)
+    return [ev for key, ev in unique.items() if key not in seen]
 
 
 def add_to_outbox(session: Session, service: str, events: Iterable[Event]) -> None:

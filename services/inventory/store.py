@@ -298,18 +298,25 @@ def recall_closure(session: Session, recall_id: str) -> Fact | None:
                 recall_id=recall_id)
 
 
+@lru_cache(maxsize=1024)
+def _scope(text: str) -> RecallScope:
+    """A stored scope, parsed once: every batch checks its units against the open recalls."""
+    return RecallScope.model_validate_json(text)
+
+
 def open_recalls(session: Session, manufacturers: Iterable[str]) -> list[tuple[RecallScope, Fact]]:
+    """The open recalls of these manufacturers, each with the fact of its broadcast. Runs for every
+    batch: straight through the driver, scopes parsed once."""
     makers = sorted(set(manufacturers))
     if not makers:
         return []
-    rows = session.execute(
-        select(_recalls).where(_recalls.c.manufacturer.in_(makers), _recalls.c.status == "open")
-    )
+    rows = driver_rows(
+        session, "SELECT recall_id, scope, issued_at, event_source, event_id FROM inventory_recalls "
+                 f"WHERE status = 'open' AND manufacturer IN ({', '.join('?' * len(makers))})", makers)
     return [
-        (RecallScope.model_validate_json(r.scope),
-         Fact(time=as_utc(r.issued_at), source=r.event_source, event_id=r.event_id, type="recall.issued",
-              recall_id=r.recall_id))
-        for r in rows
+        (_scope(scope), Fact(time=read_time(issued_at), source=source, event_id=event_id, type="recall.issued",
+                             recall_id=recall_id))
+        for recall_id, scope, issued_at, source, event_id in rows
     ]
 
 

@@ -1,9 +1,11 @@
 import json
+import time
+import uuid
 
 import pytest
 
 from shared.contracts import EVENT_TYPES, RecallIssued, UnitReceived
-from shared.envelope import InvalidEvent, decode_entry, encode_envelope, make_event
+from shared.envelope import InvalidEvent, decode_entry, encode_envelope, make_event, new_event_id
 
 GOOD = {
     "specversion": "1.0", "id": "e-1", "source": "pos/store-1/till-2", "type": "unit.sold",
@@ -85,3 +87,14 @@ def test_recall_scope_matching():
 def test_every_contract_names_a_past_tense_fact():
     for event_type in EVENT_TYPES:
         assert event_type == event_type.lower() and "." in event_type
+
+
+def test_new_event_ids_are_uuid7_ordered_by_time():
+    earlier = new_event_id()
+    time.sleep(0.002)
+    later = new_event_id()
+    parsed = uuid.UUID(later)
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert abs((parsed.int >> 80) - time.time_ns() // 1_000_000) < 1000  # its first 48 bits: now, in ms
+    assert earlier < later  # made later, sorts later: inboxes keyed by id grow at their end
+    assert len({new_event_id() for _ in range(10_000)}) == 10_000
