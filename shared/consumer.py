@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from faststream import AckPolicy, Context
@@ -44,7 +45,7 @@ from sqlalchemy.orm import Session
 
 from .envelope import MAX_ENTRY_BYTES, Event, InvalidEvent, decode_entry
 from .settings import Settings
-from .store import claim_inbox, is_transient
+from .store import OUTBOX_ROWS, claim_inbox, is_transient
 from .streams import group_for
 
 log = logging.getLogger("serialtrack.consumer")
@@ -52,6 +53,13 @@ log = logging.getLogger("serialtrack.consumer")
 ApplyEvents = Callable[[Session, list[Event]], None]
 
 TRANSIENT_BACKOFF_S = 1.0
+
+
+class Applied(NamedTuple):
+    """What a committed batch did."""
+
+    new_events: int  # not applied before (the rest were duplicates)
+    outgoing: int  # events it added to the outbox
 
 
 class EventProcessor:
@@ -65,15 +73,16 @@ class EventProcessor:
         self.engine = engine
         self.apply = apply
 
-    def process(self, events: Sequence[Event]) -> int:
-        """Returns how many events were new. Runs in a worker thread (blocking I/O)."""
+    def process(self, events: Sequence[Event]) -> Applied:
+        """Runs in a worker thread (blocking I/O)."""
         for attempt in range(3):
             try:
                 with Session(self.engine) as session, session.begin():
                     fresh = claim_inbox(session, self.service, events)
                     if fresh:
                         self.apply(session, fresh)
-                return len(fresh)
+                    outgoing = session.info.get(OUTBOX_ROWS, 0)
+                return Applied(len(fresh), outgoing)
             except IntegrityError:
                 # A concurrent writer (a second process of this service) won a race on a row:
                 # the retry sees its commit. A real constraint bug fails 3 times.
@@ -105,7 +114,7 @@ class StreamConsumer:
         processor: EventProcessor,
         redis: aioredis.Redis,
         settings: Settings,
-        on_committed: Callable[[], None] | None = None,
+        on_outgoing: Callable[[], None] | None = None,
     ):
         self.service = service
         self.group = group_for(service)
@@ -116,7 +125,7 @@ class StreamConsumer:
         self.streams = settings.streams
         self.consumer_name = settings.consumer_name(service)
         self.dead_letter_stream = self.streams.dead_letters(service)
-        self.on_committed = on_committed
+        self.on_outgoing = on_outgoing  # called after a batch that added outgoing events committed
         # One writer per process: batches of different streams would otherwise fight over
         # the database (SQLite allows one writer) and over the same units.
         self._waiting: list[tuple[list[_Entry], asyncio.Future]] = []
@@ -217,7 +226,7 @@ class StreamConsumer:
 
     async def _apply(self, entries: list[_Entry]) -> None:
         try:
-            await asyncio.to_thread(self.processor.process, [e.event for e in entries])
+            applied = await asyncio.to_thread(self.processor.process, [e.event for e in entries])
         except Exception as exc:  # noqa: BLE001 - every failure is handled below, none escapes
             if is_transient(exc):
                 log.warning("%s: store unavailable (%s); %d entries stay pending", self.service, exc, len(entries))
@@ -230,8 +239,8 @@ class StreamConsumer:
             await self._failed(entries[0], exc)
             return
         await self._ack(entries)
-        if self.on_committed:
-            self.on_committed()
+        if applied.outgoing and self.on_outgoing:  # the relay publishes them now, not at its next tick
+            self.on_outgoing()
 
     async def _ack(self, entries: list[_Entry]) -> None:
         by_stream: dict[str, list[str]] = {}

@@ -71,7 +71,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
         processor=EventProcessor(definition.name, for_writing(engine), definition.apply),
         redis=redis,
         settings=settings,
-        on_committed=relay.wake,
+        on_outgoing=relay.wake,
     )
     consumer.attach(broker)
 

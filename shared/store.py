@@ -350,17 +350,18 @@ def _claim_inbox_without_returning(session: Session, service: str, unique: dict[
     return [ev for key, ev in unique.items() if key not in seen]
 
 
+OUTBOX_ROWS = "serialtrack_outbox_rows"  # session.info key: outgoing events this transaction added
+
+
 def add_to_outbox(session: Session, service: str, events: Iterable[Event]) -> None:
     now = utcnow()
-    insert_rows(
-        session,
-        OutboxRow.__table__,
-        [
-            {"service": service, "event_type": ev.type, "event_source": ev.source, "event_id": ev.id,
-             "envelope": ev.envelope.model_dump_json(exclude_none=True), "created_at": now}
-            for ev in events
-        ],
-    )
+    rows = [
+        {"service": service, "event_type": ev.type, "event_source": ev.source, "event_id": ev.id,
+         "envelope": ev.envelope.model_dump_json(exclude_none=True), "created_at": now}
+        for ev in events
+    ]
+    insert_rows(session, OutboxRow.__table__, rows)
+    session.info[OUTBOX_ROWS] = session.info.get(OUTBOX_ROWS, 0) + len(rows)
 
 
 def take_outbox(session: Session, service: str, limit: int) -> list[tuple[int, str, str]]:
