@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import time_ns
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     AwareDatetime,
@@ -27,7 +27,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
+    create_model,
     field_validator,
 )
 
@@ -71,7 +73,10 @@ class Envelope(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A decoded, validated event: the envelope plus its typed ``data``."""
+    """A decoded, validated event: the envelope plus its typed ``data``.
+
+    Read the data from ``data``: the envelope of a decoded entry holds the typed data too, the
+    envelope of a made one (``make_event``) its JSON form."""
 
     envelope: Envelope
     data: EventData
@@ -134,11 +139,33 @@ def decode_entry(fields: dict[bytes, bytes], entry_id: str | None = None) -> Eve
     return decode_envelope_bytes(raw, entry_id)
 
 
+def _typed_envelope(event_type: str, data_type: type[EventData]) -> type[Envelope]:
+    return create_model(f"{data_type.__name__}Envelope", __base__=Envelope,
+                        type=(Literal[event_type], ...), data=(data_type, ...))
+
+
+# Every known type's envelope with its data typed, chosen by "type": a valid entry is validated in
+# one pass over its JSON, with no intermediate dict (a quarter of the cost of decoding). An entry it
+# refuses is decoded again in two steps (envelope, then data), which name what is wrong.
+_KNOWN_ENVELOPES = TypeAdapter(Annotated[
+    Union[tuple(_typed_envelope(t, model) for t, model in EVENT_TYPES.items())],  # noqa: UP007
+    Field(discriminator="type"),
+])
+
+
 def decode_envelope_bytes(raw: bytes, entry_id: str | None = None) -> Event:
     if len(raw) > MAX_ENTRY_BYTES:
         raise InvalidEvent("too_large", f"envelope is {len(raw)} bytes; the limit is {MAX_ENTRY_BYTES}")
     try:
-        envelope = Envelope.model_validate_json(raw)  # pydantic's own JSON parser: one pass, no dict copy
+        envelope = _KNOWN_ENVELOPES.validate_json(raw)
+    except ValidationError:
+        return _decode_in_two_steps(raw, entry_id)
+    return Event(envelope, envelope.data, entry_id)
+
+
+def _decode_in_two_steps(raw: bytes, entry_id: str | None) -> Event:
+    try:
+        envelope = Envelope.model_validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         if errors and errors[0]["type"] == "json_invalid":

@@ -60,7 +60,9 @@ def test_round_trip_through_the_wire_format():
     event = make_event(UnitReceived(manufacturer="acme", serials=["A1", "A2"], sku="X", location="dc"),
                        source="wms/dc-1")
     decoded = decode_entry(encode_envelope(event.envelope))
-    assert decoded.envelope == event.envelope
+    assert decoded.data == event.data
+    assert decoded.envelope.model_dump(mode="json", exclude_none=True) == event.envelope.model_dump(
+        mode="json", exclude_none=True)
     assert decoded.envelope.subject is None  # several units: no single subject
 
 
