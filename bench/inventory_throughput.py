@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.inventory_throughput --events 30000 --rate 5000   # paced: latency
     .venv/bin/python -m bench.inventory_throughput --mix same-units              # worst case
     .venv/bin/python -m bench.inventory_throughput --backlog --workers 2         # drain a backlog
+    .venv/bin/python -m bench.inventory_throughput --backlog --random-ids        # UUIDv4 event ids
 
 Mixes:
 - steady (default): half receipts of new units, half sales of units received before the run
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+import uuid
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
@@ -36,14 +38,18 @@ from shared.publishing import publish_raw
 from shared.store import InboxRow, as_utc
 
 
-def events_for(serials: list[str], kind: str) -> list:
+def events_for(serials: list[str], kind: str, random_ids: bool = False) -> list:
     # A sale happens after its receipt (1 ms later): in-order history, as in a real store.
     now = datetime.now(UTC) + (timedelta(milliseconds=1) if kind == "sold" else timedelta())
+
+    def new_id():  # None: make_event's time-ordered UUIDv7
+        return str(uuid.uuid4()) if random_ids else None
+
     if kind == "received":
         return [make_event(UnitReceived(manufacturer="acme", serial=s, sku="TV-55", location="dc-1"),
-                           source="bench/wms", time=now) for s in serials]
+                           source="bench/wms", time=now, id=new_id()) for s in serials]
     return [make_event(UnitSold(manufacturer="acme", serial=s, sku="TV-55", location="store-1",
-                                terminal_id="till-1", receipt_id=f"R-{s}"), source="bench/pos", time=now)
+                                terminal_id="till-1", receipt_id=f"R-{s}"), source="bench/pos", time=now, id=new_id())
             for s in serials]
 
 
@@ -57,7 +63,8 @@ async def publish_stock(settings, count: int) -> None:
     await client.aclose()
 
 
-async def publish_all(settings, total: int, rate: float | None, mix: str, chunk: int = 1000) -> float:
+async def publish_all(settings, total: int, rate: float | None, mix: str, chunk: int = 1000,
+                      random_ids: bool = False) -> float:
     client = aioredis.from_url(settings.redis_url)
     streams = settings.streams
     started = time.perf_counter()
@@ -66,8 +73,8 @@ async def publish_all(settings, total: int, rate: float | None, mix: str, chunk:
     new_units = [f"B{n:09d}" for n in range(half)]
     sold_units = new_units if mix == "same-units" else [f"S{n:09d}" for n in range(half)]
     for start in range(0, half, chunk // 2):
-        batch = (events_for(new_units[start:start + chunk // 2], "received")
-                 + events_for(sold_units[start:start + chunk // 2], "sold"))
+        batch = (events_for(new_units[start:start + chunk // 2], "received", random_ids)
+                 + events_for(sold_units[start:start + chunk // 2], "sold", random_ids))
         await publish_raw(client, [(streams.for_type(e.type), e.envelope.model_dump_json(exclude_none=True))
                                    for e in batch])
         sent += len(batch)
@@ -97,6 +104,9 @@ def main() -> None:
                         help="publish everything first, then time how fast the service drains it "
                              "(the publisher's CPU is then not shared with the service)")
     parser.add_argument("--workers", type=int, default=1, help="service processes sharing the consumer group")
+    parser.add_argument("--random-ids", action="store_true",
+                        help="publish with random UUIDv4 event ids instead of time-ordered UUIDv7 "
+                             "(as a producer that does not follow the README's advice)")
     args = parser.parse_args()
 
     with environment(args.database_url, batch_size=args.batch_size) as settings:
@@ -112,7 +122,7 @@ def main() -> None:
             if args.backlog:  # stop the service, publish everything, start the services again
                 stack.close()
                 published_in = time.perf_counter()
-                asyncio.run(publish_all(settings, args.events, None, args.mix))
+                asyncio.run(publish_all(settings, args.events, None, args.mix, random_ids=args.random_ids))
                 published_in = time.perf_counter() - published_in
                 services = [stack.enter_context(service_process("inventory", settings, worker=n))
                             for n in range(args.workers)]
@@ -124,7 +134,7 @@ def main() -> None:
                 cpu_before = sum(cpu_seconds(p.pid) for p in services)
                 # Paced: small bursts (1/100 s of traffic each), as many tills would send them.
                 chunk = max(2, int(args.rate // 100)) if args.rate else 1000
-                started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix, chunk))
+                started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix, chunk, args.random_ids))
                 published_in = time.perf_counter() - started
             while applied(engine, "inventory") < args.events + baseline:
                 time.sleep(0.05)
@@ -135,7 +145,8 @@ def main() -> None:
     print(f"machine: {machine()}; store: {'sqlite' if not args.database_url else args.database_url.split(':')[0]}")
     print(f"events: {args.events} ({args.events // 2} unit.received + {args.events // 2} unit.sold, "
           f"mix {args.mix}), "
-          f"batch size {args.batch_size}, publisher {'paced at %.0f/s' % args.rate if args.rate else 'flat out'}")
+          f"batch size {args.batch_size}, publisher {'paced at %.0f/s' % args.rate if args.rate else 'flat out'}, "
+          f"event ids {'random (UUIDv4)' if args.random_ids else 'time-ordered (UUIDv7)'}")
     mode = f"backlog drained by {args.workers} process(es)" if args.backlog else f"{args.workers} process(es), live"
     print(f"{mode}: published in {published_in:.2f}s; all applied {elapsed:.2f}s after "
           f"{'the services started' if args.backlog else 'the first publish'}")
