@@ -13,8 +13,10 @@ def make_broker(redis_url: str) -> RedisBroker:
     # events/s that costs more than the work. Its warnings and errors still show.
     logger = logging.getLogger("serialtrack.faststream")
     logger.setLevel(logging.WARNING)
-    # graceful_timeout lets in-flight batches commit on stop.
-    return RedisBroker(redis_url, logger=logger, log_level=logging.DEBUG, graceful_timeout=30)
+    # graceful_timeout lets in-flight batches commit on stop. apply_types=False: our handlers take
+    # the raw batch and need no dependency injection, whose message look-up ran in a worker
+    # thread for every batch (a thread hop per batch).
+    return RedisBroker(redis_url, logger=logger, log_level=logging.DEBUG, graceful_timeout=30, apply_types=False)
 
 
 def make_redis(redis_url: str) -> aioredis.Redis:

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(default=500, ge=1, le=10_000, validation_alias="SERIALTRACK_BATCH_SIZE")
     poll_ms: int = Field(default=100, ge=1, validation_alias="SERIALTRACK_POLL_MS")
+    linger_ms: int = Field(default=5, ge=0, le=1000, validation_alias="SERIALTRACK_LINGER_MS")
     claim_idle_ms: int = Field(default=60_000, ge=10, validation_alias="SERIALTRACK_CLAIM_IDLE_MS")
     max_deliveries: int = Field(default=5, ge=1, validation_alias="SERIALTRACK_MAX_DELIVERIES")
     worker_id: str = Field(default="0", validation_alias="SERIALTRACK_WORKER_ID")
