@@ -45,9 +45,18 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+MIN_SQLITE = (3, 35)  # INSERT ... RETURNING (the inbox claim); Python 3.11's own builds bundle newer
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_database_url(url)
     if url.startswith("sqlite"):
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise RuntimeError(
+                f"serialtrack needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python uses "
+                f"{sqlite3.sqlite_version}. Use a Python build with a newer SQLite, or PostgreSQL "
+                "(set the service's database URL)."
+            )
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -307,8 +316,6 @@ def upsert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
     _write_many(session, table, rows, "update", keys)
 
 
-# INSERT ... RETURNING needs SQLite 3.35 (2021); older libraries look the batch up first.
-_SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 _INBOX_COLUMNS = "service, event_id, source, event_type, event_time, processed_at"
 
 
@@ -327,8 +334,6 @@ def claim_inbox(session: Session, service: str, events: Iterable[Event]) -> list
         return []
     now = utcnow()
     rows = [(service, ev.id, ev.source, ev.type, ev.time, now) for ev in unique.values()]
-    if session.get_bind().dialect.name == "sqlite" and not _SQLITE_RETURNING:
-        return _claim_inbox_without_returning(session, service, unique, rows)
     claimed: set[tuple[str, str]] = set()
     for part in chunks(rows):  # straight through the driver: this runs for every batch of every service
         values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
@@ -336,18 +341,6 @@ def claim_inbox(session: Session, service: str, events: Iterable[Event]) -> list
             session, f"INSERT INTO inbox ({_INBOX_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING "
                      "RETURNING source, event_id", [value for row in part for value in row]))
     return [ev for key, ev in unique.items() if key in claimed]
-
-
-def _claim_inbox_without_returning(session: Session, service: str, unique: dict[tuple[str, str], Event],
-                                   rows: list[tuple]) -> list[Event]:
-    seen: set[tuple[str, str]] = set()
-    ids = sorted({event_id for _, event_id in unique})
-    for part in chunks(ids):
-        seen.update(driver_rows(session, "SELECT source, event_id FROM inbox WHERE service = ? "
-                                         f"AND event_id IN ({', '.join('?' * len(part))})", (service, *part)))
-    fresh = [row for row in rows if (row[2], row[1]) not in seen]
-    driver_execute_many(session, f"INSERT INTO inbox ({_INBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", fresh)
-    return [ev for key, ev in unique.items() if key not in seen]
 
 
 OUTBOX_ROWS = "serialtrack_outbox_rows"  # session.info key: outgoing events this transaction added

@@ -35,12 +35,7 @@ def _inbox_rows(engine) -> int:
         return session.scalar(select(func.count()).select_from(InboxRow))
 
 
-@pytest.mark.parametrize("returning", [True, False], ids=["insert-returning", "select-then-insert"])
-def test_claim_returns_only_events_not_applied_before(engine, monkeypatch, returning):
-    if not returning:
-        if engine.dialect.name != "sqlite":
-            pytest.skip("the look-up-first path exists for SQLite libraries older than 3.35 only")
-        monkeypatch.setattr(store, "_SQLITE_RETURNING", False)
+def test_claim_returns_only_events_not_applied_before(engine):
     first, second, third = _sale("SN1"), _sale("SN2"), _sale("SN3")
     same_id_other_source = _sale("SN4", source="pos/store-2/till-1", id=first.id)
 
@@ -49,6 +44,13 @@ def test_claim_returns_only_events_not_applied_before(engine, monkeypatch, retur
         third.key, same_id_other_source.key]
     assert _claim(engine, "warranty", [first]) == [first.key]  # each service has its own inbox
     assert _inbox_rows(engine) == 5
+
+
+def test_an_sqlite_without_insert_returning_is_refused_with_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(store.sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(store.sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(RuntimeError, match=r"needs SQLite 3\.35 or newer; this Python uses 3\.31\.1"):
+        make_engine(f"sqlite:///{tmp_path}/old.db")
 
 
 def test_a_rolled_back_claim_leaves_the_event_to_apply(engine):
