@@ -27,7 +27,9 @@ from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from services.theft import api, store  # noqa: E402
-from shared.store import create_tables, insert_rows, make_engine  # noqa: E402
+from services.theft.app import definition  # noqa: E402
+from shared.schema import migrate  # noqa: E402
+from shared.store import insert_rows, make_engine  # noqa: E402
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -101,7 +103,7 @@ def main() -> None:
         url = args.database_url or f"sqlite:///{tmp}/theft-bench.db"
         engine = make_engine(url)
         store.RegistryRow.__table__.drop(engine, checkfirst=True)
-        create_tables(engine, store.TABLES)
+        migrate(engine, definition.migrations)
         print(f"store: {engine.dialect.name}; building a registry of {args.reports:,} reports ...", flush=True)
         built = build_registry(engine, args.reports)
         with Session(engine) as session:

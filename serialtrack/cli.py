@@ -400,6 +400,64 @@ def deadletters(
         out.print(f"  original: {row['original'][:300]}", highlight=False)
 
 
+@app.command()
+def migrate(
+    service: Annotated[Optional[str], typer.Argument(help=f"One of: {', '.join(INSTALLED)}. Default: every service")] = None,
+    to: Annotated[Optional[str], typer.Option(
+        "--to", help="Target revision (e.g. inventory_0002); an older one downgrades. Default: this build's heads")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Change nothing: exit 1 if a database is behind")] = False,
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Bring each service's database to this build's schema, keeping every row.
+
+    Services also migrate at start (unless SERIALTRACK_MIGRATE=false); 0.1.0 databases are upgraded in place."""
+    from services.registry import load
+    from shared.schema import SchemaError, state
+    from shared.schema import migrate as migrate_database
+    from shared.store import make_engine
+
+    if service is not None and service not in INSTALLED:
+        _fail(f"unknown service {service!r}; this build has: {', '.join(INSTALLED)}")
+    if to is not None and (service is None or check):
+        _fail("--to needs one SERVICE, and no --check")
+    settings = _settings(data_dir)
+    reports, behind = [], False
+    for name in [service] if service else INSTALLED:
+        migrations = load(name).migrations
+        engine = make_engine(settings.database_url(name))
+        try:
+            if check:
+                now = state(engine, migrations)
+                behind = behind or not now.up_to_date
+                reports.append(now.as_dict())
+            else:
+                before, after = migrate_database(engine, migrations, to)
+                reports.append({"service": name, "from": list(before.current), "to": list(after.current),
+                                "legacy_0_1_0": before.legacy, "changed": before.current != after.current})
+        except SchemaError as exc:
+            _fail(str(exc), 1)
+        except Exception as exc:  # noqa: BLE001 - an unreachable or refused database: one line, not a traceback
+            _fail(f"{name}: cannot migrate {engine.url.render_as_string(hide_password=True)}: {exc}".splitlines()[0], 1)
+        finally:
+            engine.dispose()
+    if as_json:
+        out.print_json(data={"services": reports})
+    else:
+        for report in reports:
+            if check:
+                verdict = "up to date" if report["up_to_date"] else f"behind: needs {', '.join(report['heads'])}"
+                at = ", ".join(report["current"]) or ("release 0.1.0" if report["legacy_0_1_0"] else "empty")
+                out.print(f"{report['service']}: at {at}; {verdict}", highlight=False)
+            elif report["changed"]:
+                origin = ", ".join(report["from"]) or ("release 0.1.0" if report["legacy_0_1_0"] else "empty")
+                out.print(f"{report['service']}: {origin} -> {', '.join(report['to'])}", highlight=False)
+            else:
+                out.print(f"{report['service']}: already at {', '.join(report['to'])}", highlight=False)
+    if behind:
+        raise typer.Exit(1)
+
+
 theft_app = typer.Typer(help="The theft-watch service's tools (stolen-property feeds).", no_args_is_help=True)
 app.add_typer(theft_app, name="theft")
 

@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 
 from .envelope import MAX_ENTRY_BYTES, Event, InvalidEvent, decode_entry
 from .settings import Settings
-from .store import OUTBOX_ROWS, claim_inbox, is_transient
+from .store import OUTBOX_ROWS, Conflict, claim_inbox, is_transient
 from .streams import group_for
 
 log = logging.getLogger("serialtrack.consumer")
@@ -60,6 +60,7 @@ class Applied(NamedTuple):
 
     new_events: int  # not applied before (the rest were duplicates)
     outgoing: int  # events it added to the outbox
+    conflicts: Sequence[Conflict] = ()  # applied (source, id)s with other content: to dead-letter, not apply
 
 
 class EventProcessor:
@@ -78,11 +79,11 @@ class EventProcessor:
         for attempt in range(3):
             try:
                 with Session(self.engine) as session, session.begin():
-                    fresh = claim_inbox(session, self.service, events)
-                    if fresh:
-                        self.apply(session, fresh)
+                    claim = claim_inbox(session, self.service, events)
+                    if claim.fresh:
+                        self.apply(session, claim.fresh)
                     outgoing = session.info.get(OUTBOX_ROWS, 0)
-                return Applied(len(fresh), outgoing)
+                return Applied(len(claim.fresh), outgoing, claim.conflicts)
             except IntegrityError:
                 # A concurrent writer (a second process of this service) won a race on a row:
                 # the retry sees its commit. A real constraint bug fails 3 times.
@@ -212,7 +213,7 @@ class StreamConsumer:
                 poison.append((entry, "undecodable", f"{type(exc).__name__}: {exc}"[:2000]))
         if poison:
             # Invalid input skips retries: no delivery can fix it.
-            await self._dead_letter(stream, poison)
+            await self._dead_letter(poison)
         if good:
             # Hand the entries to the writer and wait: FastStream reads this stream again only
             # after we return, which is the backpressure.
@@ -251,6 +252,11 @@ class StreamConsumer:
                 return
             await self._failed(entries[0], exc)
             return
+        if applied.conflicts:
+            refused = {id(conflict.event): conflict for conflict in applied.conflicts}
+            await self._dead_letter([(entry, "conflicting_duplicate", refused[id(entry.event)].describe())
+                                     for entry in entries if id(entry.event) in refused])
+            entries = [entry for entry in entries if id(entry.event) not in refused]
         await self._ack(entries)
         if applied.outgoing and self.on_outgoing:  # the relay publishes them now, not at its next tick
             self.on_outgoing()
@@ -269,7 +275,7 @@ class StreamConsumer:
         deliveries = await self.delivery_count(stream, entry.entry_id)
         if deliveries >= self.settings.max_deliveries:
             log.error("%s: %s failed %d times, dead-lettered: %r", self.service, entry.entry_id, deliveries, exc)
-            await self._dead_letter(stream, [(entry, "handler_failed", f"{type(exc).__name__}: {exc}"[:2000])], deliveries)
+            await self._dead_letter([(entry, "handler_failed", f"{type(exc).__name__}: {exc}"[:2000])], deliveries)
         else:
             log.warning("%s: %s failed (delivery %d of %d), will retry: %r",
                         self.service, entry.entry_id, deliveries, self.settings.max_deliveries, exc)
@@ -278,16 +284,17 @@ class StreamConsumer:
         pending = await self.redis.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
         return int(pending[0]["times_delivered"]) if pending else 1
 
-    async def _dead_letter(self, stream: str, items: list[tuple[_Entry, str, str]], deliveries: int = 1) -> None:
+    async def _dead_letter(self, items: list[tuple[_Entry, str, str]], deliveries: int = 1) -> None:
         now = datetime.now(UTC).isoformat()
         pipe = self.redis.pipeline(transaction=True)  # the DLQ copy and the XACK happen together
+        acks: dict[str, list[str]] = {}
         for entry, reason, detail in items:
             original = {
                 k.decode("utf-8", "replace"): v[:MAX_ENTRY_BYTES // 10].decode("utf-8", "replace")
                 for k, v in entry.fields.items()
             }
             pipe.xadd(self.dead_letter_stream, {
-                "stream": stream,
+                "stream": entry.stream,
                 "entry_id": entry.entry_id,
                 "group": self.group,
                 "reason": reason,
@@ -296,6 +303,9 @@ class StreamConsumer:
                 "failed_at": now,
                 "original": json.dumps(original),
             })
-            log.warning("%s: dead-lettered %s from %s: %s: %s", self.service, entry.entry_id, stream, reason, detail)
-        pipe.xack(stream, self.group, *[entry.entry_id for entry, _, _ in items])
+            acks.setdefault(entry.stream, []).append(entry.entry_id)
+            log.warning("%s: dead-lettered %s from %s: %s: %s", self.service, entry.entry_id, entry.stream, reason,
+                        detail)
+        for stream, ids in acks.items():
+            pipe.xack(stream, self.group, *ids)
         await pipe.execute()

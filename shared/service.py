@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
@@ -23,7 +24,8 @@ from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
 from .outbox import OutboxRelay
 from .settings import Settings
-from .store import OutboxRow, create_tables, for_reading, for_writing, make_engine, ping
+from .schema import Migrations, prepare
+from .store import OutboxRow, for_reading, for_writing, make_engine, ping
 
 log = logging.getLogger("serialtrack.service")
 
@@ -37,6 +39,11 @@ class ServiceDefinition:
     apply: ApplyEvents
     read_api: Callable[[Engine], APIRouter]
     lookup_path: str  # GET path with {manufacturer} and {serial}: this service's part of `serialtrack lookup`
+    migrations_dir: Path  # services/<name>/migrations: the revisions of this service's tables
+
+    @property
+    def migrations(self) -> Migrations:
+        return Migrations(self.name, self.migrations_dir, self.tables)
 
 
 @dataclass
@@ -61,7 +68,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
     settings = settings or Settings()
     redis_url = settings.resolve_redis_url()
     engine = make_engine(settings.database_url(definition.name))
-    create_tables(engine, definition.tables)
+    prepare(engine, definition.migrations, run_migrations=settings.migrate)
     redis = make_redis(redis_url)
     broker = make_broker(redis_url)
     relay = OutboxRelay(definition.name, for_writing(engine), redis, settings.streams)

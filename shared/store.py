@@ -10,19 +10,20 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, delete, event, inspect, select, text
+from sqlalchemy import Engine, Table, create_engine, delete, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from .envelope import Event
+from .envelope import Event, content_digest
 
 CHUNK = 500  # keys per IN (...) query: well under SQLite's and PostgreSQL's parameter limits
 
@@ -40,7 +41,7 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 
 def normalize_database_url(url: str) -> str:
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 
@@ -122,6 +123,9 @@ class InboxRow(SQLModel, table=True):
     event_type: str = Field(max_length=64)
     event_time: datetime
     processed_at: datetime
+    # content_digest of the applied envelope: the same (source, id) saying something else is refused.
+    # None on rows written before 0.2.0.
+    digest: str | None = Field(default=None, max_length=32)
 
 
 class OutboxRow(SQLModel, table=True):
@@ -138,28 +142,6 @@ class OutboxRow(SQLModel, table=True):
 
 
 PLUMBING_TABLES: list[Table] = [InboxRow.__table__, OutboxRow.__table__]  # type: ignore[list-item]
-
-
-class OutdatedSchema(RuntimeError):
-    """The database was created by an older serialtrack: a table lacks columns this version needs."""
-
-
-def create_tables(engine: Engine, tables: Sequence[Table]) -> None:
-    """Create missing tables; refuse, with the columns named, a database whose tables are older than
-    the code (there are no migrations yet: failing at start beats failing on the first event)."""
-    all_tables = [*PLUMBING_TABLES, *tables]
-    SQLModel.metadata.create_all(engine, tables=all_tables)
-    inspector = inspect(engine)
-    missing = []
-    for table in all_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        missing.extend(f"{table.name}.{name}" for name in table.c.keys() if name not in present)
-    if missing:
-        raise OutdatedSchema(
-            f"the database {engine.url.render_as_string(hide_password=True)} was created by an older serialtrack: "
-            f"missing column(s) {', '.join(missing)}. Start this service on a new database (for `serialtrack up`, "
-            "a new --data-dir) or add the columns by hand; there are no automatic migrations yet."
-        )
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -316,31 +298,84 @@ def upsert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
     _write_many(session, table, rows, "update", keys)
 
 
-_INBOX_COLUMNS = "service, event_id, source, event_type, event_time, processed_at"
+_INBOX_COLUMNS = "service, event_id, source, event_type, event_time, processed_at, digest"
 
 
-def claim_inbox(session: Session, service: str, events: Iterable[Event]) -> list[Event]:
-    """Drop events this service already applied (or that repeat within the batch), record the rest.
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """An event whose ``(source, id)`` names an event this service applied (or is applying in the same
+    batch) with other content: a producer reused an id, or somebody forged one. Never applied."""
+
+    event: Event
+    applied_type: str
+    applied_time: datetime
+    applied_digest: str
+    digest: str
+
+    def describe(self) -> str:
+        return (f"({self.event.source}, {self.event.id}) was already applied with other content: applied "
+                f"{self.applied_type} at {self.applied_time.isoformat()} (digest {self.applied_digest}); this "
+                f"one is {self.event.type} at {self.event.time.isoformat()} (digest {self.digest})")
+
+
+@dataclass(frozen=True, slots=True)
+class InboxClaim:
+    fresh: list[Event]  # to apply: never applied by this service
+    conflicts: list[Conflict]  # to dead-letter: an applied (source, id) with other content
+
+
+def claim_inbox(session: Session, service: str, events: Iterable[Event]) -> InboxClaim:
+    """Record the events this service has not applied yet and return them; a redelivery of an
+    applied event (same ``(source, id)``, same content) is dropped silently, one with other content
+    is returned as a conflict.
 
     One statement per chunk inserts the batch's keys and returns those that were not there yet:
     the events to apply. The inbox rows commit or roll back with the state change, so "applied"
     and "recorded as applied" can never disagree. On PostgreSQL a concurrent consumer inserting
-    the same key waits for the first transaction: if it commits, the key is skipped here.
+    the same key waits for the first transaction: if it commits, the key is skipped here. Only
+    the keys already there are read back, for their digests: duplicates are rare, so the common
+    batch costs one statement.
     """
-    unique: dict[tuple[str, str], Event] = {}
+    by_key: dict[tuple[str, str], list[tuple[Event, str]]] = {}
     for ev in events:
-        unique.setdefault(ev.key, ev)
-    if not unique:
-        return []
+        by_key.setdefault(ev.key, []).append((ev, content_digest(ev)))
+    if not by_key:
+        return InboxClaim([], [])
     now = utcnow()
-    rows = [(service, ev.id, ev.source, ev.type, ev.time, now) for ev in unique.values()]
+    rows = [(service, ev.id, ev.source, ev.type, ev.time, now, digest) for (ev, digest), *_ in by_key.values()]
     claimed: set[tuple[str, str]] = set()
     for part in chunks(rows):  # straight through the driver: this runs for every batch of every service
-        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(part))
         claimed.update(driver_rows(
             session, f"INSERT INTO inbox ({_INBOX_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING "
                      "RETURNING source, event_id", [value for row in part for value in row]))
-    return [ev for key, ev in unique.items() if key in claimed]
+    # What each key already stands for: the first of the batch if it was claimed now, else what was applied.
+    reference = {key: (copies[0][0].type, copies[0][0].time, copies[0][1])
+                 for key, copies in by_key.items() if key in claimed}
+    seen_before = [key for key in by_key if key not in claimed]
+    if seen_before:
+        reference.update(_applied(session, service, seen_before))
+    conflicts = []
+    for key, copies in by_key.items():
+        applied_type, applied_time, applied_digest = reference[key]
+        if applied_digest is None:  # applied before 0.2.0: nothing to compare with
+            continue
+        conflicts.extend(Conflict(ev, applied_type, applied_time, applied_digest, digest)
+                         for ev, digest in copies if digest != applied_digest)
+    return InboxClaim([copies[0][0] for key, copies in by_key.items() if key in claimed], conflicts)
+
+
+def _applied(session: Session, service: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple]:
+    """(type, time, digest) of events this service applied, by key."""
+    wanted, applied = set(keys), {}
+    for part in chunks(keys):
+        marks = ", ".join("?" * len(part))
+        for source, event_id, event_type, event_time, digest in driver_rows(
+                session, f"SELECT source, event_id, event_type, event_time, digest FROM inbox "
+                         f"WHERE service = ? AND event_id IN ({marks})", [service, *(event_id for _, event_id in part)]):
+            if (source, event_id) in wanted:
+                applied[(source, event_id)] = (event_type, read_time(event_time), digest)
+    return applied
 
 
 OUTBOX_ROWS = "serialtrack_outbox_rows"  # session.info key: outgoing events this transaction added

@@ -38,12 +38,23 @@ def database_url(request, tmp_path, postgres_admin):
     postgres_admin.drop_database(url)
 
 
-@pytest.fixture
-def sqlite_url(tmp_path):
-    return f"sqlite:///{tmp_path}/store.db"
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_urls(request, postgres_admin):
+    """Each service's own database, as in production: {} means SQLite files in the data dir."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    if postgres_admin is None:
+        pytest.skip("no PostgreSQL: set TEST_POSTGRES_URL (admin URL) or make a Docker engine reachable")
+    urls = {service: postgres_admin.create_database() for service in SERVICES}
+    yield urls
+    for url in urls.values():
+        postgres_admin.drop_database(url)
 
 
-def make_settings(redis_url: str, database_url: str, data_dir, **overrides) -> Settings:
+def make_settings(redis_url: str, database_urls: dict[str, str], data_dir, **overrides) -> Settings:
+    """Settings of one test: its own streams and ports; a service not in ``database_urls`` keeps its
+    SQLite file in ``data_dir`` (each service owns its database, as in production)."""
     values = dict(
         redis_url=redis_url,
         stream_prefix=f"t-{uuid.uuid4().hex[:10]}",  # streams of one test never meet another's
@@ -52,7 +63,7 @@ def make_settings(redis_url: str, database_url: str, data_dir, **overrides) -> S
         max_deliveries=3,
         poll_ms=20,
         batch_size=200,
-        **{f"{service}_database_url": database_url for service in SERVICES},
+        **{f"{service}_database_url": url for service, url in database_urls.items()},
         **{f"{service}_port": free_port() for service in SERVICES},
     )
     values.update(overrides)
@@ -60,12 +71,12 @@ def make_settings(redis_url: str, database_url: str, data_dir, **overrides) -> S
 
 
 @pytest.fixture
-def settings(redis_handle, database_url, tmp_path) -> Settings:
+def settings(redis_handle, database_urls, tmp_path) -> Settings:
     """Settings for one test, on both SQLite and PostgreSQL."""
-    return make_settings(redis_handle.url, database_url, tmp_path)
+    return make_settings(redis_handle.url, database_urls, tmp_path)
 
 
 @pytest.fixture
-def sqlite_settings(redis_handle, sqlite_url, tmp_path) -> Settings:
+def sqlite_settings(redis_handle, tmp_path) -> Settings:
     """Settings for tests whose subject is delivery, not the store: SQLite only."""
-    return make_settings(redis_handle.url, sqlite_url, tmp_path)
+    return make_settings(redis_handle.url, {}, tmp_path)

@@ -1,5 +1,7 @@
 """Wiring: the recalls service as a ServiceDefinition (run it with `serialtrack serve recalls`)."""
 
+from pathlib import Path
+
 from shared.service import ServiceDefinition
 
 from . import api, handlers, store
@@ -13,4 +15,5 @@ definition = ServiceDefinition(
     apply=handlers.apply_events,
     read_api=api.read_api,
     lookup_path="/units/{manufacturer}/{serial}/recalls",
+    migrations_dir=Path(__file__).parent / "migrations",
 )

@@ -1,5 +1,7 @@
 """Wiring: the theft-watch service as a ServiceDefinition (run it with `serialtrack serve theft`)."""
 
+from pathlib import Path
+
 from shared.service import ServiceDefinition
 
 from . import api, handlers, store
@@ -14,4 +16,5 @@ definition = ServiceDefinition(
     apply=handlers.apply_events,
     read_api=api.read_api,
     lookup_path="/stolen/{manufacturer}/{serial}",
+    migrations_dir=Path(__file__).parent / "migrations",
 )

@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 from services.inventory import store as inventory_store
 from services.inventory.app import definition as inventory
 from shared.consumer import EventProcessor
-from shared.envelope import ENTRY_FIELD
-from shared.store import InboxRow, create_tables, for_writing, make_engine
+from shared.envelope import ENTRY_FIELD, make_event
+from shared.schema import migrate
+from shared.store import InboxRow, for_writing, make_engine
 from tests.support import factories as f
 from tests.support.running import (
     http,
@@ -149,6 +150,26 @@ async def test_r2_the_same_envelope_three_times_applies_once(settings):
     assert inbox_count(settings, "inventory") == 2
 
 
+async def test_r2_a_guessed_key_with_other_content_is_dead_lettered_with_both_not_dropped(settings):
+    """A forged sale reuses the (source, id) of a real one published after it: the real one is not
+    silently dropped as a duplicate but dead-lettered as conflicting_duplicate, naming both; a true
+    redelivery of the first stays a silent no-op."""
+    real_serial, forged_serial = f.serial(), f.serial()
+    forged = f.sold("acme", forged_serial, minutes=1, receipt_id="R-42")
+    real = make_event(forged.data.model_copy(update={"serial": real_serial}),
+                      source=forged.source, id=forged.id, time=f.at(2))
+    async with running(inventory, settings):
+        await publish_events(settings, [forged])
+        await wait_for(lambda: inbox_count(settings, "inventory") == 1, message="the first one applied")
+        await publish_events(settings, [real, forged])
+        letters = await wait_for(lambda: _at_least(dead_letters(settings), 1), message="a dead letter")
+        await wait_for(lambda: _zero(pending_total(settings)), message="all acked")
+    assert [letter["reason"] for letter in await dead_letters(settings)] == ["conflicting_duplicate"]
+    assert "already applied with other content" in letters[0]["error"]
+    assert real_serial in letters[0]["original"]
+    assert inbox_count(settings, "inventory") == 1
+
+
 async def _history_len(client, serial, n):
     response = await client.get(f"/units/acme/{serial}")
     return response.status_code == 200 and len(response.json()["history"]) >= n
@@ -158,7 +179,7 @@ def test_r2_one_entry_applied_by_two_consumers_at_once(settings):
     """Two consumers (threads with their own connections) apply the same batch concurrently:
     the inbox's unique key lets exactly one win; the other sees a duplicate, not an error."""
     engine = make_engine(settings.database_url("inventory"))
-    create_tables(engine, inventory.tables)
+    migrate(engine, inventory.migrations)
     events = [f.received("acme", f.serial(), minutes=0) for _ in range(50)]
     processors = [EventProcessor("inventory", for_writing(engine), inventory.apply) for _ in range(2)]
     barrier = threading.Barrier(2)
@@ -316,7 +337,7 @@ async def test_r6_a_store_outage_dead_letters_nothing_and_everything_applies_aft
 
     url = postgres_admin.create_database()
     name = url.rsplit("/", 1)[1]
-    settings = make_settings(redis_handle.url, url, tmp_path)
+    settings = make_settings(redis_handle.url, {"inventory": url}, tmp_path)
     admin = make_engine(postgres_admin.admin_url)
     try:
         async with running(inventory, settings):
@@ -392,7 +413,7 @@ async def test_r11_shuffled_delivery_ends_in_the_in_order_state(settings, tmp_pa
     # Reference: every event applied alone, in time order, straight into a separate store.
     reference_url = f"sqlite:///{tmp_path}/reference.db"
     engine = make_engine(reference_url)
-    create_tables(engine, inventory.tables)
+    migrate(engine, inventory.migrations)
     processor = EventProcessor("inventory", for_writing(engine), inventory.apply)
     for event in sorted(events, key=lambda e: (e.time, e.source, e.id)):
         processor.process([event])

@@ -13,7 +13,8 @@ from services.inventory.store import unit_history
 from shared.consumer import EventProcessor
 from shared.contracts import RecallAmended, RecallClosed, RecallRemedyCompleted
 from shared.envelope import make_event
-from shared.store import create_tables, for_writing, make_engine
+from shared.schema import migrate
+from shared.store import for_writing, make_engine
 from tests.support import factories as f
 from tests.support.running import http, publish_events, running, wait_for
 
@@ -185,7 +186,7 @@ def test_a_remedy_applied_before_its_recall_and_receipt_still_ends_right(setting
     remedy arrive together. The receipt must still bring the recall into the unit's history
     (a demo run found this)."""
     engine = make_engine(settings.database_url("inventory"))
-    create_tables(engine, inventory.tables)
+    migrate(engine, inventory.migrations)
     processor = EventProcessor("inventory", for_writing(engine), inventory.apply)
     sn = f.serial("RM")
     recall = f.recall_issued("acme", minutes=20, recall_id="RC-RM", skus=["TV-55"], serials=[sn])

@@ -10,8 +10,8 @@ from tests.support import factories as f
 from tests.support.running import inbox_count, publish_events, running, wait_for
 
 
-async def test_a_trickle_waits_the_linger_before_the_next_read(redis_handle, sqlite_url, tmp_path):
-    settings = make_settings(redis_handle.url, sqlite_url, tmp_path, linger_ms=600)
+async def test_a_trickle_waits_the_linger_before_the_next_read(redis_handle, tmp_path):
+    settings = make_settings(redis_handle.url, {}, tmp_path, linger_ms=600)
     async with running(inventory, settings):
         await publish_events(settings, [f.received("acme", f.serial(), minutes=0)])
         await wait_for(lambda: inbox_count(settings, "inventory") == 1, message="the first receipt applied")

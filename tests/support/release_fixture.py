@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 
-from serialtrack.demo import SKU, story
+from serialtrack.demo import story
 from serialtrack.publishing import build_envelope
 from serialtrack.redis_server import RedisServerProcess, free_port
 from shared.publishing import publish

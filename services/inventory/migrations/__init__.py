@@ -1,0 +1,1 @@
+"""Migrations of the inventory service's tables (see shared/schema.py)."""

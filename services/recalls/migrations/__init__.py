@@ -1,0 +1,1 @@
+"""Migrations of the recalls service's tables (see shared/schema.py)."""

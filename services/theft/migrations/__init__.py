@@ -1,0 +1,1 @@
+"""Migrations of the theft service's tables (see shared/schema.py)."""

@@ -1,0 +1,1 @@
+"""Migrations of the warranty service's tables (see shared/schema.py)."""

@@ -1,0 +1,150 @@
+"""Upgrading in place: the stores release 0.1.0 left after a realistic story (tests/fixtures/release-0.1.0)
+are migrated by this build with every row kept, every read answers as 0.1.0 answered, and new
+events apply on top. On SQLite (the files `serialtrack up` keeps) and PostgreSQL (the dumps)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import MetaData, select
+
+from services.registry import INSTALLED, load
+from shared.consumer import EventProcessor
+from shared.contracts import RecallRemedyCompleted, TheftReported, UnitSold, WarrantyClaimSubmitted
+from shared.envelope import make_event
+from shared.schema import prepare, state
+from shared.store import for_reading, for_writing, make_engine
+
+RELEASE = Path(__file__).parents[1] / "fixtures" / "release-0.1.0"
+LAPTOP = "zeta"
+AFTER_UPGRADE = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def release_stores(request, tmp_path, postgres_admin):
+    """{service: database URL} of a copy of the 0.1.0 stores; and which kind they are."""
+    if request.param == "sqlite":
+        urls = {}
+        for service in INSTALLED:
+            shutil.copy(RELEASE / "sqlite" / f"{service}.db", tmp_path / f"{service}.db")
+            urls[service] = f"sqlite:///{tmp_path}/{service}.db"
+        yield request.param, urls
+        return
+    if postgres_admin is None:
+        pytest.skip("no PostgreSQL: set TEST_POSTGRES_URL (admin URL) or make a Docker engine reachable")
+    urls = {service: postgres_admin.create_database() for service in INSTALLED}
+    for service, url in urls.items():
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute((RELEASE / "postgresql" / f"{service}.sql").read_text())
+    yield request.param, urls
+    for url in urls.values():
+        postgres_admin.drop_database(url)
+
+
+def all_rows(engine) -> dict[str, list[dict]]:
+    """Every row of every table, in a stable order."""
+    metadata = MetaData()
+    metadata.reflect(engine)
+    rows = {}
+    with engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            if table.name == "alembic_version":
+                continue
+            columns = list(table.c)
+            result = conn.execute(select(*columns).order_by(*columns))
+            rows[table.name] = [dict(row._mapping) for row in result]
+    return rows
+
+
+def kept(old, new, where: str = "") -> list[str]:
+    """What of ``old`` (a 0.1.0 answer) is not in ``new``: fields may be added, none changed or lost."""
+    if isinstance(old, dict):
+        if not isinstance(new, dict):
+            return [f"{where}: was an object, now {new!r}"]
+        return [diff for key, value in old.items()
+                for diff in (kept(value, new[key], f"{where}.{key}") if key in new else [f"{where}.{key}: gone"])]
+    if isinstance(old, list):
+        if not isinstance(new, list) or len(new) != len(old):
+            return [f"{where}: {len(old)} items, now {new!r:.200}"]
+        return [diff for n, (a, b) in enumerate(zip(old, new, strict=True)) for diff in kept(a, b, f"{where}[{n}]")]
+    return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
+
+
+def read_client(service: str, engine) -> TestClient:
+    """The service's read API alone (no consumers: the test applies events itself)."""
+    app = FastAPI()
+    app.include_router(load(service).read_api(for_reading(engine)))
+    return TestClient(app)
+
+
+def test_a_release_0_1_0_store_upgrades_in_place_keeping_every_row_and_every_answer(release_stores):
+    kind, urls = release_stores
+    recorded = json.loads((RELEASE / f"reads-{kind}.json").read_text())
+    engines = {service: make_engine(url) for service, url in urls.items()}
+    try:
+        for service, engine in engines.items():
+            migrations = load(service).migrations
+            before = all_rows(engine)
+            assert state(engine, migrations).legacy
+            prepare(engine, migrations)
+            assert state(engine, migrations).up_to_date
+            after = all_rows(engine)
+            assert set(before) <= set(after)
+            for table, rows in before.items():
+                assert len(after[table]) == len(rows), table
+                lost = [diff for old, new in zip(rows, after[table], strict=True) for diff in kept(old, new, table)]
+                assert lost == [], lost[:5]
+            assert sum(len(rows) for rows in before.values()) > 100  # the fixture really holds a story
+
+        for key, answer in recorded.items():
+            service, path = key.split(" ", 1)
+            with read_client(service, engines[service]) as client:
+                response = client.get(path)
+            assert response.status_code == answer["status"], key
+            differences = kept(answer["body"], response.json(), key)
+            assert differences == [], differences[:5]
+
+        apply_new_events(engines)
+    finally:
+        for engine in engines.values():
+            engine.dispose()
+
+
+def apply_new_events(engines) -> None:
+    """Events applied by this build on the upgraded stores change what the reads say."""
+    laptop = "LT-REL1-{:04d}".format
+
+    def process(service: str, data) -> None:
+        definition = load(service)
+        EventProcessor(service, for_writing(engines[service]), definition.apply).process(
+            [make_event(data, source="test/after-upgrade", time=AFTER_UPGRADE)])
+
+    process("inventory", UnitSold(manufacturer=LAPTOP, serial=laptop(60), sku="LAPTOP-14", location="store-7",
+                                  terminal_id="store-7/till-1", receipt_id="R-NEW-60", customer_id="C-NEW-60"))
+    with read_client("inventory", engines["inventory"]) as client:
+        assert client.get(f"/units/{LAPTOP}/{laptop(60)}").json()["status"] == "sold"
+
+    process("theft", TheftReported(manufacturer=LAPTOP, serial=laptop(115), agency="metro-pd", case_number="NEW-1"))
+    with read_client("theft", engines["theft"]) as client:
+        stolen = client.get(f"/stolen/{LAPTOP}/{laptop(115)}").json()
+    assert stolen["stolen"] and stolen["open_cases"] == ["metro-pd:NEW-1"]
+
+    with read_client("recalls", engines["recalls"]) as client:
+        remedied = client.get("/recalls/RC-REL1-L").json()["progress"]["remedied"]
+    process("recalls", RecallRemedyCompleted(recall_id="RC-REL1-L", manufacturer=LAPTOP, serial=laptop(5),
+                                             remedy="replace"))
+    with read_client("recalls", engines["recalls"]) as client:
+        assert client.get("/recalls/RC-REL1-L").json()["progress"]["remedied"] == remedied + 1
+
+    process("warranty", WarrantyClaimSubmitted(claim_id="CL-NEW-8", manufacturer=LAPTOP, serial=laptop(8),
+                                               customer_id="C-REL1-L8", issue="hinge cracked"))
+    with read_client("warranty", engines["warranty"]) as client:
+        claim = client.get("/claims/CL-NEW-8")
+    assert claim.status_code == 200 and claim.json()["claim_id"] == "CL-NEW-8"
