@@ -14,6 +14,7 @@
 | SERIALTRACK_MAX_DELIVERIES | 5 | deliveries of an entry whose handler fails before it is dead-lettered |
 | SERIALTRACK_WORKER_ID | 0 | distinguishes processes of one service; the consumer name is <service>-<host>-<worker id> |
 | SERIALTRACK_EMBEDDED_REDIS_PORT | 6390 | port of the embedded Redis started by `serialtrack up` |
+| SERIALTRACK_REQUIRE_SIGNATURES | false | require a valid signature on every inbound type, not only theft, recall, policy and owner events |
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=5, ge=1, validation_alias="SERIALTRACK_MAX_DELIVERIES")
     worker_id: str = Field(default="0", validation_alias="SERIALTRACK_WORKER_ID")
     embedded_redis_port: int = Field(default=6390, validation_alias="SERIALTRACK_EMBEDDED_REDIS_PORT")
+    require_signatures: bool = Field(default=False, validation_alias="SERIALTRACK_REQUIRE_SIGNATURES")
 
     @property
     def streams(self) -> Streams:
