@@ -25,6 +25,9 @@ from services.registry import INSTALLED
 from shared.envelope import InvalidEvent
 from shared.settings import NoRedisConfigured, Settings
 
+from .asyncapi_cli import asyncapi as asyncapi_command  # typer only at import: the work is imported when run
+from .keys_cli import keys_app  # likewise
+
 app = typer.Typer(
     help="serialtrack: track every serialized unit (inventory, warranty, theft watch, recalls) "
          "through events on Redis Streams.\n\nStart with `serialtrack up`, then `serialtrack demo`.",
@@ -457,6 +460,8 @@ def migrate(
     if behind:
         raise typer.Exit(1)
 
+app.add_typer(keys_app, name="keys")
+app.command("asyncapi")(asyncapi_command)
 
 theft_app = typer.Typer(help="The theft-watch service's tools (stolen-property feeds).", no_args_is_help=True)
 app.add_typer(theft_app, name="theft")

@@ -43,6 +43,23 @@ MAX_ENTRY_BYTES = 1_000_000
 _Printable = r"^[\x21-\x7e]+$"  # ids and sources are ASCII without spaces: they go into keys and logs
 
 
+class Signature(BaseModel):
+    """The producer's signature (shared/signing.py): Ed25519 over the RFC 8785 canonical form of the
+    envelope without this member, as the producer sent it.
+
+    Tolerant like the envelope: only its shape is checked here, with bounds. Whether it is valid, and
+    whether the key may speak for this event, is for ``shared.signing.verify``, which consumers run
+    on the envelope as received before decoding it, so a malformed signature is reported as
+    ``bad_signature`` there rather than as a bad envelope here. Producers do not build it by hand:
+    ``shared.signing.sign_envelope`` writes it, always with ``alg`` Ed25519."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    alg: str = Field(max_length=32)
+    kid: str = Field(min_length=1, max_length=128)
+    sig: str = Field(min_length=1, max_length=256)  # base64url without padding; 86 characters for Ed25519
+
+
 class Envelope(BaseModel):
     # Unknown extension attributes are ignored: consumers are tolerant.
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -55,8 +72,7 @@ class Envelope(BaseModel):
     subject: Annotated[str, StringConstraints(max_length=200, pattern=_Printable)] | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     data: dict[str, Any]
-    # Reserved for the producer's signature over the envelope (security issue).
-    signature: str | None = Field(default=None, max_length=1024)
+    signature: Signature | None = None
 
     @field_validator("time")
     @classmethod

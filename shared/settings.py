@@ -15,6 +15,7 @@
 | SERIALTRACK_WORKER_ID | 0 | distinguishes processes of one service; the consumer name is <service>-<host>-<worker id> |
 | SERIALTRACK_EMBEDDED_REDIS_PORT | 6390 | port of the embedded Redis started by `serialtrack up` |
 | SERIALTRACK_MIGRATE | true | migrate the service's database at start; false: refuse to start on a database that is behind (run `serialtrack migrate`) |
+| SERIALTRACK_REQUIRE_SIGNATURES | false | require a valid signature on every inbound type, not only theft, recall, policy and owner events |
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     worker_id: str = Field(default="0", validation_alias="SERIALTRACK_WORKER_ID")
     embedded_redis_port: int = Field(default=6390, validation_alias="SERIALTRACK_EMBEDDED_REDIS_PORT")
     migrate: bool = Field(default=True, validation_alias="SERIALTRACK_MIGRATE")
+    require_signatures: bool = Field(default=False, validation_alias="SERIALTRACK_REQUIRE_SIGNATURES")
 
     @property
     def streams(self) -> Streams:

@@ -1,0 +1,106 @@
+"""Who may publish which event type: producer roles, and the types only services publish.
+
+This is the one table the signing policy (``shared/signing.py``, key registry checks), the AsyncAPI
+document (``shared/asyncapi.py``) and the Redis ACLs (one user per role and per service) all read.
+
+Every type in the contracts registry (``shared.contracts.EVENT_TYPES``) is exactly one of:
+
+- **inbound**: facts from outside (stores, warehouses, agencies, manufacturers), published by
+  producers with a role below;
+- **internal**: what a service publishes itself through its outbox (alerts, decisions, quarantine
+  reports, its own bookmarks). Only that service's Redis user may write their streams, so they are
+  authenticated by the ACLs, not by signatures.
+
+Checked when this module is imported: a contract added to the registry without being classified
+here stops every service from starting, instead of quietly being publishable by nobody (or by
+anybody).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from .contracts import EVENT_TYPES
+
+# Roles of producers outside the system and the inbound types each may publish.
+_PRODUCER_TYPES: dict[str, tuple[str, ...]] = {
+    "pos": ("unit.sold", "unit.returned", "return.requested"),
+    "warehouse": ("unit.received", "unit.transferred", "unit.adjusted"),
+    # A claim is taken at a service desk, and so is the remedy of a recalled unit.
+    "service-desk": ("warranty.claim.submitted", "recall.remedy.completed"),
+    "owner-registry": ("warranty.owner.registered",),
+    "law-enforcement": ("theft.reported", "theft.recovered"),
+    "manufacturer": ("recall.issued", "recall.amended", "recall.closed", "warranty.policy.set"),
+}
+
+# What each service publishes (through its outbox; services/<name>/handlers.py). The warranty
+# service's HTTP API also publishes the inbound types warranty.claim.submitted and return.requested
+# on behalf of the counter: those stay inbound (a service desk or POS may publish them as well).
+SERVICE_TYPES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
+    "inventory": ("unit.quarantined", "inventory.recall.continues", "inventory.anomaly.detected",
+                  "inventory.anomaly.withdrawn"),
+    "warranty": ("warranty.claim.decided", "return.decided", "warranty.stolen_unit_presented",
+                 "recall.owner_notified", "recall.owner_unknown"),
+    "theft": ("theft.alert", "theft.alert.withdrawn"),
+    "recalls": (),  # listens and counts only
+})
+
+INBOUND_TYPES: frozenset[str] = frozenset(t for types in _PRODUCER_TYPES.values() for t in types)
+INTERNAL_TYPES: frozenset[str] = frozenset(t for types in SERVICE_TYPES.values() for t in types)
+
+OPERATOR = "operator"
+# role -> the types its keys (and its Redis users) may publish. ``operator`` may publish any inbound
+# type (imports, replays, the CLI on the embedded default) but no internal one: nobody outside a
+# service speaks for it.
+ROLE_TYPES: MappingProxyType[str, frozenset[str]] = MappingProxyType({
+    **{role: frozenset(types) for role, types in _PRODUCER_TYPES.items()},
+    OPERATOR: INBOUND_TYPES,
+})
+ROLES: tuple[str, ...] = tuple(ROLE_TYPES)
+
+# The data field whose value a key of the role speaks for: a law-enforcement key is bound to one
+# agency (``data.agency`` must equal it), a manufacturer key to one manufacturer.
+ROLE_DATA_FIELD: MappingProxyType[str, str] = MappingProxyType({
+    "law-enforcement": "agency",
+    "manufacturer": "manufacturer",
+})
+
+
+def types_for_role(role: str) -> frozenset[str]:
+    """The types a role may publish. KeyError for an unknown role."""
+    try:
+        return ROLE_TYPES[role]
+    except KeyError:
+        raise KeyError(f"unknown role {role!r}; roles: {', '.join(ROLES)}") from None
+
+
+def roles_for_type(event_type: str) -> tuple[str, ...]:
+    """The producer roles that may publish ``event_type`` (empty for internal and unknown types)."""
+    return tuple(role for role, types in ROLE_TYPES.items() if event_type in types)
+
+
+def service_for_type(event_type: str) -> str | None:
+    """The service that publishes an internal type, else None."""
+    for service, types in SERVICE_TYPES.items():
+        if event_type in types:
+            return service
+    return None
+
+
+def _check_against_contracts() -> None:
+    unknown = sorted((INBOUND_TYPES | INTERNAL_TYPES) - EVENT_TYPES.keys())
+    if unknown:
+        raise RuntimeError(f"shared/roles.py names types the contracts registry does not have: {', '.join(unknown)}")
+    both = sorted(INBOUND_TYPES & INTERNAL_TYPES)
+    if both:
+        raise RuntimeError(f"types both inbound and internal in shared/roles.py: {', '.join(both)}")
+    unclassified = sorted(EVENT_TYPES.keys() - INBOUND_TYPES - INTERNAL_TYPES)
+    if unclassified:
+        raise RuntimeError(f"contract types with no publisher in shared/roles.py (give each a role or a service): "
+                           f"{', '.join(unclassified)}")
+    published_twice = [t for t in INTERNAL_TYPES if sum(t in types for types in SERVICE_TYPES.values()) > 1]
+    if published_twice:
+        raise RuntimeError(f"internal types claimed by two services: {', '.join(sorted(published_twice))}")
+
+
+_check_against_contracts()
