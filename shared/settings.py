@@ -14,12 +14,15 @@
 | SERIALTRACK_MAX_DELIVERIES | 5 | deliveries of an entry whose handler fails before it is dead-lettered |
 | SERIALTRACK_WORKER_ID | 0 | distinguishes processes of one service; the consumer name is <service>-<host>-<worker id> |
 | SERIALTRACK_EMBEDDED_REDIS_PORT | 6390 | port of the embedded Redis started by `serialtrack up` |
+| SERIALTRACK_LOG_FORMAT | text | service log lines: `text`, or `json` (one object per line: time, level, service, logger, message, trace_id) |
+| SERIALTRACK_LINGER_MS | 5 | after a read that was not full, wait this long before the next read of that stream |
 """
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +63,7 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=5, ge=1, validation_alias="SERIALTRACK_MAX_DELIVERIES")
     worker_id: str = Field(default="0", validation_alias="SERIALTRACK_WORKER_ID")
     embedded_redis_port: int = Field(default=6390, validation_alias="SERIALTRACK_EMBEDDED_REDIS_PORT")
+    log_format: Literal["text", "json"] = Field(default="text", validation_alias="SERIALTRACK_LOG_FORMAT")
 
     @property
     def streams(self) -> Streams:
