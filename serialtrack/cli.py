@@ -94,7 +94,8 @@ def serve(
     _redis_url(settings)
     application = build_app(definition, settings)
     uvicorn.run(application, host=host or settings.http_host, port=port or settings.port(service),
-                log_level="warning", timeout_graceful_shutdown=40)
+                log_level="warning", timeout_graceful_shutdown=40,
+                log_config=None)  # uvicorn's lines go through our handler and format (shared/logs.py)
 
 
 @app.command()
