@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -260,22 +262,26 @@ def run(settings: Settings, redis_url: str, thresholds: Thresholds, as_json: boo
         else:
             console.print(render(report))
         return 0 if report["healthy"] else 1
+    # Ctrl-C sets a flag instead of raising, so a document or a screen is never cut off mid-write.
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     healthy = True
     try:
         if as_json:  # one JSON document per line
-            while True:
+            while not stop.is_set():
                 report = snapshot(settings, redis_url, thresholds)
                 healthy = report["healthy"]
                 say_json(report)
-                time.sleep(interval)
+                stop.wait(interval)
+            return 0 if healthy else 1
         from rich.live import Live
 
         with Live(console=console, auto_refresh=False, screen=console.is_terminal) as live:
-            while True:
+            while not stop.is_set():
                 report = snapshot(settings, redis_url, thresholds)
                 healthy = report["healthy"]
                 live.update(render(report), refresh=True)
-                time.sleep(interval)
-    except KeyboardInterrupt:
-        pass
+                stop.wait(interval)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return 0 if healthy else 1

@@ -92,3 +92,21 @@ def test_a_stopped_service_shows_its_growing_lag_and_status_fails_until_it_is_ba
                 process.terminate()
         for process in processes.values():
             process.wait(60)
+
+
+def test_watch_prints_one_whole_document_per_refresh_until_ctrl_c(sqlite_settings):
+    import signal
+
+    process = subprocess.Popen([sys.executable, "-m", "serialtrack.cli", "status", "--watch", "--json",
+                                "--interval", "0.3"], env=settings_env(sqlite_settings), stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        first = process.stdout.readline()  # the first document is out: the loop is running
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    documents = [json.loads(line) for line in [first, *rest.splitlines()]]  # none cut off by Ctrl-C
+    assert documents and all(not d["healthy"] for d in documents)  # no service runs in this test
+    assert process.returncode == 1
