@@ -83,18 +83,22 @@ def serve(
     import uvicorn
 
     from services.registry import load
+    from shared.logs import configure_logging
     from shared.service import build_app
+    from shared.tracing import configure_tracing
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(message)s")
+    settings = _settings(data_dir)
+    configure_logging(service, settings.log_format)
+    configure_tracing(service)
     try:
         definition = load(service)
     except KeyError as exc:
         _fail(str(exc.args[0]))
-    settings = _settings(data_dir)
     _redis_url(settings)
     application = build_app(definition, settings)
     uvicorn.run(application, host=host or settings.http_host, port=port or settings.port(service),
-                log_level="warning", timeout_graceful_shutdown=40)
+                log_level="warning", timeout_graceful_shutdown=40,
+                log_config=None)  # uvicorn's lines go through our handler and format (shared/logs.py)
 
 
 @app.command()
@@ -460,8 +464,33 @@ def migrate(
     if behind:
         raise typer.Exit(1)
 
+
+@app.command()
+def status(
+    as_json: JsonFlag = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh every --interval seconds until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 2.0,
+    max_lag_seconds: Annotated[float, typer.Option(help="Unhealthy when a group's oldest undelivered entry is older.")] = 60.0,
+    max_pending_idle_seconds: Annotated[float, typer.Option(
+        help="Unhealthy when an entry stays pending this long without redelivery.")] = 300.0,
+    max_outbox_age_seconds: Annotated[float, typer.Option(help="Unhealthy when an outbox row is older.")] = 60.0,
+    data_dir: DataDir = None,
+) -> None:
+    """The whole system on one screen: each service's health, per stream its length and each group's
+    lag and pending entries, dead letters, outbox backlog, Redis memory. Exit code 1 when something
+    is unhealthy (a service down, a group behind, an entry stuck pending, an outbox stuck)."""
+    from .status import Thresholds, run
+
+    settings = _settings(data_dir)
+    thresholds = Thresholds(max_lag_seconds, max_pending_idle_seconds, max_outbox_age_seconds)
+    say_json = (lambda report: print(json.dumps(report), flush=True)) if watch else (
+        lambda report: out.print_json(data=report))
+    raise typer.Exit(run(settings, _redis_url(settings), thresholds, as_json, watch, interval, say_json, out))
+
+
 app.add_typer(keys_app, name="keys")
 app.command("asyncapi")(asyncapi_command)
+
 
 theft_app = typer.Typer(help="The theft-watch service's tools (stolen-property feeds).", no_args_is_help=True)
 app.add_typer(theft_app, name="theft")

@@ -21,7 +21,10 @@ this module, which arranges it:
 - a failing batch is split so one bad event does not hold back the others;
   an event whose handler keeps failing is dead-lettered after
   ``max_deliveries`` deliveries; infrastructure failures (database down) are
-  never counted against that budget: they back off and retry.
+  never counted against that budget: they back off and retry;
+- each committed batch is counted (shared/metrics.py) and logged in one line
+  at INFO, not one per event; a traced event's apply carries its trace
+  (shared/tracing.py).
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import perf_counter
 from typing import NamedTuple
 
 import redis.asyncio as aioredis
@@ -44,9 +49,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .envelope import MAX_ENTRY_BYTES, Event, InvalidEvent, decode_entry
+from .metrics import ServiceMetrics
 from .settings import Settings
 from .store import OUTBOX_ROWS, Conflict, claim_inbox, is_transient
 from .streams import group_for
+from .tracing import TRACEPARENT, apply_span, trace_id_of
 
 log = logging.getLogger("serialtrack.consumer")
 
@@ -60,7 +67,25 @@ class Applied(NamedTuple):
 
     new_events: int  # not applied before (the rest were duplicates)
     outgoing: int  # events it added to the outbox
+    by_type: dict[str, int]  # the new events per type
+    event_times: list[float]  # the new events' times (Unix seconds): their lag is measured at commit
+    trace_ids: list[str]  # traces of the new events that carried one
     conflicts: Sequence[Conflict] = ()  # applied (source, id)s with other content: to dead-letter, not apply
+
+
+def _by_trace(events: list[Event]) -> list[tuple[str | None, str | None, list[Event]]]:
+    """(traceparent, tracestate, events) groups: the untraced events together, first, then each
+    trace's. Almost every batch is a single untraced group: one pass over it decides that."""
+    if not any(e.envelope.traceparent for e in events):
+        return [(None, None, events)]
+    groups: dict[str | None, tuple[str | None, str | None, list[Event]]] = {}
+    for event in events:
+        tp = event.envelope.traceparent
+        key = trace_id_of(tp) if tp else None
+        if key not in groups:
+            groups[key] = (tp, event.envelope.tracestate, [])
+        groups[key][2].append(event)
+    return sorted(groups.values(), key=lambda group: group[0] is not None)
 
 
 class EventProcessor:
@@ -75,15 +100,24 @@ class EventProcessor:
         self.apply = apply
 
     def process(self, events: Sequence[Event]) -> Applied:
-        """Runs in a worker thread (blocking I/O)."""
+        """Runs in a worker thread (blocking I/O).
+
+        Events of one trace are applied by one call of the service's apply (still in the batch's
+        one transaction), so the outbox rows that call adds carry that trace and no other."""
         for attempt in range(3):
             try:
                 with Session(self.engine) as session, session.begin():
                     claim = claim_inbox(session, self.service, events)
-                    if claim.fresh:
-                        self.apply(session, claim.fresh)
+                    fresh = claim.fresh
+                    groups = _by_trace(fresh) if fresh else []
+                    for traceparent, tracestate, group in groups:
+                        with apply_span(self.service, traceparent, tracestate, len(group)) as carried:
+                            session.info[TRACEPARENT] = carried
+                            self.apply(session, group)
                     outgoing = session.info.get(OUTBOX_ROWS, 0)
-                return Applied(len(claim.fresh), outgoing, claim.conflicts)
+                return Applied(len(fresh), outgoing, Counter(e.type for e in fresh),
+                               [e.time.timestamp() for e in fresh],
+                               [trace_id_of(tp) for tp, _, _ in groups if tp], claim.conflicts)
             except IntegrityError:
                 # A concurrent writer (a second process of this service) won a race on a row:
                 # the retry sees its commit. A real constraint bug fails 3 times.
@@ -121,6 +155,7 @@ class StreamConsumer:
         redis: aioredis.Redis,
         settings: Settings,
         on_outgoing: Callable[[], None] | None = None,
+        metrics: ServiceMetrics | None = None,
     ):
         self.service = service
         self.group = group_for(service)
@@ -132,6 +167,7 @@ class StreamConsumer:
         self.consumer_name = settings.consumer_name(service)
         self.dead_letter_stream = self.streams.dead_letters(service)
         self.on_outgoing = on_outgoing  # called after a batch that added outgoing events committed
+        self.metrics = metrics or ServiceMetrics(service)
         # One writer per process: batches of different streams would otherwise fight over
         # the database (SQLite allows one writer) and over the same units.
         self._waiting: list[tuple[list[_Entry], asyncio.Future]] = []
@@ -188,9 +224,13 @@ class StreamConsumer:
         linger_s = self.settings.linger_ms / 1000 if linger else 0
         full = self.settings.batch_size
 
+        reclaimer = not linger
+
         async def handle(raw: dict) -> None:
             ids = [i.decode() if isinstance(i, bytes) else i for i in raw["message_ids"]]
             data = raw["data"]
+            if reclaimer and ids:
+                self.metrics.reclaimed(stream, len(ids))
             await self.handle_entries(stream, [_Entry(stream, i, f) for i, f in zip(ids, data, strict=True)])
             if linger_s and len(ids) < full:
                 # A trickle: let the next events gather. Each read and each transaction costs about
@@ -239,19 +279,23 @@ class StreamConsumer:
                         done.set_result(None)
 
     async def _apply(self, entries: list[_Entry]) -> None:
+        started = perf_counter()
         try:
             applied = await asyncio.to_thread(self.processor.process, [e.event for e in entries])
         except Exception as exc:  # noqa: BLE001 - every failure is handled below, none escapes
             if is_transient(exc):
+                self.metrics.failed("store_unavailable")
                 log.warning("%s: store unavailable (%s); %d entries stay pending", self.service, exc, len(entries))
                 await asyncio.sleep(TRANSIENT_BACKOFF_S)
                 return
+            self.metrics.failed("handler")
             if len(entries) > 1:
                 for entry in entries:  # isolate the event that fails; the rest apply
                     await self._apply([entry])
                 return
             await self._failed(entries[0], exc)
             return
+        seconds = perf_counter() - started
         if applied.conflicts:
             refused = {id(conflict.event): conflict for conflict in applied.conflicts}
             await self._dead_letter([(entry, "conflicting_duplicate", refused[id(entry.event)].describe())
@@ -260,6 +304,15 @@ class StreamConsumer:
         await self._ack(entries)
         if applied.outgoing and self.on_outgoing:  # the relay publishes them now, not at its next tick
             self.on_outgoing()
+        self.metrics.batch_applied(len(entries), applied.by_type, applied.event_times, seconds)
+        if log.isEnabledFor(logging.INFO):
+            streams = len({e.stream for e in entries})
+            log.info("%s: applied %d events (%d new, %d already applied) from %d stream(s) in %.1f ms; "
+                     "%d outgoing", self.service, len(entries), applied.new_events,
+                     len(entries) - applied.new_events, streams, seconds * 1000, applied.outgoing,
+                     extra={"trace_ids": applied.trace_ids,
+                            "batch": {"events": len(entries), "new": applied.new_events, "streams": streams,
+                                      "ms": round(seconds * 1000, 1), "outgoing": applied.outgoing}})
 
     async def _ack(self, entries: list[_Entry]) -> None:
         by_stream: dict[str, list[str]] = {}
@@ -273,12 +326,15 @@ class StreamConsumer:
     async def _failed(self, entry: _Entry, exc: Exception) -> None:
         stream = entry.stream
         deliveries = await self.delivery_count(stream, entry.entry_id)
+        traced = [trace_id_of(entry.event.envelope.traceparent)] if entry.event.envelope.traceparent else []
         if deliveries >= self.settings.max_deliveries:
-            log.error("%s: %s failed %d times, dead-lettered: %r", self.service, entry.entry_id, deliveries, exc)
+            log.error("%s: %s failed %d times, dead-lettered: %r", self.service, entry.entry_id, deliveries, exc,
+                      extra={"trace_ids": traced})
             await self._dead_letter([(entry, "handler_failed", f"{type(exc).__name__}: {exc}"[:2000])], deliveries)
         else:
             log.warning("%s: %s failed (delivery %d of %d), will retry: %r",
-                        self.service, entry.entry_id, deliveries, self.settings.max_deliveries, exc)
+                        self.service, entry.entry_id, deliveries, self.settings.max_deliveries, exc,
+                        extra={"trace_ids": traced})
 
     async def delivery_count(self, stream: str, entry_id: str) -> int:
         pending = await self.redis.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
@@ -304,8 +360,13 @@ class StreamConsumer:
                 "original": json.dumps(original),
             })
             acks.setdefault(entry.stream, []).append(entry.entry_id)
-            log.warning("%s: dead-lettered %s from %s: %s: %s", self.service, entry.entry_id, entry.stream, reason,
-                        detail)
         for stream, ids in acks.items():
             pipe.xack(stream, self.group, *ids)
         await pipe.execute()
+        self.metrics.dead_lettered(reason for _, reason, _ in items)
+        # One line per batch: the entries and their errors are in the dead-letter stream.
+        reasons = Counter(reason for _, reason, _ in items)
+        first, _, first_detail = items[0]
+        log.warning("%s: dead-lettered %d entries from %s to %s (%s); first: %s: %s", self.service, len(items),
+                    ", ".join(sorted(acks)), self.dead_letter_stream, ", ".join(f"{r} x{n}" for r, n in sorted(reasons.items())),
+                    first.entry_id, first_detail[:300])

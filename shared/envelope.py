@@ -41,6 +41,8 @@ ENTRY_FIELD = "event"
 MAX_ENTRY_BYTES = 1_000_000
 
 _Printable = r"^[\x21-\x7e]+$"  # ids and sources are ASCII without spaces: they go into keys and logs
+# W3C Trace Context traceparent: version-traceid-parentid-flags, lower-case hex.
+TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 
 
 class Signature(BaseModel):
@@ -73,6 +75,18 @@ class Envelope(BaseModel):
     datacontenttype: Literal["application/json"] = "application/json"
     data: dict[str, Any]
     signature: Signature | None = None
+    # CloudEvents distributed-tracing extension: W3C Trace Context. A service that applies a traced
+    # event logs its trace id and gives the events it publishes because of it the same trace.
+    traceparent: Annotated[str, StringConstraints(pattern=TRACEPARENT_PATTERN)] | None = None
+    tracestate: Annotated[str, StringConstraints(max_length=512, pattern=r"^[\x20-\x7e]*$")] | None = None
+
+    @field_validator("traceparent")
+    @classmethod
+    def _real_trace(cls, value: str | None) -> str | None:
+        # W3C: version ff is invalid, and all-zero trace or parent ids mean "no trace".
+        if value is not None and (value.startswith("ff-") or value[3:35] == "0" * 32 or value[36:52] == "0" * 16):
+            raise ValueError("traceparent has an invalid version or an all-zero trace/parent id")
+        return value
 
     @field_validator("time")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from sqlalchemy import Engine
@@ -22,13 +23,14 @@ log = logging.getLogger("serialtrack.outbox")
 
 class OutboxRelay:
     def __init__(self, service: str, engine: Engine, redis: aioredis.Redis, streams: Streams,
-                 interval_s: float = 0.5, batch: int = 1000):
+                 interval_s: float = 0.5, batch: int = 1000, on_published: Callable[[int], None] | None = None):
         self.service = service
         self.engine = engine
         self.redis = redis
         self.streams = streams
         self.interval_s = interval_s
         self.batch = batch
+        self.on_published = on_published  # counts them (shared/metrics.py)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task | None = None
@@ -77,6 +79,8 @@ class OutboxRelay:
             await publish_raw(self.redis, [(self.streams.for_type(t), body) for _, t, body in rows])
             await asyncio.to_thread(self._forget, [seq for seq, _, _ in rows])
             published += len(rows)
+            if self.on_published:
+                self.on_published(len(rows))
 
     def _take(self):
         with Session(self.engine) as session:

@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, Table, func, select
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import Engine, Table
 from sqlalchemy.orm import Session
 
 from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
+from .metrics import HttpMetricsMiddleware, ServiceMetrics
 from .outbox import OutboxRelay
 from .settings import Settings
 from .schema import Migrations, prepare
-from .store import OutboxRow, for_reading, for_writing, make_engine, ping
+from .store import for_reading, for_writing, make_engine, outbox_backlog, ping
 
 log = logging.getLogger("serialtrack.service")
 
@@ -53,6 +54,7 @@ class ServiceRuntime:
     engine: Engine
     consumer: StreamConsumer
     relay: OutboxRelay
+    metrics: ServiceMetrics
 
 
 def _tune_garbage_collector() -> None:
@@ -71,7 +73,8 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
     prepare(engine, definition.migrations, run_migrations=settings.migrate)
     redis = make_redis(redis_url)
     broker = make_broker(redis_url)
-    relay = OutboxRelay(definition.name, for_writing(engine), redis, settings.streams)
+    metrics = ServiceMetrics(definition.name)
+    relay = OutboxRelay(definition.name, for_writing(engine), redis, settings.streams, on_published=metrics.published)
     consumer = StreamConsumer(
         service=definition.name,
         event_types=definition.event_types,
@@ -79,6 +82,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
         redis=redis,
         settings=settings,
         on_outgoing=relay.wake,
+        metrics=metrics,
     )
     consumer.attach(broker)
 
@@ -104,8 +108,19 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
         description=definition.description,
         lifespan=lifespan,
     )
-    app.state.runtime = ServiceRuntime(definition, settings, engine, consumer, relay)
+    app.state.runtime = ServiceRuntime(definition, settings, engine, consumer, relay, metrics)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.include_router(definition.read_api(for_reading(engine)))
+
+    def read_outbox() -> tuple[int, float | None]:
+        with Session(engine) as session:
+            return outbox_backlog(session, definition.name)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this service (README: Metrics)")
+    async def prometheus_metrics():
+        await metrics.refresh(redis, consumer.stream_names, consumer.group, read_outbox)
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and backlog of this service")
     async def healthz():
@@ -127,10 +142,9 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
             report["redis"] = f"error: {exc}"[:300]
             report["status"] = "degraded"
         if report["database"] == "ok":
-            with Session(engine) as session:
-                report["outbox_unpublished"] = session.scalar(
-                    select(func.count()).select_from(OutboxRow).where(OutboxRow.service == definition.name)
-                )
+            unpublished, oldest = await asyncio.to_thread(read_outbox)
+            report["outbox_unpublished"] = unpublished
+            report["outbox_oldest_age_seconds"] = round(oldest, 3) if oldest is not None else None
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     return app

@@ -16,12 +16,15 @@
 | SERIALTRACK_EMBEDDED_REDIS_PORT | 6390 | port of the embedded Redis started by `serialtrack up` |
 | SERIALTRACK_MIGRATE | true | migrate the service's database at start; false: refuse to start on a database that is behind (run `serialtrack migrate`) |
 | SERIALTRACK_REQUIRE_SIGNATURES | false | require a valid signature on every inbound type, not only theft, recall, policy and owner events |
+| SERIALTRACK_LOG_FORMAT | text | service log lines: `text`, or `json` (one object per line: time, level, service, logger, message, trace_id) |
+| SERIALTRACK_LINGER_MS | 5 | after a read that was not full, wait this long before the next read of that stream |
 """
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +67,7 @@ class Settings(BaseSettings):
     embedded_redis_port: int = Field(default=6390, validation_alias="SERIALTRACK_EMBEDDED_REDIS_PORT")
     migrate: bool = Field(default=True, validation_alias="SERIALTRACK_MIGRATE")
     require_signatures: bool = Field(default=False, validation_alias="SERIALTRACK_REQUIRE_SIGNATURES")
+    log_format: Literal["text", "json"] = Field(default="text", validation_alias="SERIALTRACK_LOG_FORMAT")
 
     @property
     def streams(self) -> Streams:

@@ -17,13 +17,14 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, delete, event, select, text
+from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from .envelope import Event, content_digest
+from .envelope import Envelope, Event, content_digest
+from .tracing import TRACEPARENT
 
 CHUNK = 500  # keys per IN (...) query: well under SQLite's and PostgreSQL's parameter limits
 
@@ -383,13 +384,30 @@ OUTBOX_ROWS = "serialtrack_outbox_rows"  # session.info key: outgoing events thi
 
 def add_to_outbox(session: Session, service: str, events: Iterable[Event]) -> None:
     now = utcnow()
+    # The trace of the events being applied (shared/tracing.py): what they cause belongs to it.
+    traceparent = session.info.get(TRACEPARENT)
     rows = [
         {"service": service, "event_type": ev.type, "event_source": ev.source, "event_id": ev.id,
-         "envelope": ev.envelope.model_dump_json(exclude_none=True), "created_at": now}
+         "envelope": _traced(ev.envelope, traceparent).model_dump_json(exclude_none=True), "created_at": now}
         for ev in events
     ]
     insert_rows(session, OutboxRow.__table__, rows)
     session.info[OUTBOX_ROWS] = session.info.get(OUTBOX_ROWS, 0) + len(rows)
+
+
+def _traced(envelope: Envelope, traceparent: str | None) -> Envelope:
+    if traceparent is None or envelope.traceparent is not None:
+        return envelope
+    return envelope.model_copy(update={"traceparent": traceparent})
+
+
+def outbox_backlog(session: Session, service: str) -> tuple[int, float | None]:
+    """(unpublished rows, age in seconds of the oldest of them or None)."""
+    table = OutboxRow.__table__
+    count, oldest = session.execute(
+        select(func.count(), func.min(table.c.created_at)).where(table.c.service == service)).one()
+    oldest = read_time(oldest)
+    return int(count), (utcnow() - oldest).total_seconds() if oldest else None
 
 
 def take_outbox(session: Session, service: str, limit: int) -> list[tuple[int, str, str]]:

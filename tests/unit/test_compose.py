@@ -17,7 +17,8 @@ from services.registry import INSTALLED
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SCHEMA = ROOT.parent / "shared" / "data" / "compose-spec.json"
-APP_SERVICES = {name: spec for name, spec in COMPOSE["services"].items() if name not in ("redis", "postgres")}
+INFRASTRUCTURE = ("redis", "postgres", "prometheus", "grafana")
+APP_SERVICES = {name: spec for name, spec in COMPOSE["services"].items() if name not in INFRASTRUCTURE}
 
 
 def test_matches_the_compose_specification():
@@ -69,3 +70,93 @@ def test_container_command_is_a_real_cli_command(name):
     port = str(context.params["port"])
     assert f"{port}:{port}" in APP_SERVICES[name]["ports"]
     assert f"127.0.0.1:{port}/healthz" in " ".join(APP_SERVICES[name]["healthcheck"]["test"])
+
+
+# Monitoring: Prometheus scrapes every service container; the dashboard asks only for metrics the
+# services export.
+
+PROMETHEUS = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+GRAFANA = ROOT / "deploy" / "grafana"
+
+
+def _mounted(service: str) -> dict[str, str]:
+    """container path -> repository path of the service's bind mounts."""
+    mounts = {}
+    for volume in COMPOSE["services"][service]["volumes"]:
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = source
+    return mounts
+
+
+def _container_port(spec: dict) -> int:
+    args = spec["command"]
+    return int(args[args.index("--port") + 1])
+
+
+def test_prometheus_scrapes_every_service_container_on_its_port():
+    mounts = _mounted("prometheus")
+    config = COMPOSE["services"]["prometheus"]["command"][0].removeprefix("--config.file=")
+    assert (ROOT / mounts[config]).resolve() == (ROOT / "deploy" / "prometheus.yml").resolve()
+    [job] = PROMETHEUS["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    targets = [t for group in job["static_configs"] for t in group["targets"]]
+    expected = {f"{name}:{_container_port(spec)}" for name, spec in APP_SERVICES.items()}
+    assert sorted(targets) == sorted(expected)
+
+
+def test_grafana_provisions_the_prometheus_datasource_and_the_dashboards():
+    mounts = _mounted("grafana")
+    assert (ROOT / mounts["/etc/grafana/provisioning"]).resolve() == (GRAFANA / "provisioning").resolve()
+    [datasource] = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())[
+        "datasources"]
+    prometheus_port = COMPOSE["services"]["prometheus"]["ports"][0].split(":")[-1]
+    assert datasource["type"] == "prometheus" and datasource["url"] == f"http://prometheus:{prometheus_port}"
+    [provider] = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "serialtrack.yml").read_text())[
+        "providers"]
+    dashboards_dir = (ROOT / mounts[provider["options"]["path"]]).resolve()
+    assert dashboards_dir == (GRAFANA / "dashboards").resolve() and list(dashboards_dir.glob("*.json"))
+    assert COMPOSE["services"]["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+    assert "${GRAFANA_PASSWORD:?" in COMPOSE["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name a service's /metrics can show, from the code (a ServiceMetrics' registry)."""
+    from shared.metrics import ServiceMetrics
+
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "gauge": ("",)}
+    names = set()
+    for family in ServiceMetrics("any").registry.collect():
+        names.update(family.name + suffix for suffix in suffixes[family.type])
+    return names
+
+
+def _panels():
+    for path in sorted((GRAFANA / "dashboards").glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            yield path.name, panel
+
+
+def test_every_dashboard_query_names_metrics_the_services_export():
+    exported = exported_metric_names()
+    assert "serialtrack_events_applied_total" in exported  # the derivation itself works
+    uid = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())[
+        "datasources"][0]["uid"]
+    panels = list(_panels())
+    assert panels
+    for name, panel in panels:
+        assert panel["targets"], (name, panel["title"])
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid, (name, panel["title"])
+            used = set(re.findall(r"\bserialtrack_[a-z_]+", target["expr"]))
+            assert used and used <= exported, (panel["title"], used - exported)
+
+
+def test_the_dashboard_shows_lag_throughput_dead_letters_and_latency():
+    queries = " ".join(t["expr"] for _, panel in _panels() for t in panel["targets"])
+    for metric in ("serialtrack_consumer_group_lag", "serialtrack_events_applied_total",
+                   "serialtrack_events_dead_lettered_total", "serialtrack_batch_apply_duration_seconds_bucket",
+                   "serialtrack_event_lag_seconds_bucket"):
+        assert metric in queries, metric

@@ -100,3 +100,26 @@ def test_new_event_ids_are_uuid7_ordered_by_time():
     assert abs((parsed.int >> 80) - time.time_ns() // 1_000_000) < 1000  # its first 48 bits: now, in ms
     assert earlier < later  # made later, sorts later: inboxes keyed by id grow at their end
     assert len({new_event_id() for _ in range(10_000)}) == 10_000
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_a_traceparent_is_kept_and_travels_with_the_envelope():
+    event = decode_entry(entry(GOOD | {"traceparent": TRACEPARENT, "tracestate": "vendor=1"}))
+    assert event.envelope.traceparent == TRACEPARENT and event.envelope.tracestate == "vendor=1"
+    assert json.loads(encode_envelope(event.envelope)[b"event"])["traceparent"] == TRACEPARENT
+    assert decode_entry(entry(GOOD)).envelope.traceparent is None
+
+
+@pytest.mark.parametrize("traceparent", [
+    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  # upper case
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",  # no flags
+    "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # forbidden version
+    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # no trace
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # no parent
+])
+def test_an_invalid_traceparent_is_a_bad_envelope(traceparent):
+    with pytest.raises(InvalidEvent) as caught:
+        decode_entry(entry(GOOD | {"traceparent": traceparent}))
+    assert caught.value.reason == "bad_envelope" and "traceparent" in caught.value.detail
