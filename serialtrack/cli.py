@@ -389,7 +389,7 @@ def lookup(
         report = fetch_unit(_settings(data_dir), manufacturer, serial)
     except (ConnectionError, ValueError) as exc:
         _fail(str(exc))
-    unknown_to = [name for name, document in report.items() if document is None]
+    unknown_to = [name for name, document in report.items() if not _knows(name, document)]
     if as_json:
         print_json({"manufacturer": manufacturer, "serial": serial, **report})
     else:
@@ -403,6 +403,18 @@ def lookup(
             say(f"{manufacturer}/{serial} is not known to {', '.join(unknown_to)}: no service has "
                 "seen an event about it", err=True)
         raise typer.Exit(1)
+
+
+def _knows(service: str, document: dict | None) -> bool:
+    """Whether a service's answer says anything about the unit: theft and recalls answer every
+    unit (not stolen, no recall), which says nothing about whether they ever heard of it."""
+    if document is None:
+        return False
+    if service == "theft":
+        return bool(document.get("reports") or document.get("alerts"))
+    if service == "recalls":
+        return bool(document.get("recalls"))
+    return True
 
 
 @app.command()

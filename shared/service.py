@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine, Table, func, select
 from sqlalchemy.orm import Session
 
@@ -92,7 +93,9 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
             await redis.aclose()
             engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's files served by the service itself: FastAPI's
+    # own pages load them from a CDN and stay blank on a machine without internet.
+    app = FastAPIOffline(
         title=f"serialtrack {definition.name}",
         description=definition.description,
         lifespan=lifespan,
