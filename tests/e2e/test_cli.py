@@ -189,7 +189,8 @@ def test_demo_tells_its_story_and_bad_input_is_dead_lettered(system):
 
 def test_cli_errors_are_clear(tmp_path):
     env = cli_env(tmp_path / "nothing-here", {"redis": free_port(), **{s: free_port() for s in INSTALLED}})
-    no_redis = cli(env, "publish", "unit.sold", "--data", "{}", check=False)
+    no_redis = cli(env, "publish", "unit.received", "--data", json.dumps(
+        {"manufacturer": "acme", "serial": "SN1", "sku": "TV-55", "location": "dc"}), check=False)
     assert no_redis.returncode == 2 and "REDIS_URL" in no_redis.stderr and "serialtrack up" in no_redis.stderr
     both = cli(env, "publish", "unit.sold", "--file", "x.jsonl", check=False)
     assert both.returncode == 2 and "either" in both.stderr
