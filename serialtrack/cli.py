@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -29,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DataDir = Annotated[Optional[Path], typer.Option(
+DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Where data lives (SQLite files, embedded Redis). Default: $SERIALTRACK_DATA_DIR or ./serialtrack-data")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
@@ -118,8 +118,8 @@ def up(data_dir: DataDir = None) -> None:
 @app.command()
 def serve(
     service: Annotated[str, typer.Argument(help=f"One of: {', '.join(INSTALLED)}")],
-    port: Annotated[Optional[int], typer.Option(help="HTTP port. Default: $<SERVICE>_PORT")] = None,
-    host: Annotated[Optional[str], typer.Option(help="Bind address. Default: $SERIALTRACK_HTTP_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port. Default: $<SERVICE>_PORT")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address. Default: $SERIALTRACK_HTTP_HOST")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Run one service: its consumers, outbox relay and HTTP read API."""
@@ -142,12 +142,12 @@ def serve(
 
 @app.command()
 def publish(
-    event_type: Annotated[Optional[str], typer.Argument(metavar="TYPE", help="Event type, e.g. unit.sold; see `serialtrack types`")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="The event's data as a JSON object")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", help="JSONL file, one event per line ('-' = stdin)")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Envelope source. Default: cli/<user>@<host>")] = None,
-    event_id: Annotated[Optional[str], typer.Option("--id", help="Envelope id (reuse it to retry safely)")] = None,
-    time: Annotated[Optional[str], typer.Option(help="When it happened, ISO 8601 with zone. Default: now")] = None,
+    event_type: Annotated[str | None, typer.Argument(metavar="TYPE", help="Event type, e.g. unit.sold; see `serialtrack types`")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="The event's data as a JSON object")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="JSONL file, one event per line ('-' = stdin)")] = None,
+    source: Annotated[str | None, typer.Option(help="Envelope source. Default: cli/<user>@<host>")] = None,
+    event_id: Annotated[str | None, typer.Option("--id", help="Envelope id (reuse it to retry safely)")] = None,
+    time: Annotated[str | None, typer.Option(help="When it happened, ISO 8601 with zone. Default: now")] = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -315,7 +315,7 @@ def _print_report(report: FileReport, as_json: bool) -> None:
 
 @app.command("types")
 def types_(
-    event_type: Annotated[Optional[str], typer.Argument(metavar="[TYPE]", help="One type, with an example")] = None,
+    event_type: Annotated[str | None, typer.Argument(metavar="[TYPE]", help="One type, with an example")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """List the event types you can publish, with their fields."""
@@ -435,7 +435,7 @@ def demo(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
 
 @app.command()
 def deadletters(
-    service: Annotated[Optional[list[str]], typer.Option(
+    service: Annotated[list[str] | None, typer.Option(
         help=f"Only this service's dead letters (repeatable); one of: {', '.join(INSTALLED)}. Default: all")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Newest N entries per service")] = 20,
     as_json: JsonFlag = False,
@@ -499,7 +499,7 @@ def theft_import(
     file: Annotated[Path, typer.Argument(help="CSV (header: agency, case_number, manufacturer, serial, ...; "
                                               "comma, semicolon or tab separated) or JSONL feed; see docs/theft.md")],
     source: Annotated[str, typer.Option(help="Envelope source: the feed's publisher")] = "feed/import",
-    file_format: Annotated[Optional[str], typer.Option("--format", help="csv or jsonl (default: detected)")] = None,
+    file_format: Annotated[str | None, typer.Option("--format", help="csv or jsonl (default: detected)")] = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
