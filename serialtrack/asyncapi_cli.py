@@ -17,8 +17,9 @@ def asyncapi(
     stream_prefix: Annotated[str | None, typer.Option(
         "--stream-prefix", help="Stream name prefix. Default: $SERIALTRACK_STREAM_PREFIX or serialtrack")] = None,
 ) -> None:
-    """Print the AsyncAPI 3.0 document of the event bus: every stream, each type's envelope and data
-    schema, which role may publish it and whether it must be signed."""
+    """Print the AsyncAPI 3.0 contract of the event bus.
+
+    Every stream, each type's envelope and data schema, which role may publish it, whether it must be signed."""
     from shared.asyncapi import build_asyncapi
     from shared.settings import Settings
 

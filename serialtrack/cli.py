@@ -1,29 +1,25 @@
-"""The one command-line entry point: `serialtrack --help`."""
+"""The one command-line entry point: `serialtrack --help`.
+
+Only typer and the standard library are imported here at start: `--help` answers at once, and
+each command imports what it needs (pydantic contracts and redis for publish; FastAPI, FastStream
+and the services only for up and serve).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import httpx
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from services.registry import INSTALLED
-from shared.envelope import InvalidEvent
-from shared.settings import NoRedisConfigured, Settings
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+    from .publishing import FileReport
 
 from .asyncapi_cli import asyncapi as asyncapi_command  # typer only at import: the work is imported when run
 from .keys_cli import keys_app  # likewise
@@ -35,39 +31,89 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
-DataDir = Annotated[Optional[Path], typer.Option(
+DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Where data lives (SQLite files, embedded Redis). Default: $SERIALTRACK_DATA_DIR or ./serialtrack-data")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
-def _settings(data_dir: Path | None = None) -> Settings:
-    return Settings(data_dir=data_dir) if data_dir else Settings()
+def say(line: str, *, err: bool = False) -> None:
+    """One line of output. Plain click output, not rich: rich costs a tenth of a second to import,
+    and only lookup's tables and the progress bar need it."""
+    typer.echo(line, err=err)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+def print_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def red(text: str) -> str:
+    return typer.style(text, fg="red")  # click drops the colour when not writing to a terminal
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """An expected failure: one line on stderr, no traceback."""
+    say(f"{red('error:')} {message}", err=True)
     raise typer.Exit(code)
 
 
+def wide_console():
+    """A rich console for tables. Piped or redirected, rich would assume 80 columns and cut table
+    cells (times, case numbers): the reader of a file or a pager can scroll instead."""
+    from rich.console import Console
+
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 1000
+    return console
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    from pydantic import ValidationError
+
+    from shared.envelope import describe_validation_error
+    from shared.settings import Settings
+
+    try:
+        return Settings(data_dir=data_dir) if data_dir else Settings()
+    except ValidationError as exc:
+        _fail(f"bad setting in the environment: {describe_validation_error(exc)}")
+
+
 def _redis_url(settings: Settings) -> str:
+    from shared.settings import NoRedisConfigured
+
     try:
         return settings.resolve_redis_url()
     except NoRedisConfigured as exc:
         _fail(str(exc))
 
 
+def _redis_client(settings: Settings):
+    import redis
+
+    url = _redis_url(settings)
+    try:
+        client = redis.Redis.from_url(url)
+        client.ping()
+    except (redis.RedisError, ValueError) as exc:
+        _fail(f"cannot reach Redis at {url}: {exc}; is `serialtrack up` running?")
+    return client
+
+
 @app.command()
 def up(data_dir: DataDir = None) -> None:
-    """Run the whole system here: an embedded Redis (unless REDIS_URL is set) and every service
-    with its HTTP API. Data is kept in the data dir across restarts. Ctrl-C stops it cleanly."""
+    """Run the whole system here: embedded Redis and every service.
+
+    Redis is embedded unless REDIS_URL is set; every service serves its HTTP API. Data is kept in
+    the data dir across restarts. Ctrl-C stops it cleanly."""
+    import logging
+
     from .runner import run_system
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        run_system(_settings(data_dir), say=lambda line: out.print(line, highlight=False))
+        run_system(_settings(data_dir), say=say)
     except RuntimeError as exc:
         _fail(str(exc), 1)
 
@@ -75,11 +121,13 @@ def up(data_dir: DataDir = None) -> None:
 @app.command()
 def serve(
     service: Annotated[str, typer.Argument(help=f"One of: {', '.join(INSTALLED)}")],
-    port: Annotated[Optional[int], typer.Option(help="HTTP port. Default: $<SERVICE>_PORT")] = None,
-    host: Annotated[Optional[str], typer.Option(help="Bind address. Default: $SERIALTRACK_HTTP_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port. Default: $<SERVICE>_PORT")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address. Default: $SERIALTRACK_HTTP_HOST")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Run one service: its consumers, its outbox relay and its HTTP read API (one process)."""
+    """Run one service: its consumers, outbox relay and HTTP read API."""
+    if service not in INSTALLED:
+        _fail(f"unknown service {service!r}; one of: {', '.join(INSTALLED)}")
     import uvicorn
 
     from services.registry import load
@@ -90,12 +138,8 @@ def serve(
     settings = _settings(data_dir)
     configure_logging(service, settings.log_format)
     configure_tracing(service)
-    try:
-        definition = load(service)
-    except KeyError as exc:
-        _fail(str(exc.args[0]))
     _redis_url(settings)
-    application = build_app(definition, settings)
+    application = build_app(load(service), settings)
     uvicorn.run(application, host=host or settings.http_host, port=port or settings.port(service),
                 log_level="warning", timeout_graceful_shutdown=40,
                 log_config=None)  # uvicorn's lines go through our handler and format (shared/logs.py)
@@ -103,159 +147,243 @@ def serve(
 
 @app.command()
 def publish(
-    event_type: Annotated[Optional[str], typer.Argument(metavar="TYPE", help="Event type, e.g. unit.sold")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="The event's data as a JSON object")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", help="JSONL file, one event per line ('-' = stdin)")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Envelope source. Default: cli/<user>@<host>")] = None,
-    event_id: Annotated[Optional[str], typer.Option("--id", help="Envelope id (reuse it to retry safely)")] = None,
-    time: Annotated[Optional[str], typer.Option(help="When it happened, ISO 8601 with zone. Default: now")] = None,
+    event_type: Annotated[str | None, typer.Argument(metavar="TYPE", help="Event type, e.g. unit.sold; see `serialtrack types`")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="The event's data as a JSON object")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="JSONL file, one event per line ('-' = stdin)")] = None,
+    source: Annotated[str | None, typer.Option(help="Envelope source. Default: cli/<user>@<host>")] = None,
+    event_id: Annotated[str | None, typer.Option("--id", help="Envelope id (reuse it to retry safely)")] = None,
+    time: Annotated[str | None, typer.Option(help="When it happened, ISO 8601 with zone. Default: now")] = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Publish events. Either TYPE --data '{...}', or --file events.jsonl where each line is
-    {"type": ..., "data": {...}} or a complete envelope (its id, source and time are kept, so a
-    feed can be replayed). Bad lines are reported with their line number; good lines are still
-    published. Exit code 1 if any line was bad."""
-    from shared.publishing import publish_raw
+    """Publish one event, or every line of a JSONL file.
 
-    from .publishing import build_envelope, default_source, read_events
+    Either TYPE --data '{...}', or --file events.jsonl where each line is {"type": ..., "data":
+    {...}} or a complete envelope (its id, source and time are kept, so a feed can be replayed).
+    A {"type", "data"} line without an "id" gets one derived from its content, so publishing a
+    corrected file again reports the lines published before instead of publishing them twice.
+    Bad lines are reported with their line number; good lines are still published. Exit code 1 if
+    any line was bad."""
+    from .publishing import default_source
 
-    settings = _settings(data_dir)
-    source = source or default_source()
     if (event_type is None) == (file is None):
         _fail("give either TYPE --data JSON, or --file FILE (see --help)")
     if file is not None and (data or event_id or time):
         _fail("--data, --id and --time go with TYPE, not with --file (put them in the file's lines)")
-    redis_url = _redis_url(settings)
-
+    source = source or default_source()
     if event_type is not None:
-        if data is None:
-            _fail("TYPE needs --data '{...}' with the event's fields")
-        try:
-            parsed = json.loads(data)
-        except ValueError as exc:
-            _fail(f"--data is not valid JSON: {exc}")
-        try:
-            envelope = build_envelope(event_type, parsed, source=source, id=event_id, time=time)
-        except InvalidEvent as exc:
-            _fail(exc.detail)
-        entry_ids = asyncio.run(_publish_pairs(redis_url, settings, [envelope]))
-        if as_json:
-            out.print_json(data={"published": 1, "failed": 0, "events": [
-                {"id": envelope.id, "source": envelope.source, "type": envelope.type, "entry_id": entry_ids[0]}],
-                "errors": []})
-        else:
-            out.print(f"published {envelope.type} id={envelope.id} (entry {entry_ids[0]})", highlight=False)
+        _publish_one(event_type, data, source=source, event_id=event_id, time=time, as_json=as_json,
+                     data_dir=data_dir)
         return
 
-    handle = sys.stdin if str(file) == "-" else None
-    if handle is None:
-        if not file.exists():
-            _fail(f"no such file: {file}")
-        handle = file.open(encoding="utf-8", errors="replace")
-    size = file.stat().st_size if str(file) != "-" else None
-    published: list[dict] = []
-    errors: list[dict] = []
-    batch: list = []
-    bytes_read = [0]
+    from .publishing import jsonl_lines
 
-    def counted(lines):
-        for line in lines:
-            bytes_read[0] += len(line.encode("utf-8", "replace"))
-            yield line
-
-    async def run() -> None:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(redis_url)
-        try:
-            progress = Progress(TextColumn("publishing"), BarColumn(), TransferSpeedColumn(),
-                                TimeRemainingColumn(), console=err, disable=as_json or not err.is_terminal)
-            with progress:
-                task = progress.add_task("file", total=size)
-                for result in read_events(counted(handle), source=source):
-                    if result.error:
-                        errors.append({"line": result.line, "error": result.error})
-                    else:
-                        batch.append(result)
-                    if len(batch) >= 1000:
-                        await flush(client)
-                    progress.update(task, completed=bytes_read[0])
-                await flush(client)
-                progress.update(task, completed=bytes_read[0])
-        finally:
-            await client.aclose()
-
-    async def flush(client) -> None:
-        if not batch:
-            return
-        ids = await publish_raw(client, [(settings.streams.for_type(r.envelope.type),
-                                          r.envelope.model_dump_json(exclude_none=True)) for r in batch])
-        published.extend({"line": r.line, "id": r.envelope.id, "source": r.envelope.source,
-                          "type": r.envelope.type, "entry_id": i} for r, i in zip(batch, ids, strict=True))
-        batch.clear()
-
-    try:
-        asyncio.run(run())
-    finally:
-        if handle is not sys.stdin:
-            handle.close()
-    if as_json:
-        out.print_json(data={"published": len(published), "failed": len(errors), "events": published,
-                             "errors": errors})
+    if str(file) == "-":
+        report = _publish_file(jsonl_lines(sys.stdin, source=source), path="-", format="jsonl", handle=None,
+                               data_dir=data_dir, as_json=as_json)
     else:
+        with _open_input(file) as handle:
+            report = _publish_file(jsonl_lines(handle, source=source), path=str(file), format="jsonl",
+                                   handle=handle, data_dir=data_dir, as_json=as_json)
+    _print_report(report, as_json)
+
+
+def _publish_one(event_type: str, data: str | None, *, source: str, event_id: str | None, time: str | None,
+                 as_json: bool, data_dir: Path | None) -> None:
+    from shared.envelope import InvalidEvent
+
+    from .publishing import FileReport, LedgerPublisher, build_envelope, publish_lines
+
+    if data is None:
+        _fail("TYPE needs --data '{...}' with the event's fields (`serialtrack types TYPE` lists them)")
+    try:
+        parsed = json.loads(data)
+    except ValueError as exc:
+        _fail(f"--data is not valid JSON: {exc}")
+    try:
+        envelope = build_envelope(event_type, parsed, source=source, id=event_id, time=time)
+    except InvalidEvent as exc:
+        _fail(exc.detail)
+    settings = _settings(data_dir)
+    client = _redis_client(settings)
+    try:
+        report = publish_lines([(1, envelope)], LedgerPublisher(client, settings.streams),
+                               report=FileReport("--data", "json"))
+    finally:
+        client.close()
+    if as_json:
+        print_json(report.to_dict())
+        return
+    [line] = report.lines
+    if line.status == "published":
+        say(f"published {line.type} id={line.id} (entry {line.entry_id})")
+    else:
+        say(f"already published: {line.type} id={line.id} from {line.source} is entry {line.entry_id}; "
+            "not published again")
+
+
+class _open_input:
+    """A file to publish, opened for reading (undecodable bytes show as U+FFFD in the report)."""
+
+    def __init__(self, path: Path):
+        if not path.is_file():
+            _fail(f"no such file: {path}")
+        # utf-8-sig: spreadsheets save CSV with a byte-order mark. newline="": the csv module
+        # needs it for quoted line breaks; JSON lines do not care.
+        self.handle = path.open(encoding="utf-8-sig", errors="replace", newline="")
+
+    def __enter__(self):
+        return self.handle
+
+    def __exit__(self, *exc_info) -> None:
+        self.handle.close()
+
+
+def _publish_file(parsed, *, path: str, format: str, handle, data_dir: Path | None, as_json: bool,
+                  label: str = "publishing") -> FileReport:
+    """The one path of every file the CLI publishes: validated lines -> batched publish through
+    the ledger, with a progress bar on a terminal -> the per-line report."""
+    import redis
+
+    from .publishing import FileReport, LedgerPublisher, publish_lines
+
+    settings = _settings(data_dir)
+    client = _redis_client(settings)
+    total = Path(path).stat().st_size if handle is not None else None
+    report = FileReport(path, format)
+    try:
+        with _progress(label, total, enabled=not as_json and sys.stderr.isatty()) as advance:
+            publish_lines(parsed, LedgerPublisher(client, settings.streams), report=report,
+                          on_batch=lambda: advance(_position(handle)))
+    except redis.RedisError as exc:
+        done = report.count("published")
+        _fail(f"Redis failed after {done} line(s) were published: {exc}; publishing the file again "
+              "publishes only the rest")
+    finally:
+        client.close()
+    return report
+
+
+class _progress:
+    """A progress bar over a file's bytes on stderr; nothing when disabled (not a terminal, --json)."""
+
+    def __init__(self, label: str, total: int | None, enabled: bool):
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+            self.bar = Progress(TextColumn(label), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                                console=Console(stderr=True))
+            self.task = self.bar.add_task(label, total=total)
+
+    def __enter__(self):
+        if self.bar is None:
+            return lambda _done: None
+        self.bar.__enter__()
+        return lambda done: self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc_info)
+
+
+def _position(handle) -> int:
+    try:
+        return handle.buffer.tell()
+    except (OSError, AttributeError, ValueError):
+        return 0
+
+
+def _print_report(report: FileReport, as_json: bool) -> None:
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        published = [r for r in report.lines if r.status == "published"]
         if len(published) <= 50:
-            for row in published:
-                out.print(f"line {row['line']}: published {row['type']} id={row['id']}", highlight=False)
-        for row in errors:
-            err.print(f"line {row['line']}: [red]rejected[/red]: {row['error']}", highlight=False)
-        out.print(f"{len(published)} published, {len(errors)} rejected", highlight=False)
-    if errors:
+            for r in published:
+                say(f"line {r.line}: published {r.type} id={r.id}")
+        for r in report.lines:
+            if r.status == "rejected":
+                say(f"line {r.line}: {red('rejected')}: {r.error}", err=True)
+            elif r.status == "duplicate":
+                say(f"line {r.line}: duplicate: {r.error} (same source and id), not published", err=True)
+        already = report.count("already_published")
+        say(f"{len(published)} published, {already} already published, "
+            f"{report.count('rejected')} rejected, {report.count('duplicate')} duplicate lines")
+        if already:
+            say(f"({already} line(s) carry the source and id of events published before; the "
+                "services have them already, so they were not published again)")
+    if report.count("rejected"):
         raise typer.Exit(1)
 
 
-async def _publish_pairs(redis_url: str, settings: Settings, envelopes) -> list[str]:
-    import redis.asyncio as aioredis
+@app.command("types")
+def types_(
+    event_type: Annotated[str | None, typer.Argument(metavar="[TYPE]", help="One type, with an example")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the event types you can publish, with their fields."""
+    from shared.envelope import InvalidEvent
 
-    from shared.publishing import publish as publish_envelopes
+    from .event_types import describe, publishable
 
-    client = aioredis.from_url(redis_url)
-    try:
-        return await publish_envelopes(client, settings.streams, envelopes)
-    finally:
-        await client.aclose()
+    if event_type is not None:
+        from .publishing import contract_for
+
+        try:
+            contract_for(event_type)
+        except InvalidEvent as exc:
+            _fail(exc.detail)
+        types = {event_type: describe(event_type)}
+    else:
+        types = {name: describe(name) for name in publishable()}
+    if as_json:
+        print_json(types)
+        return
+    for name, info in types.items():
+        say(f"{typer.style(name, bold=True)}  {info['summary']}")
+        say(f"  required: {', '.join(info['required']) or '-'}")
+        say(f"  optional: {', '.join(info['optional']) or '-'}")
+        if event_type is not None and info.get("example"):
+            say(f"  example:  serialtrack publish {name} --data '{json.dumps(info['example'])}'")
 
 
 def fetch_unit(settings: Settings, manufacturer: str, serial: str) -> dict:
     """Every installed service's view of one unit: {service: document | None (unknown)}."""
-    from services.registry import INSTALLED, load
+    import httpx
+
+    from services.registry import load
 
     report: dict = {}
-    for name in INSTALLED:
-        url = settings.service_url(name) + load(name).lookup_path.format(manufacturer=manufacturer, serial=serial)
-        try:
-            response = httpx.get(url, timeout=10)
-        except httpx.HTTPError:
-            raise ConnectionError(f"the {name} service is not reachable at {settings.service_url(name)}; "
-                                  "is `serialtrack up` running?") from None
-        if response.status_code == 404:
-            report[name] = None
-        elif response.status_code == 400:
-            raise ValueError(response.json().get("detail", response.text))
-        else:
-            response.raise_for_status()
-            report[name] = response.json()
+    with httpx.Client(timeout=10) as client:
+        for name in INSTALLED:
+            url = settings.service_url(name) + load(name).lookup_path.format(manufacturer=manufacturer, serial=serial)
+            try:
+                response = client.get(url)
+            except httpx.HTTPError:
+                raise ConnectionError(f"the {name} service is not reachable at {settings.service_url(name)}; "
+                                      "is `serialtrack up` running?") from None
+            if response.status_code == 404:
+                report[name] = None
+            elif response.status_code == 400:
+                raise ValueError(response.json().get("detail", response.text))
+            else:
+                response.raise_for_status()
+                report[name] = response.json()
     return report
 
 
 @app.command()
 def lookup(
     manufacturer: Annotated[str, typer.Argument(help="e.g. acme")],
-    serial: Annotated[str, typer.Argument(help="e.g. SN0001")],
+    serial: Annotated[str, typer.Argument(help="e.g. a serial `serialtrack demo` prints")],
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Everything the system knows about one unit, from every running service."""
+    """Everything every running service knows about one unit.
+
+    Exit code 1 when no service knows the unit."""
     from shared.identity import IdentityError, normalize_manufacturer, normalize_serial
 
     try:
@@ -266,151 +394,111 @@ def lookup(
         report = fetch_unit(_settings(data_dir), manufacturer, serial)
     except (ConnectionError, ValueError) as exc:
         _fail(str(exc))
+    unknown_to = [name for name, document in report.items() if not _knows(name, document)]
     if as_json:
-        out.print_json(data={"manufacturer": manufacturer, "serial": serial, **report})
-        if all(v is None for v in report.values()):
-            raise typer.Exit(1)
-        return
-    if all(v is None for v in report.values()):
-        err.print(f"{manufacturer}/{serial} is not known to any service", highlight=False)
-        raise typer.Exit(1)
-    if report.get("inventory"):
-        _print_inventory(report["inventory"])
-    if report.get("warranty"):
-        _print_warranty(report["warranty"])
-    if report.get("theft"):
-        _print_theft(report["theft"])
-    if report.get("recalls"):
-        _print_recalls(report["recalls"])
-
-
-def _print_inventory(unit: dict) -> None:
-    flags = []
-    if unit["stolen"]:
-        flags.append(f"[red]REPORTED STOLEN[/red] ({', '.join(unit['theft_cases'])})")
-    if unit["recalls"]:
-        flags.append(f"[yellow]recalls[/yellow] {', '.join(unit['recalls'])}")
-    out.print(f"[bold]{unit['manufacturer']}/{unit['serial']}[/bold]  status [bold]{unit['status']}[/bold] "
-              f"({unit['epcis_disposition']})  at {unit['location'] or '-'}  sku {unit['sku'] or '-'}  "
-              f"condition {unit['condition'] or '-'}", highlight=False)
-    for flag in flags:
-        out.print("  " + flag, highlight=False)
-    table = Table("time", "event", "where", "details", title="history", title_justify="left")
-    for h in unit["history"]:
-        details = ", ".join(f"{k}={h[k]}" for k in ("receipt_id", "customer_id", "condition", "disposition",
-                                                      "agency", "case_number", "recall_id", "note") if h.get(k))
-        where = h.get("location") or ""
-        if h.get("from_location"):
-            where = f"{h['from_location']} -> {where}"
-        table.add_row(h["time"], h["type"], where, details)
-    out.print(table)
-    if unit["anomalies"]:
-        anomalies = Table("time", "kind", "status", "detail", title="anomalies", title_justify="left")
-        for a in unit["anomalies"]:
-            anomalies.add_row(a["event_time"], a["kind"], a["status"], a["detail"])
-        out.print(anomalies)
-
-
-def _print_warranty(warranty: dict) -> None:
-    coverage, owner, sale = warranty.get("coverage"), warranty.get("owner"), warranty.get("sale")
-    line = f"warranty: [bold]{warranty['status']}[/bold]"
-    if coverage:
-        line += (f", policy {coverage['policy_id']} ({coverage['coverage_days']} days) "
-                 f"{coverage['starts'][:10]} to {coverage['ends'][:10]}, {coverage['status']}")
-    if owner:
-        line += f", owner {owner['customer_id']} (via {owner['via']})"
-    if sale:
-        line += f", sold {sale['sold_at'][:10]} at {sale['location']} on receipt {sale['receipt_id']}"
-    out.print(line, highlight=False)
-    if warranty.get("requests"):
-        requests = Table("at", "request", "reference", "decision", "reasons", title="claims and returns",
-                         title_justify="left")
-        for r in warranty["requests"]:
-            requests.add_row(r["at"], r["kind"], r["reference"], f"{r['status']} (v{r['version']})",
-                             ", ".join(r["reasons"]))
-        out.print(requests)
-    for recall in warranty.get("open_recalls", []):
-        out.print(f"  [yellow]open recall[/yellow] {recall['recall_id']}: {recall['hazard']} "
-                  f"(remedy: {recall['remedy']}, owner notice: {recall['notice'] or 'pending'})", highlight=False)
-
-
-def _print_theft(stolen: dict) -> None:
-    if stolen["stolen"]:
-        out.print(f"theft watch: [red]REPORTED STOLEN[/red], open cases {', '.join(stolen['open_cases'])}",
-                  highlight=False)
+        print_json({"manufacturer": manufacturer, "serial": serial, **report})
     else:
-        out.print("theft watch: not reported stolen"
-                  + (f" ({len(stolen['reports'])} closed report(s))" if stolen["reports"] else ""), highlight=False)
-    if stolen["alerts"]:
-        alerts = Table("seen at", "kind", "case", "where", "seen by", "status", title="theft alerts",
-                       title_justify="left")
-        for a in stolen["alerts"]:
-            alerts.add_row(a["seen_at"], a["kind"], f"{a['agency']}:{a['case_number']}", a.get("location") or "",
-                           a.get("terminal_id") or a.get("event_source") or "", a["status"])
-        out.print(alerts)
+        from .lookup_view import print_unit
+
+        print_unit(wide_console(), report)
+        if unknown_to and len(unknown_to) < len(report):
+            say(f"{manufacturer}/{serial} is not known to {', '.join(unknown_to)}")
+    if len(unknown_to) == len(report):
+        if not as_json:
+            say(f"{manufacturer}/{serial} is not known to {', '.join(unknown_to)}: no service has "
+                "seen an event about it", err=True)
+        raise typer.Exit(1)
 
 
-def _print_recalls(recalls: dict) -> None:
-    if not recalls["recalls"]:
-        out.print("recalls: none", highlight=False)
-        return
-    table = Table("recall", "open", "hazard", "remedy", "this unit", title="recalls", title_justify="left")
-    for r in recalls["recalls"]:
-        table.add_row(r["recall_id"], "yes" if r["open"] else "closed", r["hazard"] or "", r["remedy"] or "",
-                      r["status"])
-    out.print(table)
+def _knows(service: str, document: dict | None) -> bool:
+    """Whether a service's answer says anything about the unit: theft and recalls answer every
+    unit (not stolen, no recall), which says nothing about whether they ever heard of it."""
+    if document is None:
+        return False
+    if service == "theft":
+        return bool(document.get("reports") or document.get("alerts"))
+    if service == "recalls":
+        return bool(document.get("recalls"))
+    return True
 
 
 @app.command()
 def demo(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
-    """Publish a short realistic story against a running system and show what each service did."""
+    """Publish a short story and show what each service did."""
     from .demo import run_demo
 
     settings = _settings(data_dir)
     redis_url = _redis_url(settings)
     try:
         result = run_demo(settings, redis_url, say=(lambda _line: None) if as_json else
-                          (lambda line: out.print(line, highlight=False)))
+                          say)
     except (ConnectionError, TimeoutError) as exc:
         _fail(str(exc))
     if as_json:
-        out.print_json(data=result)
+        print_json(result)
 
 
 @app.command()
 def deadletters(
-    service: Annotated[str, typer.Option(help="Whose dead letters")] = "inventory",
-    limit: Annotated[int, typer.Option(min=1, help="Newest N entries")] = 20,
+    service: Annotated[list[str] | None, typer.Option(
+        help=f"Only this service's dead letters (repeatable); one of: {', '.join(INSTALLED)}. Default: all")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N entries per service")] = 20,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Entries a service could not apply, newest first, with the reason and the original entry."""
+    """Entries the services could not apply, and why.
+
+    Newest first. An entry every service refused (a malformed one usually is) is shown once, naming them all."""
     import redis
 
+    unknown = [s for s in service or () if s not in INSTALLED]
+    if unknown:
+        _fail(f"unknown service {unknown[0]!r}; one of: {', '.join(INSTALLED)}")
+    services = list(dict.fromkeys(service)) if service else list(INSTALLED)
     settings = _settings(data_dir)
-    client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
+    client = _redis_client(settings)
+    totals: dict[str, int] = {}
+    # One stream entry refused by several services (a malformed one is refused by every reader)
+    # is one problem: keyed by where it came from, with each service's refusal under it.
+    grouped: dict[tuple[str, str], dict] = {}
     try:
-        stream = settings.streams.dead_letters(service)
-        rows = [{"dead_letter_id": i, **fields} for i, fields in client.xrevrange(stream, count=limit)]
-        total = client.xlen(stream)
+        for name in services:
+            stream = settings.streams.dead_letters(name)
+            totals[name] = client.xlen(stream)
+            for letter_id, raw in client.xrevrange(stream, count=limit):
+                fields = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+                key = (fields.get("stream", "?"), fields.get("entry_id", "?"))
+                entry = grouped.setdefault(key, {"stream": key[0], "entry_id": key[1],
+                                                 "original": fields.get("original", ""), "refused_by": []})
+                entry["refused_by"].append({"service": name, "dead_letter_id": letter_id.decode(),
+                                            **{k: fields.get(k) for k in ("reason", "error", "deliveries",
+                                                                          "failed_at")}})
     except redis.RedisError as exc:
         _fail(f"cannot read dead letters: {exc}")
     finally:
         client.close()
+    entries = sorted(grouped.values(), key=lambda e: max(r["failed_at"] or "" for r in e["refused_by"]),
+                     reverse=True)
     if as_json:
-        out.print_json(data={"service": service, "total": total, "entries": rows})
+        print_json({"services": services, "totals": totals, "entries": entries})
         return
-    out.print(f"{total} dead-lettered entries for {service}", highlight=False)
-    for row in rows:
-        out.print(f"[bold]{row['failed_at']}[/bold] {row['stream']} {row['entry_id']} "
-                  f"[red]{row['reason']}[/red]: {row['error']}", highlight=False)
-        out.print(f"  original: {row['original'][:300]}", highlight=False)
+    say(f"{sum(totals.values())} dead-lettered entries ("
+        + ", ".join(f"{name}: {totals[name]}" for name in services) + ")")
+    for entry in entries:
+        first_failed = min(r["failed_at"] or "" for r in entry["refused_by"])
+        say(f"{typer.style(first_failed, bold=True)} {entry['stream']} {entry['entry_id']}")
+        by_refusal: dict[tuple, list[str]] = {}
+        for refusal in entry["refused_by"]:
+            by_refusal.setdefault((refusal["reason"], refusal["error"]), []).append(refusal["service"])
+        for (reason, error), names in by_refusal.items():
+            say(f"  refused by {', '.join(names)}: {red(reason or '?')}: {error or ''}")
+        say(f"  original: {entry['original'][:300]}")
 
 
 @app.command()
 def migrate(
-    service: Annotated[Optional[str], typer.Argument(help=f"One of: {', '.join(INSTALLED)}. Default: every service")] = None,
-    to: Annotated[Optional[str], typer.Option(
+    service: Annotated[str | None, typer.Argument(help=f"One of: {', '.join(INSTALLED)}. Default: every service")] = None,
+    to: Annotated[str | None, typer.Option(
         "--to", help="Target revision (e.g. inventory_0002); an older one downgrades. Default: this build's heads")] = None,
     check: Annotated[bool, typer.Option("--check", help="Change nothing: exit 1 if a database is behind")] = False,
     as_json: JsonFlag = False,
@@ -449,18 +537,18 @@ def migrate(
         finally:
             engine.dispose()
     if as_json:
-        out.print_json(data={"services": reports})
+        print_json({"services": reports})
     else:
         for report in reports:
             if check:
                 verdict = "up to date" if report["up_to_date"] else f"behind: needs {', '.join(report['heads'])}"
                 at = ", ".join(report["current"]) or ("release 0.1.0" if report["legacy_0_1_0"] else "empty")
-                out.print(f"{report['service']}: at {at}; {verdict}", highlight=False)
+                say(f"{report['service']}: at {at}; {verdict}")
             elif report["changed"]:
                 origin = ", ".join(report["from"]) or ("release 0.1.0" if report["legacy_0_1_0"] else "empty")
-                out.print(f"{report['service']}: {origin} -> {', '.join(report['to'])}", highlight=False)
+                say(f"{report['service']}: {origin} -> {', '.join(report['to'])}")
             else:
-                out.print(f"{report['service']}: already at {', '.join(report['to'])}", highlight=False)
+                say(f"{report['service']}: already at {', '.join(report['to'])}")
     if behind:
         raise typer.Exit(1)
 
@@ -476,16 +564,17 @@ def status(
     max_outbox_age_seconds: Annotated[float, typer.Option(help="Unhealthy when an outbox row is older.")] = 60.0,
     data_dir: DataDir = None,
 ) -> None:
-    """The whole system on one screen: each service's health, per stream its length and each group's
-    lag and pending entries, dead letters, outbox backlog, Redis memory. Exit code 1 when something
-    is unhealthy (a service down, a group behind, an entry stuck pending, an outbox stuck)."""
+    """The whole system on one screen, exit 1 when something is unhealthy.
+
+    Each service's health, per stream its length and each group's lag and pending entries, dead letters,
+    outbox backlog, Redis memory. Unhealthy: a service down, a group behind, an entry stuck pending, an outbox stuck."""
     from .status import Thresholds, run
 
     settings = _settings(data_dir)
     thresholds = Thresholds(max_lag_seconds, max_pending_idle_seconds, max_outbox_age_seconds)
     say_json = (lambda report: print(json.dumps(report), flush=True)) if watch else (
-        lambda report: out.print_json(data=report))
-    raise typer.Exit(run(settings, _redis_url(settings), thresholds, as_json, watch, interval, say_json, out))
+        lambda report: print_json(report))
+    raise typer.Exit(run(settings, _redis_url(settings), thresholds, as_json, watch, interval, say_json, wide_console()))
 
 
 app.add_typer(keys_app, name="keys")
@@ -498,54 +587,31 @@ app.add_typer(theft_app, name="theft")
 
 @theft_app.command("import")
 def theft_import(
-    file: Annotated[Path, typer.Argument(help="CSV (header: agency, case_number, manufacturer, serial, ...) "
-                                              "or JSONL feed; see docs/theft.md")],
+    file: Annotated[Path, typer.Argument(help="CSV (header: agency, case_number, manufacturer, serial, ...; "
+                                              "comma, semicolon or tab separated) or JSONL feed; see docs/theft.md")],
     source: Annotated[str, typer.Option(help="Envelope source: the feed's publisher")] = "feed/import",
-    file_format: Annotated[Optional[str], typer.Option("--format", help="csv or jsonl (default: detected)")] = None,
+    file_format: Annotated[str | None, typer.Option("--format", help="csv or jsonl (default: detected)")] = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Import a law-enforcement stolen-property feed as theft.reported / theft.recovered events.
-    Bad lines are reported with their line number; good lines are still published. Importing the
-    same feed again is harmless (event ids come from each line's content). Exit code 1 if any
-    line was bad."""
-    import redis.asyncio as aioredis
+    """Import a stolen-property feed as theft.reported / theft.recovered events.
 
-    from services.theft.feed_import import FeedError, import_feed
-    from shared.publishing import publish as publish_envelopes
+    Bad lines are reported with their line number; good lines are still published. Importing the
+    same feed again is harmless (event ids come from each line's content): its lines are reported
+    as already published. A date-only reported_at (2026-11-01) means midnight UTC. Exit code 1 if
+    any line was bad."""
+    from services.theft.feed_import import FeedError, feed_lines
 
     if file_format not in (None, "csv", "jsonl"):
         _fail("--format must be csv or jsonl")
-    settings = _settings(data_dir)
-    redis_url = _redis_url(settings)
-
-    async def run():
-        client = aioredis.from_url(redis_url)
-        progress = Progress(TextColumn("importing"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                            console=err, disable=as_json or not err.is_terminal)
+    with _open_input(file) as handle:
+        fmt, parsed = feed_lines(handle, file, source=source, format=file_format)
         try:
-            with progress:
-                task = progress.add_task("feed", total=None)
-                return await import_feed(
-                    file, lambda envelopes: publish_envelopes(client, settings.streams, envelopes),
-                    lambda done, total: progress.update(task, completed=done, total=total),
-                    source=source, format=file_format)
-        finally:
-            await client.aclose()
-
-    try:
-        report = asyncio.run(run())
-    except FeedError as exc:
-        _fail(str(exc))
-    if as_json:
-        out.print_json(data=report.to_dict())
-    else:
-        for line in report.errors:
-            err.print(f"line {line.line}: [red]rejected[/red]: {line.error}", highlight=False)
-        out.print(f"{report.published} published, {report.rejected} rejected, {report.duplicates} duplicate lines",
-                  highlight=False)
-    if report.rejected:
-        raise typer.Exit(1)
+            report = _publish_file(parsed, path=str(file), format=fmt, handle=handle, data_dir=data_dir,
+                                   as_json=as_json, label="importing")
+        except FeedError as exc:
+            _fail(str(exc))
+    _print_report(report, as_json)
 
 
 def main() -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import redis.asyncio as aioredis
@@ -199,9 +202,33 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
         say(f"recall {expect.recall_id}: {p['affected']} units affected: {p['quarantined']} quarantined in stock, "
             f"{p['sold_owner_notified']} owners notified, {p['sold_owner_unknown']} sold to unknown owners, "
             f"{p['remedied']} remedied (completion {p['completion_rate']:.0%})")
+    command, activate = command_name()
+    lookup = f"{command} lookup {MANUFACTURER} {serials[2]}"
     say("")
-    say(f"try: serialtrack lookup {MANUFACTURER} {serials[2]}")
-    return {"manufacturer": MANUFACTURER, "serials": serials, "units": units, "recall": campaign}
+    say(f"try: {lookup}")
+    if activate:
+        say(f"     (or `{activate}` first, then just `serialtrack lookup {MANUFACTURER} {serials[2]}`)")
+    return {"manufacturer": MANUFACTURER, "serials": serials, "units": units, "recall": campaign,
+            "lookup_command": lookup}
+
+
+def command_name() -> tuple[str, str | None]:
+    """How to run serialtrack from this shell: ``serialtrack`` when PATH finds this very script,
+    else the script's path (relative when under the working directory, as `make up` leaves it in
+    .venv/bin), with the command that activates its virtual environment."""
+    script = Path(sys.executable).with_name("serialtrack")  # not resolved: a venv's python is a link
+    if not script.exists():
+        return f"{sys.executable} -m serialtrack.cli", None
+    found = shutil.which("serialtrack")
+    if found and Path(found).resolve() == script.resolve():
+        return "serialtrack", None
+    try:
+        shown = str(script.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(script)
+    activate = script.with_name("activate")
+    return shown, (f"source {activate.relative_to(Path.cwd()) if shown != str(script) else activate}"
+                   if activate.exists() else None)
 
 
 def _campaign(settings: Settings, recall_id: str) -> dict | None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 keys_app = typer.Typer(
-    help="Signing keys: create, register, list and revoke the Ed25519 keys producers sign envelopes with. "
+    help="Signing keys producers sign envelopes with: create, add, list, revoke.\n\n"
          "Services read the registry (<data dir>/keys/registry.json) and pick up changes within seconds.",
     no_args_is_help=True,
 )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from shared.service import ServiceDefinition
+if TYPE_CHECKING:  # the CLI reads INSTALLED on every start; the service machinery loads only with a service
+    from shared.service import ServiceDefinition
 
 INSTALLED = ("inventory", "warranty", "theft", "recalls")
 

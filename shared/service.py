@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine, Table
 from sqlalchemy.orm import Session
 
@@ -103,7 +104,9 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
             await redis.aclose()
             engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's files served by the service itself: FastAPI's
+    # own pages load them from a CDN and stay blank on a machine without internet.
+    app = FastAPIOffline(
         title=f"serialtrack {definition.name}",
         description=definition.description,
         lifespan=lifespan,

@@ -21,6 +21,10 @@ class Streams:
         """Entries a service could not apply, with the reason and the original entry."""
         return f"{self.prefix}:deadletter:{service}"
 
+    def published_ledger(self) -> str:
+        """A hash, not a stream: "<source> <id>" -> entry id of each event the CLI published."""
+        return f"{self.prefix}:published-by-cli"
+
     def type_of(self, stream: str) -> str:
         return stream.removeprefix(f"{self.prefix}:")
 

@@ -1,7 +1,9 @@
-"""Importing a law-enforcement stolen-property feed (CSV or JSONL) as ``theft.reported`` /
-``theft.recovered`` events, with progress and a per-line report. The CLI wraps this function.
+"""Reading a law-enforcement stolen-property feed (CSV or JSONL) as ``theft.reported`` /
+``theft.recovered`` envelopes, line by line. `serialtrack theft import` publishes them through the
+CLI's one file path (serialtrack/publishing.py: batches, progress, per-line report).
 
-CSV: a header row, then one report per row. Column names are case-insensitive.
+CSV: a header row, then one report per row. Column names are case-insensitive. The separator is
+the one the header uses: comma, semicolon (spreadsheets in many locales) or tab.
 
 | column | required | meaning |
 | --- | --- | --- |
@@ -12,30 +14,25 @@ CSV: a header row, then one report per row. Column names are case-insensitive.
 | serial_last | no | last serial of consecutive serials (``SN000001`` .. ``SN000500``) |
 | action | no | ``reported`` (default) or ``recovered`` |
 | description | no | what was stolen |
-| reported_at | no | when the theft was reported, ISO 8601 with zone |
+| reported_at | no | when the theft was reported: ISO 8601 with zone, or a date (``2026-11-01``) meaning midnight UTC |
 | contact | no | whom to call |
 | id | no | the event id; default: derived from the line's content, so importing a feed twice is harmless |
 | time | no | the event time, ISO 8601 with zone; default: ``reported_at``, else now |
 
 JSONL: one JSON object per line with the same keys; ``serials`` (a list) or ``serial_range``
 (``{"prefix", "first", "last", "width"}``) may replace ``serial``.
-
-Good lines are published in batches while bad ones are reported with their line number and the
-reason; a line repeating an earlier one (same event id) is reported as a duplicate, not published.
 """
 
 from __future__ import annotations
 
 import csv
-import inspect
-import io
 import json
+import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -44,58 +41,24 @@ from shared.envelope import Envelope, describe_validation_error, make_event
 
 from .domain import split_range
 
-Publish = Callable[[list[Envelope]], Awaitable[Any] | Any]
-Progress = Callable[[int, int], None]
-
 CSV_COLUMNS = ("agency", "case_number", "manufacturer", "serial", "serial_last", "action", "description",
                "reported_at", "contact", "id", "time")
 REQUIRED_COLUMNS = ("agency", "case_number", "manufacturer", "serial")
+CSV_SEPARATORS = (",", ";", "\t")
 JSONL_KEYS = frozenset(CSV_COLUMNS) | {"serials", "serial_range"}
 ACTIONS = {"reported": TheftReported, "theft.reported": TheftReported,
            "recovered": TheftRecovered, "theft.recovered": TheftRecovered}
 DEFAULT_SOURCE = "feed/import"
 _IDS = uuid.UUID("3b0a4f7e-91d2-4c55-8f0b-6a7e2d1c9e84")
 _TIME = TypeAdapter(datetime)
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+# One line of the feed: its number and its envelope, or why it cannot be published.
+FeedLine = tuple[int, Envelope | str]
 
 
 class FeedError(ValueError):
     """The file as a whole cannot be imported (unknown format, bad CSV header)."""
-
-
-@dataclass(slots=True)
-class LineResult:
-    line: int
-    status: Literal["published", "rejected", "duplicate"]
-    type: str | None = None
-    id: str | None = None
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class FeedReport:
-    path: str
-    format: str
-    lines: list[LineResult] = field(default_factory=list)
-
-    @property
-    def published(self) -> int:
-        return sum(r.status == "published" for r in self.lines)
-
-    @property
-    def rejected(self) -> int:
-        return sum(r.status == "rejected" for r in self.lines)
-
-    @property
-    def duplicates(self) -> int:
-        return sum(r.status == "duplicate" for r in self.lines)
-
-    @property
-    def errors(self) -> list[LineResult]:
-        return [r for r in self.lines if r.status == "rejected"]
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "format": self.format, "published": self.published, "rejected": self.rejected,
-                "duplicates": self.duplicates, "lines": [asdict(r) for r in self.lines]}
 
 
 class _LineError(ValueError):
@@ -111,13 +74,23 @@ def detect_format(path: Path, head: str) -> str:
     return "jsonl" if head.lstrip().startswith("{") else "csv"
 
 
-def _csv_rows(handle: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any]]]:
-    reader = csv.reader(handle)
-    try:
-        header = next(reader)
-    except StopIteration:
+def csv_separator(header_line: str) -> str:
+    """The separator whose split of the header names only known columns; else the most frequent
+    one, so the error then names the columns as the file's author wrote them."""
+    for separator in CSV_SEPARATORS:
+        names = [h.strip().strip('"').lower() for h in header_line.split(separator)]
+        if len(names) > 1 and all(n in CSV_COLUMNS for n in names):
+            return separator
+    return max(CSV_SEPARATORS, key=header_line.count)
+
+
+def _csv_rows(handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    header_line = handle.readline()
+    if not header_line.strip():
         return
-    names = [h.strip().lower() for h in header]
+    handle.seek(0)
+    reader = csv.reader(handle, delimiter=csv_separator(header_line))
+    names = [h.strip().lower() for h in next(reader)]
     unknown = [h for h in names if h not in CSV_COLUMNS]
     if unknown:
         raise FeedError(f"unknown CSV column(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(CSV_COLUMNS)}")
@@ -136,7 +109,7 @@ def _csv_rows(handle: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any]]]:
         yield reader.line_num, {k: v.strip() for k, v in zip(names, row, strict=True) if v.strip() != ""}
 
 
-def _jsonl_rows(handle: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any]]]:
+def _jsonl_rows(handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, text in enumerate(handle, start=1):
         if not text.strip():
             continue
@@ -155,7 +128,13 @@ def _jsonl_rows(handle: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, document
 
 
-def _parse_time(name: str, value: Any) -> datetime:
+def _parse_time(name: str, value: Any, *, date_is_midnight: bool = False) -> datetime:
+    if date_is_midnight and isinstance(value, str) and _DATE_ONLY.match(value.strip()):
+        # Feeds often give only the day a theft was reported: that day's start in UTC.
+        try:
+            return datetime.combine(date.fromisoformat(value.strip()), time(), tzinfo=UTC)
+        except ValueError:
+            raise _LineError(f"{name} {value!r} is not a date") from None
     try:
         parsed = _TIME.validate_python(value)
     except ValidationError:
@@ -189,7 +168,7 @@ def build_event(row: dict[str, Any], *, source: str, now: datetime) -> Envelope:
         if extra:
             raise _LineError(f"a recovery takes no {', '.join(extra)}")
     if "reported_at" in row:
-        row["reported_at"] = _parse_time("reported_at", row["reported_at"])
+        row["reported_at"] = _parse_time("reported_at", row["reported_at"], date_is_midnight=True)
     try:
         data = model.model_validate(row)
     except ValidationError as exc:
@@ -205,67 +184,24 @@ def build_event(row: dict[str, Any], *, source: str, now: datetime) -> Envelope:
         raise _LineError(describe_validation_error(exc)) from None
 
 
-async def import_feed(path: str | Path, publish: Publish, progress: Progress | None = None, *,
-                      source: str = DEFAULT_SOURCE, batch_size: int = 500,
-                      format: Literal["csv", "jsonl"] | None = None) -> FeedReport:
-    """Read ``path``, publish its good lines through ``publish(envelopes)`` (sync or async) in
-    batches of ``batch_size``, call ``progress(bytes_read, bytes_total)`` as it goes, and return the
-    per-line report. Raises FeedError when the file as a whole is unusable (nothing is published
-    then) and whatever ``publish`` raises (lines already published stay published; importing again
-    is harmless because ids are stable)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FeedError(f"no such file: {path}")
-    total = path.stat().st_size
+def feed_lines(handle: IO[str], path: Path, *, source: str = DEFAULT_SOURCE,
+               format: str | None = None) -> tuple[str, Iterator[FeedLine]]:
+    """The feed's format and its lines as envelopes or errors, read lazily from ``handle`` (open
+    with ``newline=""`` and seekable). Iterating raises FeedError when the file as a whole is
+    unusable, before any line is yielded."""
+    head = handle.read(512)
+    handle.seek(0)
+    fmt = format or detect_format(path, head)
     now = datetime.now(UTC)
-    seen: dict[str, int] = {}
-    batch: list[tuple[LineResult, Envelope]] = []
 
-    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
-        head = handle.read(512)
-        handle.seek(0)
-        fmt = format or detect_format(path, head)
-        report = FeedReport(str(path), fmt)
-        rows = _csv_rows(handle) if fmt == "csv" else _jsonl_rows(handle)
-
-        async def flush() -> None:
-            if batch:
-                outcome = publish([envelope for _, envelope in batch])
-                if inspect.isawaitable(outcome):
-                    await outcome
-                for result, _ in batch:
-                    result.status = "published"
-                batch.clear()
-            if progress:
-                progress(_position(handle, total), total)
-
-        for number, row in rows:
-            result = LineResult(number, "rejected")
-            report.lines.append(result)
+    def lines() -> Iterator[FeedLine]:
+        for number, row in (_csv_rows(handle) if fmt == "csv" else _jsonl_rows(handle)):
             if "__error__" in row:
-                result.error = row["__error__"]
+                yield number, row["__error__"]
                 continue
             try:
-                envelope = build_event(row, source=source, now=now)
+                yield number, build_event(row, source=source, now=now)
             except _LineError as exc:
-                result.error = str(exc)
-                continue
-            result.type, result.id = envelope.type, envelope.id
-            if envelope.id in seen:
-                result.status, result.error = "duplicate", f"repeats line {seen[envelope.id]}"
-                continue
-            seen[envelope.id] = number
-            batch.append((result, envelope))
-            if len(batch) >= batch_size:
-                await flush()
-        await flush()
-    if progress:
-        progress(total, total)
-    return report
+                yield number, str(exc)
 
-
-def _position(handle, total: int) -> int:
-    try:
-        return min(handle.buffer.tell(), total)
-    except (OSError, AttributeError, ValueError):
-        return 0
+    return fmt, lines()

@@ -28,8 +28,14 @@ class Condition(StrEnum):
 class EventData(BaseModel):
     """Base of every contract. ``event_type`` is the envelope ``type`` it travels under."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # defer_build: a model's validator is built when it first validates, not at import. A CLI
+    # command publishing one event then builds one of the ~25 contracts, not all (they cost most
+    # of its start-up); a service builds the ones it reads at its first batch.
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
     event_type: ClassVar[str]
+    # The service that publishes this type from its outbox, for types nobody else may publish
+    # (`serialtrack publish` refuses them); None for facts from outside (stores, feeds, makers).
+    published_by: ClassVar[str | None] = None
 
 
 class UnitSelection(EventData):

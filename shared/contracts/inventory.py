@@ -25,6 +25,7 @@ class UnitQuarantined(EventData):
     """
 
     event_type: ClassVar[str] = "unit.quarantined"
+    published_by: ClassVar[str | None] = "inventory"
     manufacturer: Manufacturer
     recall_id: Code
     units: list[QuarantinedUnit] = Field(min_length=1, max_length=MAX_SERIALS_PER_EVENT)
@@ -38,6 +39,7 @@ class RecallApplicationContinues(EventData):
     the broadcast being applied. Consumed by inventory only."""
 
     event_type: ClassVar[str] = "inventory.recall.continues"
+    published_by: ClassVar[str | None] = "inventory"
     recall_id: Code
     manufacturer: Manufacturer
     after_serial: Serial
@@ -63,6 +65,7 @@ class InventoryAnomalyDetected(EventData):
     """Inventory saw a fact that contradicts the unit's history. The fact was still applied."""
 
     event_type: ClassVar[str] = "inventory.anomaly.detected"
+    published_by: ClassVar[str | None] = "inventory"
     manufacturer: Manufacturer
     serial: Serial
     kind: AnomalyKind
@@ -77,6 +80,7 @@ class InventoryAnomalyWithdrawn(EventData):
     (earlier in time) explained it. Same identity fields as the detection."""
 
     event_type: ClassVar[str] = "inventory.anomaly.withdrawn"
+    published_by: ClassVar[str | None] = "inventory"
     manufacturer: Manufacturer
     serial: Serial
     kind: AnomalyKind

@@ -22,6 +22,8 @@ class TheftReported(UnitSelection):
 
 
 class TheftRecovered(UnitSelection):
+    """An agency closed its stolen report: the units were recovered."""
+
     event_type: ClassVar[str] = "theft.recovered"
     agency: Code
     case_number: Code
@@ -56,6 +58,7 @@ class TheftAlertRaised(EventData):
     """
 
     event_type: ClassVar[str] = "theft.alert"
+    published_by: ClassVar[str | None] = "theft"
     alert_id: Code
     kind: AlertKind
     manufacturer: Manufacturer
@@ -72,6 +75,7 @@ class TheftAlertWithdrawn(EventData):
     retailer's ``found``) showed the case was closed when the unit was seen."""
 
     event_type: ClassVar[str] = "theft.alert.withdrawn"
+    published_by: ClassVar[str | None] = "theft"
     alert_id: Code
     manufacturer: Manufacturer
     serial: Serial

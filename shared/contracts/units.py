@@ -48,6 +48,8 @@ class UnitTransferred(EventData):
 
 
 class UnitSold(EventData):
+    """A unit was sold at a till or a web checkout."""
+
     event_type: ClassVar[str] = "unit.sold"
     manufacturer: Manufacturer
     serial: Serial
@@ -60,6 +62,8 @@ class UnitSold(EventData):
 
 
 class UnitReturned(EventData):
+    """A customer brought a sold unit back to a store."""
+
     event_type: ClassVar[str] = "unit.returned"
     manufacturer: Manufacturer
     serial: Serial
@@ -70,6 +74,8 @@ class UnitReturned(EventData):
 
 
 class UnitAdjusted(EventData):
+    """A stock count or inspection changed what a unit is: lost, found, damaged, quarantined or sellable again."""
+
     event_type: ClassVar[str] = "unit.adjusted"
     manufacturer: Manufacturer
     serial: Serial

@@ -35,6 +35,8 @@ class WarrantyOwnerRegistered(EventData):
 
 
 class WarrantyClaimSubmitted(EventData):
+    """A customer claimed warranty on a unit they hold."""
+
     event_type: ClassVar[str] = "warranty.claim.submitted"
     claim_id: Code
     manufacturer: Manufacturer
@@ -62,6 +64,7 @@ class RecallOwnerNotified(EventData):
     """The warranty service sent the registered owner of a recalled unit its notice."""
 
     event_type: ClassVar[str] = "recall.owner_notified"
+    published_by: ClassVar[str | None] = "warranty"
     recall_id: Code
     manufacturer: Manufacturer
     serial: Serial
@@ -75,6 +78,7 @@ class RecallOwnerUnknown(EventData):
     """A recalled unit was sold but nobody registered as its owner: it cannot be notified."""
 
     event_type: ClassVar[str] = "recall.owner_unknown"
+    published_by: ClassVar[str | None] = "warranty"
     recall_id: Code
     manufacturer: Manufacturer
     serial: Serial
@@ -153,6 +157,7 @@ class DecisionFacts(BaseModel):
 
 class WarrantyClaimDecided(EventData):
     event_type: ClassVar[str] = "warranty.claim.decided"
+    published_by: ClassVar[str | None] = "warranty"
     claim_id: Code
     manufacturer: Manufacturer
     serial: Serial
@@ -167,6 +172,7 @@ class WarrantyClaimDecided(EventData):
 
 class ReturnDecided(EventData):
     event_type: ClassVar[str] = "return.decided"
+    published_by: ClassVar[str | None] = "warranty"
     request_id: Code
     manufacturer: Manufacturer
     serial: Serial
@@ -185,6 +191,7 @@ class WarrantyStolenUnitPresented(EventData):
     the theft service. Once per claim or request (deterministic id)."""
 
     event_type: ClassVar[str] = "warranty.stolen_unit_presented"
+    published_by: ClassVar[str | None] = "warranty"
     manufacturer: Manufacturer
     serial: Serial
     theft_cases: list[Code]  # "agency:case_number"

@@ -1,15 +1,18 @@
-"""Law-enforcement feed import (CSV and JSONL): per-line errors, ranges, duplicates, progress,
-stable ids; and a real import through Redis into the theft registry."""
+"""Law-enforcement feed import (CSV and JSONL): per-line errors, ranges, separators, dates,
+duplicates, progress, stable ids; and a real import through Redis into the theft registry, by the
+path every file the CLI publishes takes (serialtrack/publishing.py)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
+from serialtrack.publishing import FileReport, LedgerPublisher, publish_lines
 from services.theft.app import definition as theft
-from services.theft.feed_import import FeedError, import_feed
+from services.theft.feed_import import FeedError, feed_lines
 from shared.envelope import decode_envelope_bytes
 from shared.publishing import publish as publish_envelopes
 from tests.support import factories as f
@@ -18,23 +21,25 @@ from tests.support.running import http, running, wait_for
 HEADER = "agency,case_number,manufacturer,serial,serial_last,action,description,reported_at,contact\n"
 
 
-class Collector:
-    def __init__(self):
-        self.batches: list[list] = []
-        self.progress: list[tuple[int, int]] = []
-
-    async def publish(self, envelopes):
-        self.batches.append(list(envelopes))
-
-    def on_progress(self, done, total):
-        self.progress.append((done, total))
-
-    @property
-    def envelopes(self):
-        return [e for batch in self.batches for e in batch]
+def read_feed(path, **options) -> tuple[str, dict[int, object]]:
+    """The feed's format and each line's envelope or error, by line number."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        fmt, lines = feed_lines(handle, path, **options)
+        return fmt, dict(lines)
 
 
-async def test_csv_feed_publishes_good_lines_and_reports_bad_ones_by_line(tmp_path):
+def import_through_redis(path, settings, source: str = "feed/import", batch_size: int = 500) -> FileReport:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            fmt, lines = feed_lines(handle, path, source=source)
+            return publish_lines(lines, LedgerPublisher(client, settings.streams),
+                                 report=FileReport(str(path), fmt), batch_size=batch_size)
+    finally:
+        client.close()
+
+
+def test_csv_feed_lines_are_envelopes_or_errors_by_line(tmp_path):
     path = tmp_path / "feed.csv"
     path.write_text(
         HEADER
@@ -52,12 +57,10 @@ async def test_csv_feed_publishes_good_lines_and_reports_bad_ones_by_line(tmp_pa
         + ",C-10,acme,SN-010,,,,,\n",
         encoding="utf-8",
     )
-    sink = Collector()
-    report = await import_feed(path, sink.publish, sink.on_progress, source="feed/metro-pd", batch_size=2)
+    fmt, lines = read_feed(path, source="feed/metro-pd")
 
-    assert report.format == "csv"
-    assert (report.published, report.rejected, report.duplicates) == (3, 8, 0)
-    errors = {r.line: r.error for r in report.errors}
+    assert fmt == "csv"
+    errors = {n: e for n, e in lines.items() if isinstance(e, str)}
     assert set(errors) == {4, 7, 8, 9, 10, 11, 12, 13}
     assert "serial 'bad serial' is not valid" in errors[4]
     assert "action 'stolen'" in errors[7]
@@ -68,32 +71,44 @@ async def test_csv_feed_publishes_good_lines_and_reports_bad_ones_by_line(tmp_pa
     assert "a recovery takes no description" in errors[12]
     assert errors[13].startswith("agency")
 
-    first, pallet, recovered = sink.envelopes
-    assert [len(b) for b in sink.batches] == [2, 1]
+    first, pallet, recovered = (lines[n] for n in (2, 3, 6))
     assert (first.type, first.source, first.data["serial"], first.data["manufacturer"]) == (
         "theft.reported", "feed/metro-pd", "SN-001", "acme")
     assert first.data["description"] == 'TV, 55" OLED' and first.data["contact"] == "Det. Ray 555-0100"
     assert first.time.isoformat() == "2026-11-01T08:00:00+00:00"  # the report's time
     assert pallet.data["serial_range"] == {"prefix": "SN", "first": 10, "last": 500, "width": 6}
     assert recovered.type == "theft.recovered"
-    assert [r.status for r in report.lines if r.line in (2, 3, 6)] == ["published"] * 3
-    assert sink.progress[-1] == (path.stat().st_size, path.stat().st_size)
-    assert all(done <= total for done, total in sink.progress)
 
 
-async def test_reimporting_the_same_feed_gives_the_same_ids_and_repeats_are_flagged(tmp_path):
+def test_semicolon_and_tab_separated_feeds_and_date_only_reported_at(tmp_path):
+    for separator in (";", "\t"):
+        path = tmp_path / "feed.csv"
+        path.write_text(separator.join(["agency", "case_number", "manufacturer", "serial", "reported_at"]) + "\n"
+                        + separator.join(["metro-pd", "C-1", "acme", "SN-1", "2026-11-01"]) + "\n")
+        _fmt, lines = read_feed(path)
+        assert lines[2].data["reported_at"] == "2026-11-01T00:00:00Z"  # a date is that day's midnight, UTC
+        assert lines[2].time.isoformat() == "2026-11-01T00:00:00+00:00"
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("agency;case;manufacturer;serial\nmetro-pd;C-1;acme;SN-1\n")
+    with pytest.raises(FeedError, match="unknown CSV column.*'case'"):  # named as written, not one lump
+        read_feed(unknown)
+
+
+def test_reimporting_the_same_feed_gives_the_same_ids_and_repeats_are_flagged(tmp_path, settings):
     path = tmp_path / "feed.csv"
     path.write_text(HEADER + "metro-pd,C-1,acme,SN-1,,,,,\nmetro-pd,C-1,acme,SN-1,,,,,\nmetro-pd,C-1,acme,SN-2,,,,,\n")
-    one, two = Collector(), Collector()
-    first = await import_feed(path, one.publish)
-    await import_feed(path, two.publish)
-    assert [e.id for e in one.envelopes] == [e.id for e in two.envelopes]
-    assert len(one.envelopes) == 2
-    assert [(r.line, r.status, r.error) for r in first.lines if r.status == "duplicate"] == [
-        (3, "duplicate", "repeats line 2")]
+    _fmt, once = read_feed(path)
+    _fmt, twice = read_feed(path)
+    assert [e.id for e in once.values()] == [e.id for e in twice.values()]
+    first = import_through_redis(path, settings, batch_size=1)
+    assert [(r.line, r.status, r.error) for r in first.lines] == [
+        (2, "published", None), (3, "duplicate", "repeats line 2"), (4, "published", None)]
+    second = import_through_redis(path, settings)
+    assert [(r.status, r.entry_id) for r in second.lines if r.status != "duplicate"] == [
+        ("already_published", r.entry_id) for r in first.lines if r.status == "published"]
 
 
-async def test_jsonl_feed_with_lists_ranges_ids_and_bad_lines(tmp_path):
+def test_jsonl_feed_with_lists_ranges_ids_and_bad_lines(tmp_path):
     path = tmp_path / "feed.jsonl"
     lines = [
         {"agency": "state-police", "case_number": "SP-1", "manufacturer": "acme", "serials": ["A1", "A2"],
@@ -105,47 +120,35 @@ async def test_jsonl_feed_with_lists_ranges_ids_and_bad_lines(tmp_path):
         {"agency": "state-police", "case_number": "SP-4", "manufacturer": "acme"},
     ]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n{broken\n")
-    sink = Collector()
-    report = await import_feed(path, sink.publish)
-    assert report.format == "jsonl"
-    assert report.published == 2
-    errors = {r.line: r.error for r in report.errors}
+    fmt, parsed = read_feed(path)
+    assert fmt == "jsonl"
+    errors = {n: e for n, e in parsed.items() if isinstance(e, str)}
     assert "expected a JSON object" in errors[3]
     assert "unknown key(s) colour" in errors[4]
     assert "exactly one of serial, serials or serial_range" in errors[5]
+    assert "Value error" not in errors[5]
     assert "not valid JSON" in errors[6]
-    listed, ranged = sink.envelopes
+    listed, ranged = parsed[1], parsed[2]
     assert listed.id == "sp-0001" and listed.time.isoformat() == "2026-11-02T09:00:00+00:00"
     assert listed.data["serials"] == ["A1", "A2"]
     assert ranged.data["serial_range"]["last"] == 50
-    assert report.to_dict()["lines"][0] == {"line": 1, "status": "published", "type": "theft.reported",
-                                            "id": "sp-0001", "error": None}
 
 
-async def test_unusable_files_fail_as_a_whole_and_publish_nothing(tmp_path):
-    sink = Collector()
-    with pytest.raises(FeedError, match="no such file"):
-        await import_feed(tmp_path / "missing.csv", sink.publish)
+def test_unusable_files_fail_as_a_whole_before_any_line(tmp_path):
     bad_header = tmp_path / "bad.csv"
     bad_header.write_text("agency,case,manufacturer,serial\nmetro-pd,C-1,acme,SN-1\n")
     with pytest.raises(FeedError, match="unknown CSV column.*'case'"):
-        await import_feed(bad_header, sink.publish)
+        read_feed(bad_header)
     missing = tmp_path / "missing-column.csv"
     missing.write_text("agency,manufacturer,serial\nmetro-pd,acme,SN-1\n")
     with pytest.raises(FeedError, match="lacks required column.*case_number"):
-        await import_feed(missing, sink.publish)
-    assert sink.envelopes == []
+        read_feed(missing)
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    assert (await import_feed(empty, sink.publish)).lines == []
-
-
-async def test_a_sync_publish_callback_works_too(tmp_path):
-    path = tmp_path / "feed.txt"  # no telling suffix: the content says CSV
-    path.write_text(HEADER + "metro-pd,C-1,acme,SN-1,,,,,\n")
-    got = []
-    report = await import_feed(path, got.extend)
-    assert report.format == "csv" and [e.data["serial"] for e in got] == ["SN-1"]
+    assert read_feed(empty)[1] == {}
+    no_suffix = tmp_path / "feed.txt"  # no telling suffix: the content says CSV
+    no_suffix.write_text(HEADER + "metro-pd,C-1,acme,SN-1,,,,,\n")
+    assert read_feed(no_suffix)[0] == "csv"
 
 
 async def test_an_imported_feed_lands_in_the_registry_and_alerts(settings, tmp_path):
@@ -154,14 +157,10 @@ async def test_an_imported_feed_lands_in_the_registry_and_alerts(settings, tmp_p
     path.write_text(HEADER + f"metro-pd,C-77,acme,{sn},,,laptop,2026-11-01T08:00:00Z,\n"
                     + f"metro-pd,C-78,acme,{first}001,{first}010,,,2026-11-01T08:00:00Z,\n")
     client = aioredis.from_url(settings.redis_url)
-
-    async def publish(envelopes):
-        await publish_envelopes(client, settings.streams, envelopes)
-
     try:
         async with running(theft, settings) as app, http(app) as api:
-            report = await import_feed(path, publish, source="feed/metro-pd")
-            assert report.published == 2
+            report = import_through_redis(path, settings, source="feed/metro-pd")
+            assert report.count("published") == 2
             await publish_envelopes(client, settings.streams, [f.sold("acme", f"{first}004", minutes=10).envelope])
 
             async def hit():
@@ -174,7 +173,8 @@ async def test_an_imported_feed_lands_in_the_registry_and_alerts(settings, tmp_p
             assert unit["stolen"] and unit["reports"][0]["description"] == "laptop"
             assert unit["reports"][0]["event_source"] == "feed/metro-pd"
             # Importing again changes nothing: same ids, dropped by the inbox.
-            await import_feed(path, publish, source="feed/metro-pd")
+            again = import_through_redis(path, settings, source="feed/metro-pd")
+            assert again.count("already_published") == 2
             entries = await client.xrange(settings.streams.for_type("theft.reported"))
             assert len({decode_envelope_bytes(fields[b"event"]).id for _, fields in entries}) == 2
             check = await api.post("/checks", json={"items": [{"manufacturer": "acme", "serial": sn}]})

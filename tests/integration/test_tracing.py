@@ -104,18 +104,18 @@ WITHOUT_OTEL = """
 import sys
 sys.modules[sys.argv[3]] = None  # as if it were not installed: importing it fails
 from sqlalchemy.orm import Session
-from services.inventory import handlers
-from services.inventory.app import definition
+from pathlib import Path
+from services.inventory import handlers, store
 from shared.consumer import EventProcessor
 from shared.envelope import Event
-from shared.schema import migrate
+from shared.schema import Migrations, migrate
 from shared.store import for_writing, make_engine, take_outbox
 from shared.tracing import otel_available
 from tests.support import factories as f
 
 assert otel_available() == (sys.argv[3] != "opentelemetry")
 engine = make_engine(sys.argv[1])
-migrate(engine, definition.migrations)
+migrate(engine, Migrations("inventory", Path("services/inventory/migrations"), store.TABLES))  # not app.py: it imports FastAPI
 sale = f.sold("acme", f.serial(), minutes=1)
 sale = Event(sale.envelope.model_copy(update={"traceparent": sys.argv[2]}), sale.data)
 applied = EventProcessor("inventory", for_writing(engine), handlers.apply_events).process([sale])
