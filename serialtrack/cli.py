@@ -35,6 +35,9 @@ app = typer.Typer(
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Where data lives (SQLite files, embedded Redis). Default: $SERIALTRACK_DATA_DIR or ./serialtrack-data")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+SignWith = Annotated[str | None, typer.Option(
+    "--sign-with", metavar="KEY", help="Sign with this key (a name from `serialtrack keys list`, or a private key "
+                                       "file). Theft, recall, policy and owner events must be signed.")]
 
 
 def say(line: str, *, err: bool = False) -> None:
@@ -153,6 +156,7 @@ def publish(
     source: Annotated[str | None, typer.Option(help="Envelope source. Default: cli/<user>@<host>")] = None,
     event_id: Annotated[str | None, typer.Option("--id", help="Envelope id (reuse it to retry safely)")] = None,
     time: Annotated[str | None, typer.Option(help="When it happened, ISO 8601 with zone. Default: now")] = None,
+    sign_with: SignWith = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -173,23 +177,23 @@ def publish(
     source = source or default_source()
     if event_type is not None:
         _publish_one(event_type, data, source=source, event_id=event_id, time=time, as_json=as_json,
-                     data_dir=data_dir)
+                     data_dir=data_dir, sign_with=sign_with)
         return
 
     from .publishing import jsonl_lines
 
     if str(file) == "-":
         report = _publish_file(jsonl_lines(sys.stdin, source=source), path="-", format="jsonl", handle=None,
-                               data_dir=data_dir, as_json=as_json)
+                               data_dir=data_dir, as_json=as_json, sign_with=sign_with)
     else:
         with _open_input(file) as handle:
             report = _publish_file(jsonl_lines(handle, source=source), path=str(file), format="jsonl",
-                                   handle=handle, data_dir=data_dir, as_json=as_json)
+                                   handle=handle, data_dir=data_dir, as_json=as_json, sign_with=sign_with)
     _print_report(report, as_json)
 
 
 def _publish_one(event_type: str, data: str | None, *, source: str, event_id: str | None, time: str | None,
-                 as_json: bool, data_dir: Path | None) -> None:
+                 as_json: bool, data_dir: Path | None, sign_with: str | None) -> None:
     from shared.envelope import InvalidEvent
 
     from .publishing import FileReport, LedgerPublisher, build_envelope, publish_lines
@@ -205,10 +209,15 @@ def _publish_one(event_type: str, data: str | None, *, source: str, event_id: st
     except InvalidEvent as exc:
         _fail(exc.detail)
     settings = _settings(data_dir)
+    body_of = _entry_bodies(settings, sign_with)
+    try:
+        body_of(envelope)  # refused before Redis is looked up: unsigned where it must be signed, ...
+    except InvalidEvent as exc:
+        _fail(exc.detail)
     client = _redis_client(settings)
     try:
         report = publish_lines([(1, envelope)], LedgerPublisher(client, settings.streams),
-                               report=FileReport("--data", "json"))
+                               report=FileReport("--data", "json"), body_of=body_of)
     finally:
         client.close()
     if as_json:
@@ -239,8 +248,22 @@ class _open_input:
         self.handle.close()
 
 
+def _entry_bodies(settings: Settings, sign_with: str | None):
+    """How envelopes are written: signed with the --sign-with key, or refused where they must be."""
+    from .publishing import entry_bodies
+
+    if sign_with is None:
+        return entry_bodies(None, require_all=settings.require_signatures)
+    from shared.signing import SigningError, load_signer
+
+    try:
+        return entry_bodies(load_signer(sign_with, settings.data_dir), require_all=settings.require_signatures)
+    except SigningError as exc:
+        _fail(f"--sign-with: {exc}")
+
+
 def _publish_file(parsed, *, path: str, format: str, handle, data_dir: Path | None, as_json: bool,
-                  label: str = "publishing") -> FileReport:
+                  sign_with: str | None = None, label: str = "publishing") -> FileReport:
     """The one path of every file the CLI publishes: validated lines -> batched publish through
     the ledger, with a progress bar on a terminal -> the per-line report."""
     import redis
@@ -248,12 +271,13 @@ def _publish_file(parsed, *, path: str, format: str, handle, data_dir: Path | No
     from .publishing import FileReport, LedgerPublisher, publish_lines
 
     settings = _settings(data_dir)
+    body_of = _entry_bodies(settings, sign_with)
     client = _redis_client(settings)
     total = Path(path).stat().st_size if handle is not None else None
     report = FileReport(path, format)
     try:
         with _progress(label, total, enabled=not as_json and sys.stderr.isatty()) as advance:
-            publish_lines(parsed, LedgerPublisher(client, settings.streams), report=report,
+            publish_lines(parsed, LedgerPublisher(client, settings.streams), report=report, body_of=body_of,
                           on_batch=lambda: advance(_position(handle)))
     except redis.RedisError as exc:
         done = report.count("published")
@@ -591,6 +615,7 @@ def theft_import(
                                               "comma, semicolon or tab separated) or JSONL feed; see docs/theft.md")],
     source: Annotated[str, typer.Option(help="Envelope source: the feed's publisher")] = "feed/import",
     file_format: Annotated[str | None, typer.Option("--format", help="csv or jsonl (default: detected)")] = None,
+    sign_with: SignWith = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -599,7 +624,8 @@ def theft_import(
     Bad lines are reported with their line number; good lines are still published. Importing the
     same feed again is harmless (event ids come from each line's content): its lines are reported
     as already published. A date-only reported_at (2026-11-01) means midnight UTC. Exit code 1 if
-    any line was bad."""
+    any line was bad. Theft events must be signed: --sign-with the agency's key (a law-enforcement key is
+    bound to its agency: lines of another agency are refused)."""
     from services.theft.feed_import import FeedError, feed_lines
 
     if file_format not in (None, "csv", "jsonl"):
@@ -608,7 +634,7 @@ def theft_import(
         fmt, parsed = feed_lines(handle, file, source=source, format=file_format)
         try:
             report = _publish_file(parsed, path=str(file), format=fmt, handle=handle, data_dir=data_dir,
-                                   as_json=as_json, label="importing")
+                                   as_json=as_json, sign_with=sign_with, label="importing")
         except FeedError as exc:
             _fail(str(exc))
     _print_report(report, as_json)

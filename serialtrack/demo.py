@@ -11,17 +11,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import redis.asyncio as aioredis
 
 from services.registry import INSTALLED
 from shared.contracts import RecallScope, UnitSelection
-from shared.envelope import validate_data
-from shared.publishing import publish
+from shared.envelope import Envelope, validate_data
+from shared.publishing import publish_raw
 from shared.settings import Settings
 
 from .publishing import build_envelope
+
+if TYPE_CHECKING:
+    from shared.signing import Signer
 
 MANUFACTURER = "acme"
 SKU = "TV-55-OLED"
@@ -148,6 +152,42 @@ def _waiting_for(report: dict, inventory_ids: set[str], expect: Expectations, se
     return None
 
 
+# The producers of the story whose events must be signed: (key name, role, what the key speaks for).
+DEMO_KEYS = (("demo-metro-pd", "law-enforcement", {"agency": "metro-pd"}),
+             ("demo-acme", "manufacturer", {"manufacturer": MANUFACTURER}),
+             ("demo-service-desk", "service-desk", {}))
+
+
+def demo_signers(data_dir: Path) -> list[Signer]:
+    """The story's signing keys, registered in the data dir on the first demo (`serialtrack keys list`)."""
+    from shared.keys import KeyRegistryConflict, create_key, load_registry, registry_path
+    from shared.signing import load_signer
+
+    registered = load_registry(registry_path(data_dir))
+    for name, role, binding in DEMO_KEYS:
+        if registered.by_name(name) is None:
+            try:
+                create_key(data_dir, name, role, **binding)
+            except KeyRegistryConflict:
+                pass  # a demo running at the same time made it
+    return [load_signer(name, data_dir) for name, _, _ in DEMO_KEYS]
+
+
+def _entry_body(envelope: Envelope, signers: list[Signer]) -> str:
+    """The envelope as published: signed by the story's producer where its type must be signed."""
+    from shared.roles import signature_required
+    from shared.signing import SignatureRejected
+
+    if not signature_required(envelope.type):
+        return envelope.model_dump_json(exclude_none=True)
+    for signer in signers:
+        try:
+            return signer.entry_body(envelope)  # refuses what this key may not speak for
+        except SignatureRejected:
+            continue
+    raise RuntimeError(f"no demo key may sign {envelope.type}")  # the story and DEMO_KEYS disagree
+
+
 def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], timeout: float = 45.0) -> dict:
     from .cli import fetch_unit
 
@@ -168,15 +208,19 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
         if step.narration:
             say(f"  {(start + step.offset):%b %d %Y}  {step.narration}")
 
+    signers = demo_signers(settings.data_dir)
+    entries = [(settings.streams.for_type(e.type), _entry_body(e, signers)) for e in envelopes]
+
     async def send():
         client = aioredis.from_url(redis_url)
         try:
-            await publish(client, settings.streams, envelopes)
+            await publish_raw(client, entries)
         finally:
             await client.aclose()
 
     asyncio.run(send())
-    say(f"published {len(envelopes)} events; waiting for {', '.join(INSTALLED)}...")
+    say(f"published {len(envelopes)} events (the police report signed by metro-pd's key, the recall and the "
+        f"warranty policy by acme's, the repair by the service desk's); waiting for {', '.join(INSTALLED)}...")
 
     deadline = time.monotonic() + timeout
     units: dict[str, dict] = {}

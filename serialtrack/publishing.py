@@ -37,6 +37,8 @@ from shared.streams import Streams
 if TYPE_CHECKING:
     import redis
 
+    from shared.signing import Signer
+
 # Namespace of the ids derived from a {"type", "data"} line's content (see content_id).
 _LINE_IDS = uuid.UUID("8e4c1f52-2d7a-4b0e-9a63-5f1d0c7b2e19")
 
@@ -169,22 +171,53 @@ class FileReport:
                 "rejected": self.count("rejected"), "lines": [asdict(r) for r in self.lines]}
 
 
-# Publishes a batch; for each envelope (in order): (added now, stream entry id).
-PublishBatch = Callable[[Sequence[Envelope]], list[tuple[bool, str]]]
+# The JSON an envelope is published as (signed or not); InvalidEvent if it may not be published.
+EntryBody = Callable[[Envelope], str]
+# Publishes a batch of (envelope, its JSON); for each (in order): (added now, stream entry id).
+PublishBatch = Callable[[Sequence[tuple[Envelope, str]]], list[tuple[bool, str]]]
+
+
+def entry_bodies(signer: Signer | None, *, require_all: bool = False) -> EntryBody:
+    """Each envelope's entry JSON, signed by ``signer`` when one is given. A producer is strict: an
+    envelope whose type must be signed, with no signer, or one the signer's key may not speak for,
+    is refused here with the reason, instead of being dead-lettered by every service later."""
+    from shared.roles import signature_required
+
+    def unsigned(envelope: Envelope) -> str:
+        if signature_required(envelope.type, require_all):
+            raise InvalidEvent("unsigned", f"{envelope.type} must be signed: add --sign-with NAME "
+                                           "(`serialtrack keys list` shows the keys)")
+        return envelope.model_dump_json(exclude_none=True)
+
+    if signer is None:
+        return unsigned
+
+    from shared.signing import SignatureRejected
+
+    def signed(envelope: Envelope) -> str:
+        try:
+            return signer.entry_body(envelope)
+        except SignatureRejected as exc:
+            raise InvalidEvent(exc.reason, f"--sign-with {signer.key.name}: {exc.detail}") from None
+
+    return signed
 
 
 def publish_lines(parsed: Iterable[ParsedLine], publish: PublishBatch, *, report: FileReport,
-                  on_batch: Callable[[], None] | None = None, batch_size: int = 500) -> FileReport:
+                  body_of: EntryBody, on_batch: Callable[[], None] | None = None,
+                  batch_size: int = 500) -> FileReport:
     """Publish the good lines in batches (a line repeating an earlier one of the file is reported
-    as a duplicate, not published), record every line's outcome in ``report``, call ``on_batch``
-    after each batch (progress). Whatever ``parsed`` or ``publish`` raise propagates; lines already
-    published stay published, and running the file again is harmless because ids are stable."""
+    as a duplicate, not published; one ``body_of`` refuses is rejected), record every line's
+    outcome in ``report``, call ``on_batch`` after each batch (progress). Whatever ``parsed`` or
+    ``publish`` raise propagates; lines already published stay published, and running the file
+    again is harmless because ids are stable."""
     seen: dict[tuple[str, str], int] = {}
-    batch: list[tuple[LineResult, Envelope]] = []
+    batch: list[tuple[LineResult, Envelope, str]] = []
 
     def flush() -> None:
         if batch:
-            for (result, _), (added, entry_id) in zip(batch, publish([e for _, e in batch]), strict=True):
+            outcomes = publish([(envelope, body) for _, envelope, body in batch])
+            for (result, _, _), (added, entry_id) in zip(batch, outcomes, strict=True):
                 result.status, result.entry_id = ("published" if added else "already_published"), entry_id
             batch.clear()
         if on_batch:
@@ -199,8 +232,13 @@ def publish_lines(parsed: Iterable[ParsedLine], publish: PublishBatch, *, report
         if outcome.key in seen:
             result.status, result.error = "duplicate", f"repeats line {seen[outcome.key]}"
             continue
+        try:
+            body = body_of(outcome)
+        except InvalidEvent as exc:
+            result.error = exc.detail
+            continue
         seen[outcome.key] = number
-        batch.append((result, outcome))
+        batch.append((result, outcome, body))
         if len(batch) >= batch_size:
             flush()
     flush()
@@ -228,15 +266,14 @@ class LedgerPublisher:
         self.pipeline_size = pipeline_size
         self.script = client.register_script(_PUBLISH_ONCE)
 
-    def __call__(self, envelopes: Sequence[Envelope]) -> list[tuple[bool, str]]:
+    def __call__(self, entries: Sequence[tuple[Envelope, str]]) -> list[tuple[bool, str]]:
         ledger = self.streams.published_ledger()
         outcomes: list[tuple[bool, str]] = []
-        for start in range(0, len(envelopes), self.pipeline_size):
+        for start in range(0, len(entries), self.pipeline_size):
             pipe = self.client.pipeline(transaction=False)
-            for envelope in envelopes[start:start + self.pipeline_size]:
+            for envelope, body in entries[start:start + self.pipeline_size]:
                 self.script(keys=[ledger, self.streams.for_type(envelope.type)],
-                            args=[f"{envelope.source} {envelope.id}", envelope.model_dump_json(exclude_none=True)],
-                            client=pipe)
+                            args=[f"{envelope.source} {envelope.id}", body], client=pipe)
             for added, entry_id in pipe.execute():
                 outcomes.append((bool(added), entry_id.decode() if isinstance(entry_id, bytes) else entry_id))
         return outcomes

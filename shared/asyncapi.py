@@ -20,9 +20,9 @@ from pydantic.json_schema import models_json_schema
 
 from .contracts import EVENT_TYPES
 from .envelope import ENTRY_FIELD, Envelope
-from .roles import INBOUND_TYPES, roles_for_type, service_for_type
+from .roles import INBOUND_TYPES, REQUIRED_PATTERNS, roles_for_type, service_for_type, signature_required
 from .settings import SERVICES
-from .signing import REASONS, REQUIRED_PATTERNS, signature_required
+from .signing import REASONS
 from .streams import DEFAULT_PREFIX, Streams
 
 ASYNCAPI_VERSION = "3.0.0"

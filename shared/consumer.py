@@ -49,11 +49,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .envelope import MAX_ENTRY_BYTES, Event, InvalidEvent, decode_entry
+from .keys import registry_path
 from .metrics import ServiceMetrics
 from .settings import Settings
 from .store import OUTBOX_ROWS, Conflict, claim_inbox, is_transient
 from .streams import group_for
 from .tracing import TRACEPARENT, apply_span, trace_id_of
+from .trust import Trust
 
 log = logging.getLogger("serialtrack.consumer")
 
@@ -168,6 +170,7 @@ class StreamConsumer:
         self.dead_letter_stream = self.streams.dead_letters(service)
         self.on_outgoing = on_outgoing  # called after a batch that added outgoing events committed
         self.metrics = metrics or ServiceMetrics(service)
+        self.trust = Trust(self.streams, registry_path(settings.data_dir), settings.require_signatures)
         # One writer per process: batches of different streams would otherwise fight over
         # the database (SQLite allows one writer) and over the same units.
         self._waiting: list[tuple[list[_Entry], asyncio.Future]] = []
@@ -245,7 +248,7 @@ class StreamConsumer:
         poison: list[tuple[_Entry, str, str]] = []
         for entry in entries:
             try:
-                entry.event = decode_entry(entry.fields, entry.entry_id)
+                entry.event = self.trust.check(entry.stream, decode_entry(entry.fields, entry.entry_id), entry.fields)
                 good.append(entry)
             except InvalidEvent as exc:
                 poison.append((entry, exc.reason, exc.detail))

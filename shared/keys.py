@@ -506,6 +506,13 @@ class RegistryWatcher:
             self._reload_if_changed()
         return self._registry
 
+    def fresh(self) -> KeyRegistry:
+        """The registry as the file is now: for a kid the loaded registry does not know, which may
+        have been registered a moment ago (a stat; the file is read only if it changed)."""
+        self._checked_at = self._clock()
+        self._reload_if_changed()
+        return self._registry
+
     def _reload_if_changed(self) -> None:
         identity = _file_identity(self.path)
         if identity == self._identity:

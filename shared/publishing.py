@@ -7,11 +7,15 @@ have read an entry, so a stopped service would silently lose events.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
 from .envelope import ENTRY_FIELD, Envelope
 from .streams import Streams
+
+if TYPE_CHECKING:
+    from .signing import Signer
 
 PIPELINE_SIZE = 1000
 
@@ -27,7 +31,10 @@ async def publish_raw(redis: aioredis.Redis, entries: Sequence[tuple[str, str | 
     return ids
 
 
-async def publish(redis: aioredis.Redis, streams: Streams, envelopes: Iterable[Envelope]) -> list[str]:
-    return await publish_raw(
-        redis, [(streams.for_type(e.type), e.model_dump_json(exclude_none=True)) for e in envelopes]
-    )
+async def publish(redis: aioredis.Redis, streams: Streams, envelopes: Iterable[Envelope],
+                  signer: Signer | None = None) -> list[str]:
+    """Envelopes to their streams; each signed by ``signer`` when one is given."""
+    return await publish_raw(redis, [
+        (streams.for_type(e.type), signer.entry_body(e) if signer else e.model_dump_json(exclude_none=True))
+        for e in envelopes
+    ])

@@ -18,6 +18,7 @@ anybody).
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from types import MappingProxyType
 
 from .contracts import EVENT_TYPES
@@ -64,6 +65,28 @@ ROLE_DATA_FIELD: MappingProxyType[str, str] = MappingProxyType({
     "law-enforcement": "agency",
     "manufacturer": "manufacturer",
 })
+
+# Inbound types (shared/roles.py) whose envelopes must be signed: the ones that change what the
+# system believes about other people's property (stolen, recalled, covered, owned).
+REQUIRED_PATTERNS: tuple[str, ...] = (
+    "theft.reported",
+    "theft.recovered",
+    "recall.*",
+    "warranty.policy.set",
+    "warranty.owner.registered",
+)
+
+
+def signature_required(event_type: str, require_all: bool = False) -> bool:
+    """Whether an envelope of ``event_type`` must be signed.
+
+    Only inbound types are ever required: internal types come from services, whose streams only
+    their own Redis user may write (ACLs), and services hold no signing key. ``require_all``
+    (SERIALTRACK_REQUIRE_SIGNATURES) requires a signature on every inbound type. Unknown types are
+    not required here; decoding dead-letters them as ``unknown_type``."""
+    if event_type not in INBOUND_TYPES:
+        return False
+    return require_all or any(fnmatchcase(event_type, pattern) for pattern in REQUIRED_PATTERNS)
 
 
 def types_for_role(role: str) -> frozenset[str]:

@@ -148,6 +148,11 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
             unpublished, oldest = await asyncio.to_thread(read_outbox)
             report["outbox_unpublished"] = unpublished
             report["outbox_oldest_age_seconds"] = round(oldest, 3) if oldest is not None else None
+        keys = consumer.trust.registry
+        registry = keys.current()
+        # A broken registry file keeps the last good keys (and their revocations): worth an alarm, not an outage.
+        report["key_registry"] = {"keys": len(registry), "revoked": sum(k.is_revoked for k in registry.values()),
+                                  "error": keys.error}
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     return app

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +46,7 @@ from .keys import (
     raw_public_key,
     registry_path,
 )
-from .roles import INBOUND_TYPES, ROLE_DATA_FIELD
+from .roles import INBOUND_TYPES, ROLE_DATA_FIELD, signature_required
 
 if TYPE_CHECKING:
     from .envelope import Envelope
@@ -55,16 +54,6 @@ if TYPE_CHECKING:
 SIGNATURE_FIELD = "signature"
 SIGNATURE_LENGTH = 64  # bytes of an Ed25519 signature
 MAX_KID_LENGTH = 128
-
-# Inbound types (shared/roles.py) whose envelopes must be signed: the ones that change what the
-# system believes about other people's property (stolen, recalled, covered, owned).
-REQUIRED_PATTERNS: tuple[str, ...] = (
-    "theft.reported",
-    "theft.recovered",
-    "recall.*",
-    "warranty.policy.set",
-    "warranty.owner.registered",
-)
 
 # Every reason a signature check can fail with; the dead-letter ``reason`` field carries it.
 UNSIGNED = "unsigned"  # no signature where the policy requires one
@@ -100,18 +89,6 @@ class VerifiedKey:
     kid: str
     name: str
     role: str
-
-
-def signature_required(event_type: str, require_all: bool = False) -> bool:
-    """Whether an envelope of ``event_type`` must be signed.
-
-    Only inbound types are ever required: internal types come from services, whose streams only
-    their own Redis user may write (ACLs), and services hold no signing key. ``require_all``
-    (SERIALTRACK_REQUIRE_SIGNATURES) requires a signature on every inbound type. Unknown types are
-    not required here; decoding dead-letters them as ``unknown_type``."""
-    if event_type not in INBOUND_TYPES:
-        return False
-    return require_all or any(fnmatchcase(event_type, pattern) for pattern in REQUIRED_PATTERNS)
 
 
 REQUIRED_TYPES: frozenset[str] = frozenset(t for t in INBOUND_TYPES if signature_required(t))
@@ -324,3 +301,20 @@ def load_signer(name_or_path: str | Path, data_dir: Path) -> Signer:
     if record.is_revoked:
         raise SigningError(f"key {record.kid} ({path}) was revoked: create a new one")
     return Signer(key=record, private_key=private_key)
+
+
+OPERATOR_KEY = "operator"
+
+
+def operator_signer(data_dir: Path) -> Signer:
+    """The data dir's own operator key (made on first use): signs whatever an operator may publish.
+    For the tools that publish on the operator's behalf on the embedded default (tests, benchmarks);
+    producers in the field have keys of their own role."""
+    from .keys import KeyRegistryConflict, create_key  # writers of the registry are needed only here
+
+    if load_registry(registry_path(data_dir)).by_name(OPERATOR_KEY) is None:
+        try:
+            create_key(data_dir, OPERATOR_KEY, "operator")
+        except KeyRegistryConflict:
+            pass  # another process made it meanwhile
+    return load_signer(OPERATOR_KEY, data_dir)

@@ -100,7 +100,10 @@ def test_theft_import_takes_semicolons_and_dates_and_reports_a_second_import(run
                     "metro-pd;C-SEMI-1;acme;SEMI-1;2026-11-01\n"
                     "metro-pd;C-SEMI-2;acme;SEMI-2;2026-11-02T08:00:00Z\n"
                     "metro-pd;C-SEMI-3;acme;SEMI-3;01/11/2026\n", encoding="utf-8")
-    first = cli(env, "theft", "import", str(feed), "--json", check=False)
+    unsigned = json.loads(cli(env, "theft", "import", str(feed), "--json", check=False).stdout)
+    assert unsigned["published"] == 0 and "theft.reported must be signed" in unsigned["lines"][0]["error"]
+    cli(env, "keys", "create", "metro-pd", "--role", "law-enforcement", "--agency", "metro-pd")
+    first = cli(env, "theft", "import", str(feed), "--sign-with", "metro-pd", "--json", check=False)
     assert first.returncode == 1
     report = json.loads(first.stdout)
     assert (report["format"], report["published"], report["rejected"]) == ("csv", 2, 1)
@@ -112,7 +115,8 @@ def test_theft_import_takes_semicolons_and_dates_and_reports_a_second_import(run
     assert published["SEMI-1"]["data"]["reported_at"] == "2026-11-01T00:00:00Z"  # a date: midnight UTC
     assert published["SEMI-1"]["time"] == "2026-11-01T00:00:00Z"
 
-    again = json.loads(cli(env, "theft", "import", str(feed), "--json", check=False).stdout)
+    assert published["SEMI-1"]["signature"]["kid"].startswith("metro-pd-")
+    again = json.loads(cli(env, "theft", "import", str(feed), "--sign-with", "metro-pd", "--json", check=False).stdout)
     assert (again["published"], again["already_published"]) == (0, 2)
 
 

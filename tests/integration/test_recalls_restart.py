@@ -6,14 +6,12 @@ from __future__ import annotations
 import subprocess
 
 import httpx
-import redis.asyncio as aioredis
 
 from shared.contracts import UnitQuarantined
 from shared.envelope import make_event
-from shared.publishing import publish
 from tests.support import factories as f
 from tests.support.recalls import assert_counts_match_rows
-from tests.support.running import start_service_process, wait_for, wait_healthy
+from tests.support.running import publish_events, start_service_process, wait_for, wait_healthy
 
 UNITS = 6000
 
@@ -37,14 +35,12 @@ async def test_sigkill_during_a_broadcast_leaves_exact_counts(settings, tmp_path
                    source="test/inventory", id=f"q-{n}", time=f.at(10))
         for n in range(1, UNITS + 1)
     ]
-    client = aioredis.from_url(settings.redis_url)
-    envelopes = [e.envelope for e in (
+    await publish_events(settings, [
         f.received("acme", selection={"serial_range": span}, minutes=0),
         f.recall_issued("acme", minutes=5, recall_id=rid, serial_ranges=[span]),
-    )]
-    await publish(client, settings.streams, envelopes)
+    ])
     # every report twice: inventory's relay may publish a row again after its own crash
-    await publish(client, settings.streams, [e.envelope for e in reports + reports[: UNITS // 2]])
+    await publish_events(settings, reports + reports[: UNITS // 2])
 
     process = start(settings, tmp_path / "recalls-1.log")
     try:
@@ -74,4 +70,3 @@ async def test_sigkill_during_a_broadcast_leaves_exact_counts(settings, tmp_path
     finally:
         process.terminate()
         process.wait(timeout=30)
-        await client.aclose()

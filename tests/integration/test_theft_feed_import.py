@@ -10,11 +10,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from serialtrack.publishing import FileReport, LedgerPublisher, publish_lines
+from serialtrack.publishing import FileReport, LedgerPublisher, entry_bodies, publish_lines
 from services.theft.app import definition as theft
 from services.theft.feed_import import FeedError, feed_lines
 from shared.envelope import decode_envelope_bytes
 from shared.publishing import publish as publish_envelopes
+from shared.signing import operator_signer
 from tests.support import factories as f
 from tests.support.running import http, running, wait_for
 
@@ -33,8 +34,8 @@ def import_through_redis(path, settings, source: str = "feed/import", batch_size
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             fmt, lines = feed_lines(handle, path, source=source)
-            return publish_lines(lines, LedgerPublisher(client, settings.streams),
-                                 report=FileReport(str(path), fmt), batch_size=batch_size)
+            return publish_lines(lines, LedgerPublisher(client, settings.streams), report=FileReport(str(path), fmt),
+                                 body_of=entry_bodies(operator_signer(settings.data_dir)), batch_size=batch_size)
     finally:
         client.close()
 
