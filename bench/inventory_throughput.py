@@ -6,6 +6,7 @@
     .venv/bin/python -m bench.inventory_throughput --mix same-units              # worst case
     .venv/bin/python -m bench.inventory_throughput --backlog --workers 2         # drain a backlog
     .venv/bin/python -m bench.inventory_throughput --backlog --random-ids        # UUIDv4 event ids
+    .venv/bin/python -m bench.inventory_throughput --backlog --signed            # every event signed
 
 Mixes:
 - steady (default): half receipts of new units, half sales of units received before the run
@@ -63,10 +64,27 @@ async def publish_stock(settings, count: int) -> None:
     await client.aclose()
 
 
+def bench_signers(settings) -> dict[str, object]:
+    """Keys of the bench's warehouse and tills, registered in its data dir: type -> Signer."""
+    from shared.keys import create_key
+    from shared.signing import load_signer
+
+    create_key(settings.data_dir, "bench-wms", "warehouse", source_prefix="bench/wms")
+    create_key(settings.data_dir, "bench-pos", "pos", source_prefix="bench/pos")
+    return {"unit.received": load_signer("bench-wms", settings.data_dir),
+            "unit.sold": load_signer("bench-pos", settings.data_dir)}
+
+
 async def publish_all(settings, total: int, rate: float | None, mix: str, chunk: int = 1000,
-                      random_ids: bool = False) -> float:
+                      random_ids: bool = False, signers: dict | None = None) -> float:
     client = aioredis.from_url(settings.redis_url)
     streams = settings.streams
+
+    def body(event) -> str:
+        if signers:
+            return signers[event.type].entry_body(event.envelope, check=False)
+        return event.envelope.model_dump_json(exclude_none=True)
+
     started = time.perf_counter()
     sent = 0
     half = total // 2
@@ -75,8 +93,7 @@ async def publish_all(settings, total: int, rate: float | None, mix: str, chunk:
     for start in range(0, half, chunk // 2):
         batch = (events_for(new_units[start:start + chunk // 2], "received", random_ids)
                  + events_for(sold_units[start:start + chunk // 2], "sold", random_ids))
-        await publish_raw(client, [(streams.for_type(e.type), e.envelope.model_dump_json(exclude_none=True))
-                                   for e in batch])
+        await publish_raw(client, [(streams.for_type(e.type), body(e)) for e in batch])
         sent += len(batch)
         if rate:
             ahead = sent / rate - (time.perf_counter() - started)
@@ -107,10 +124,14 @@ def main() -> None:
     parser.add_argument("--random-ids", action="store_true",
                         help="publish with random UUIDv4 event ids instead of time-ordered UUIDv7 "
                              "(as a producer that does not follow the README's advice)")
+    parser.add_argument("--signed", action="store_true",
+                        help="sign every event (a warehouse key for receipts, a POS key for sales): "
+                             "what verifying signatures costs the service")
     args = parser.parse_args()
 
     with environment(args.database_url, batch_size=args.batch_size) as settings:
         engine = store_engine(settings, "inventory")
+        signers = bench_signers(settings) if args.signed else None
         with ExitStack() as stack:
             first = stack.enter_context(service_process("inventory", settings))
             if args.mix == "steady":
@@ -122,7 +143,8 @@ def main() -> None:
             if args.backlog:  # stop the service, publish everything, start the services again
                 stack.close()
                 published_in = time.perf_counter()
-                asyncio.run(publish_all(settings, args.events, None, args.mix, random_ids=args.random_ids))
+                asyncio.run(publish_all(settings, args.events, None, args.mix, random_ids=args.random_ids,
+                                        signers=signers))
                 published_in = time.perf_counter() - published_in
                 services = [stack.enter_context(service_process("inventory", settings, worker=n))
                             for n in range(args.workers)]
@@ -134,7 +156,8 @@ def main() -> None:
                 cpu_before = sum(cpu_seconds(p.pid) for p in services)
                 # Paced: small bursts (1/100 s of traffic each), as many tills would send them.
                 chunk = max(2, int(args.rate // 100)) if args.rate else 1000
-                started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix, chunk, args.random_ids))
+                started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix, chunk, args.random_ids,
+                                                  signers))
                 published_in = time.perf_counter() - started
             while applied(engine, "inventory") < args.events + baseline:
                 time.sleep(0.05)
@@ -146,7 +169,8 @@ def main() -> None:
     print(f"events: {args.events} ({args.events // 2} unit.received + {args.events // 2} unit.sold, "
           f"mix {args.mix}), "
           f"batch size {args.batch_size}, publisher {'paced at %.0f/s' % args.rate if args.rate else 'flat out'}, "
-          f"event ids {'random (UUIDv4)' if args.random_ids else 'time-ordered (UUIDv7)'}")
+          f"event ids {'random (UUIDv4)' if args.random_ids else 'time-ordered (UUIDv7)'}, "
+          f"{'every event signed (Ed25519)' if args.signed else 'unsigned'}")
     mode = f"backlog drained by {args.workers} process(es)" if args.backlog else f"{args.workers} process(es), live"
     print(f"{mode}: published in {published_in:.2f}s; all applied {elapsed:.2f}s after "
           f"{'the services started' if args.backlog else 'the first publish'}")

@@ -37,6 +37,7 @@ from shared.contracts import RecallIssued, UnitReceived, UnitSold
 from shared.envelope import make_event
 from shared.publishing import publish
 from shared.settings import Settings
+from shared.signing import operator_signer
 
 SERVICES = ("inventory", "warranty", "recalls")
 POLL_S = 0.2  # how often progress is read: the polling itself costs CPU the services share
@@ -45,7 +46,7 @@ POLL_S = 0.2  # how often progress is read: the polling itself costs CPU the ser
 async def send(settings: Settings, events) -> None:
     client = aioredis.from_url(settings.redis_url)
     try:
-        await publish(client, settings.streams, [e.envelope for e in events])
+        await publish(client, settings.streams, [e.envelope for e in events], operator_signer(settings.data_dir))
     finally:
         await client.aclose()
 

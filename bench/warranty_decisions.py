@@ -40,6 +40,7 @@ from shared.envelope import make_event
 from shared.publishing import publish
 from shared.service import build_app
 from shared.settings import Settings
+from shared.signing import operator_signer
 from shared.store import InboxRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -87,7 +88,7 @@ async def run(settings: Settings, units: int, sync_requests: int, async_claims: 
                          source="bench/pos", time=T0 + timedelta(days=1, seconds=n)) for n, s in enumerate(serials)),
         ]
         started = time.perf_counter()
-        await publish(redis, settings.streams, [e.envelope for e in seed])
+        await publish(redis, settings.streams, [e.envelope for e in seed], operator_signer(settings.data_dir))
         await wait_until(lambda: count(engine, inbox) >= len(seed), 300, "seeding")
         seeding = time.perf_counter() - started
         print(f"seeding: {len(seed)} events (1 policy, 1 range receipt, {units} sales) applied in {seeding:.2f} s "

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from .envelope import ENTRY_FIELD, Envelope
+from .roles import signature_required
 from .streams import Streams
 
 if TYPE_CHECKING:
@@ -33,8 +34,9 @@ async def publish_raw(redis: aioredis.Redis, entries: Sequence[tuple[str, str | 
 
 async def publish(redis: aioredis.Redis, streams: Streams, envelopes: Iterable[Envelope],
                   signer: Signer | None = None) -> list[str]:
-    """Envelopes to their streams; each signed by ``signer`` when one is given."""
+    """Envelopes to their streams; those whose type must be signed are signed by ``signer``."""
     return await publish_raw(redis, [
-        (streams.for_type(e.type), signer.entry_body(e) if signer else e.model_dump_json(exclude_none=True))
+        (streams.for_type(e.type),
+         signer.entry_body(e) if signer and signature_required(e.type) else e.model_dump_json(exclude_none=True))
         for e in envelopes
     ])

@@ -15,8 +15,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.publishing import publish_raw
-from shared.roles import signature_required
+from shared.publishing import publish
 from shared.service import ServiceDefinition, build_app
 from shared.settings import SERVICES, Settings
 from shared.signing import operator_signer
@@ -51,13 +50,9 @@ async def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, mes
 async def publish_events(settings: Settings, events) -> list[str]:
     """Publish Events (from make_event/factories) the way producers do: plain XADD of the wire format,
     signed (with the data dir's operator key) where the type must be signed."""
-    signer = operator_signer(settings.data_dir)
-    entries = [(settings.streams.for_type(e.type),
-                signer.entry_body(e.envelope) if signature_required(e.type) else
-                e.envelope.model_dump_json(exclude_none=True)) for e in events]
     client = aioredis.from_url(settings.redis_url)
     try:
-        return await publish_raw(client, entries)
+        return await publish(client, settings.streams, [e.envelope for e in events], operator_signer(settings.data_dir))
     finally:
         await client.aclose()
 
