@@ -50,6 +50,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.signing import VerifyKey
 
 from .identity import IdentityError, normalize_manufacturer
 from .roles import ROLE_DATA_FIELD, ROLE_TYPES, ROLES
@@ -188,8 +189,11 @@ class KeyRecord:
     agency: str | None = None
     manufacturer: str | None = None
     revoked: datetime | None = None
-    # The key object, built once: verification is on every event's path.
-    verifier: Ed25519PublicKey = field(init=False, repr=False, compare=False)
+    # The key object, built once: verification is on every event's path. libsodium (PyNaCl) verifies
+    # in about half the time of OpenSSL through `cryptography` here (61 against 109 us of CPU), and
+    # releases the GIL while it does, so a consumer verifies on one core while it applies on the
+    # other (docs/benchmarks.md, "Signatures"). Keys are still made and read with `cryptography`.
+    verifier: VerifyKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -198,7 +202,7 @@ class KeyRecord:
             raise RegistryError(f"key {self.kid}: public_key: {exc}") from None
         if len(raw) != 32:
             raise RegistryError(f"key {self.kid}: public_key is {len(raw)} bytes; an Ed25519 public key is 32")
-        object.__setattr__(self, "verifier", Ed25519PublicKey.from_public_bytes(raw))
+        object.__setattr__(self, "verifier", VerifyKey(raw))
 
     @property
     def types(self) -> frozenset[str]:
