@@ -292,3 +292,18 @@ async def _pending(client, sn):
 async def _registrations(client, sn, count):
     view = await get_json(client, f"/warranties/acme/{sn}")
     return view if view and len(view["registrations"]) >= count else None
+
+
+def test_lookup_shows_a_pending_ownership_change(engine):
+    """`serialtrack lookup` renders what GET /warranties answers: the desk sees why claims go to review."""
+    from rich.console import Console
+
+    from serialtrack.lookup_view import print_unit
+
+    sn = f.serial()
+    apply(engine, f.sold("acme", sn, minutes=10, customer_id="C-BUYER"), registration(sn, "C-STRANGER", minutes=DAY))
+    out = Console(record=True, width=200)
+    print_unit(out, {"warranty": unit_view(engine, sn).model_dump(mode="json")})
+    text = out.export_text()
+    assert "owner C-BUYER (via sale)" in text
+    assert "ownership change pending: C-STRANGER registered 2026-11-02" in text
