@@ -100,7 +100,7 @@ ClaimReason = Literal[
     "outside_coverage",  # the claim came after ``coverage_ends``
     "coverage_ended_by_return",  # the sale was returned: its coverage ended
     "duplicate_claim",  # same unit, same issue, an earlier claim not rejected, within the duplicate window
-    "not_registered_owner",  # the claimant is not the unit's owner (registration, else the sale's customer)
+    "not_registered_owner",  # the claimant is neither the owner nor named by a pending ownership change
     "owner_unknown",  # nobody is on record as owner: cannot verify the claimant
     "ownership_change_pending",  # an untrusted registration naming someone else than the owner awaits review
     "reported_stolen",  # an open law-enforcement report covers the unit (also: warranty.stolen_unit_presented)
