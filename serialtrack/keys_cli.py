@@ -31,6 +31,10 @@ Agency = Annotated[str | None, typer.Option(
     "--agency", help="law-enforcement keys: the agency it speaks for (data.agency must equal it)")]
 Manufacturer = Annotated[str | None, typer.Option(
     "--manufacturer", help="manufacturer keys: the manufacturer it speaks for (data.manufacturer must equal it)")]
+TransfersOwnership = Annotated[bool, typer.Option(
+    "--transfers-ownership", help="owner-registry and operator keys: trusted for ownership transfers, so an owner "
+                                  "registration it signs replaces the owner instead of waiting for review "
+                                  "(e.g. the store's after-sales desk)")]
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -57,6 +61,8 @@ def _print_key(record, private_key_file: Path | None = None) -> None:
     typer.echo(f"source prefix: {record.source_prefix or '(any source)'}")
     if speaks_for:
         typer.echo(f"speaks for:    {'agency' if record.agency else 'manufacturer'} {speaks_for}")
+    if record.transfers_ownership:
+        typer.echo("ownership:     transfers (an owner registration it signs replaces the owner)")
     typer.echo(f"public key:    {record.public_key}")
     if private_key_file is not None:
         typer.echo(f"private key:   {private_key_file} (keep it secret; sign with --sign-with {record.name})")
@@ -69,6 +75,7 @@ def create(
     source_prefix: SourcePrefix = None,
     agency: Agency = None,
     manufacturer: Manufacturer = None,
+    transfers_ownership: TransfersOwnership = False,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -78,7 +85,7 @@ def create(
 
     try:
         record, path = create_key(_data_dir(data_dir), name, role, source_prefix=source_prefix, agency=agency,
-                                  manufacturer=manufacturer)
+                                  manufacturer=manufacturer, transfers_ownership=transfers_ownership)
     except InvalidKeyInput as exc:
         _fail(str(exc), 2)
     except (KeysError, OSError) as exc:
@@ -98,6 +105,7 @@ def add(
     source_prefix: SourcePrefix = None,
     agency: Agency = None,
     manufacturer: Manufacturer = None,
+    transfers_ownership: TransfersOwnership = False,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -114,7 +122,7 @@ def add(
         _fail(f"{public_key}: {exc}", 2)
     try:
         record = add_key(_data_dir(data_dir), name, role, raw, source_prefix=source_prefix,
-                         agency=agency, manufacturer=manufacturer)
+                         agency=agency, manufacturer=manufacturer, transfers_ownership=transfers_ownership)
     except InvalidKeyInput as exc:
         _fail(str(exc), 2)
     except (KeysError, OSError) as exc:
@@ -142,10 +150,11 @@ def list_keys(as_json: JsonFlag = False, data_dir: DataDir = None) -> None:
         typer.echo("no keys registered (serialtrack keys create NAME --role ROLE)")
         return
     # Plain aligned columns: readable in a terminal and with grep or awk, whatever the width.
-    rows = [("KID", "ROLE", "SOURCE PREFIX", "SPEAKS FOR", "CREATED", "REVOKED")]
+    rows = [("KID", "ROLE", "SOURCE PREFIX", "SPEAKS FOR", "OWNERSHIP", "CREATED", "REVOKED")]
     for k in records:
         speaks_for = f"agency:{k.agency}" if k.agency else f"manufacturer:{k.manufacturer}" if k.manufacturer else "-"
-        rows.append((k.kid, k.role, k.source_prefix or "(any)", speaks_for, f"{k.created:%Y-%m-%dT%H:%M:%SZ}",
+        rows.append((k.kid, k.role, k.source_prefix or "(any)", speaks_for,
+                     "transfers" if k.transfers_ownership else "-", f"{k.created:%Y-%m-%dT%H:%M:%SZ}",
                      f"{k.revoked:%Y-%m-%dT%H:%M:%SZ}" if k.revoked else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

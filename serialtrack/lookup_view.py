@@ -72,6 +72,10 @@ def _print_warranty(out: Console, warranty: dict) -> None:
             out.print("  revised: a fact that arrived after the first decision (an earlier sale, a stolen "
                       "report) changed it; GET /claims/ID or /returns/ID on the warranty service lists "
                       "every version", highlight=False)
+    for change in warranty.get("pending_ownership_changes") or []:
+        out.print(f"  [yellow]ownership change pending[/yellow]: {escape(change['customer_id'])} registered "
+                  f"{change['registered_at'][:10]} (claims go to review until a trusted registration or a new "
+                  "sale settles it)", highlight=False)
     for recall in warranty.get("open_recalls", []):
         out.print(f"  [yellow]open recall[/yellow] {escape(recall['recall_id'])}: {escape(recall['hazard'])} "
                   f"(remedy: {recall['remedy']}, owner notice: {recall['notice'] or 'pending'})", highlight=False)

@@ -15,7 +15,8 @@ One JSON file, ``<data_dir>/keys/registry.json``::
           "agency": "metro-pd",                     # law-enforcement keys only: data.agency must equal it
           "manufacturer": null,                     # manufacturer keys only: data.manufacturer must equal it
           "created": "2026-11-26T10:00:00Z",
-          "revoked": null                           # or the time it was revoked
+          "revoked": null,                          # or the time it was revoked
+          "transfers_ownership": false              # owner-registry/operator keys only: see TRANSFER_ROLES
         }
       ]
     }
@@ -23,6 +24,11 @@ One JSON file, ``<data_dir>/keys/registry.json``::
 The types a key may sign are not stored: they follow from its role (``shared.roles``), so a change
 of the role table applies to every key. Several keys may share a role, source prefix and agency or
 manufacturer: that is how a producer rotates (add the new key, switch the producer, revoke the old).
+
+``transfers_ownership`` marks a key the warranty service trusts for ownership transfers (the store's
+after-sales desk, say): a ``warranty.owner.registered`` it signed replaces a unit's owner, where the
+same registration signed by any other key only becomes a pending change for a person to review
+(docs/warranty.md, "Owners"). A registry written before the flag existed reads as ``false``.
 
 Writers (``create_key``, ``add_key``, ``revoke_key``) hold an exclusive lock on
 ``keys/registry.lock`` while they read, change and replace the file, and replace it atomically
@@ -69,6 +75,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _KID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _SOURCE_PREFIX_RE = re.compile(r"^[\x21-\x7e]{1,256}$")  # what an envelope source may hold
 _CODE_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")  # the contracts' Code, stripped
+
+# Roles whose keys may be trusted for ownership transfers: the ones that may sign a
+# warranty.owner.registered at all. A flag on any other key would be a promise nobody could use.
+TRANSFER_ROLES: tuple[str, ...] = ("owner-registry", "operator")
 
 
 class KeysError(Exception):
@@ -176,6 +186,16 @@ def check_binding(role: str, source_prefix: str | None, agency: str | None,
     return source_prefix, agency, manufacturer
 
 
+def check_transfers_ownership(role: str, transfers_ownership: Any) -> bool:
+    """The ``transfers_ownership`` flag of a key of ``role``; InvalidKeyInput when not a bool or when
+    the role cannot sign owner registrations."""
+    if not isinstance(transfers_ownership, bool):
+        raise InvalidKeyInput(f"transfers_ownership must be true or false, not {transfers_ownership!r}")
+    if transfers_ownership and role not in TRANSFER_ROLES:
+        raise InvalidKeyInput(f"--transfers-ownership is for {' and '.join(TRANSFER_ROLES)} keys, not {role}")
+    return transfers_ownership
+
+
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     """One registered public key and what it may speak for."""
@@ -189,6 +209,7 @@ class KeyRecord:
     agency: str | None = None
     manufacturer: str | None = None
     revoked: datetime | None = None
+    transfers_ownership: bool = False  # trusted by warranty for ownership transfers (TRANSFER_ROLES only)
     # The key object, built once: verification is on every event's path. libsodium (PyNaCl) verifies
     # in about half the time of OpenSSL through `cryptography` here (61 against 109 us of CPU), and
     # releases the GIL while it does, so a consumer verifies on one core while it applies on the
@@ -228,6 +249,7 @@ class KeyRecord:
             "kid": self.kid, "name": self.name, "role": self.role, "alg": ALG, "public_key": self.public_key,
             "source_prefix": self.source_prefix, "agency": self.agency, "manufacturer": self.manufacturer,
             "created": _time_text(self.created), "revoked": _time_text(self.revoked) if self.revoked else None,
+            "transfers_ownership": self.transfers_ownership,
         }
 
     @classmethod
@@ -246,6 +268,7 @@ class KeyRecord:
             check_name(item["name"])
             source_prefix, agency, manufacturer = check_binding(
                 item["role"], item.get("source_prefix"), item.get("agency"), item.get("manufacturer"))
+            transfers_ownership = check_transfers_ownership(item["role"], item.get("transfers_ownership", False))
         except InvalidKeyInput as exc:
             raise RegistryError(f"{where} ({kid}): {exc}") from None
         revoked = item.get("revoked")
@@ -254,6 +277,7 @@ class KeyRecord:
             created=_utc(item["created"], f"{where}.created"),
             source_prefix=source_prefix, agency=agency, manufacturer=manufacturer,
             revoked=_utc(revoked, f"{where}.revoked") if revoked is not None else None,
+            transfers_ownership=transfers_ownership,
         )
 
 
@@ -374,10 +398,11 @@ def _locked_registry(data_dir: Path) -> Iterator[tuple[KeyRegistry, list[KeyRegi
 
 
 def _register(data_dir: Path, name: str, role: str, public_key: bytes, source_prefix: str | None,
-              agency: str | None, manufacturer: str | None,
+              agency: str | None, manufacturer: str | None, transfers_ownership: bool = False,
               before_write=None) -> KeyRecord:
     check_name(name)
     source_prefix, agency, manufacturer = check_binding(role, source_prefix, agency, manufacturer)
+    check_transfers_ownership(role, transfers_ownership)
     with _locked_registry(data_dir) as (registry, changed):
         if registry.by_name(name) is not None:
             raise KeyRegistryConflict(f"a key named {name!r} is already registered (names are never reused, "
@@ -387,7 +412,8 @@ def _register(data_dir: Path, name: str, role: str, public_key: bytes, source_pr
             raise KeyRegistryConflict(f"this public key is already registered as {same.kid}")
         record = KeyRecord(kid=make_kid(name, public_key), name=name, role=role,
                            public_key=b64url_encode(public_key), created=datetime.now(UTC).replace(microsecond=0),
-                           source_prefix=source_prefix, agency=agency, manufacturer=manufacturer)
+                           source_prefix=source_prefix, agency=agency, manufacturer=manufacturer,
+                           transfers_ownership=transfers_ownership)
         if before_write is not None:
             before_write()  # the private key is on disk before its public key is trusted
         changed.append(KeyRegistry([*registry.records(), record]))
@@ -395,7 +421,8 @@ def _register(data_dir: Path, name: str, role: str, public_key: bytes, source_pr
 
 
 def create_key(data_dir: Path, name: str, role: str, *, source_prefix: str | None = None,
-               agency: str | None = None, manufacturer: str | None = None) -> tuple[KeyRecord, Path]:
+               agency: str | None = None, manufacturer: str | None = None,
+               transfers_ownership: bool = False) -> tuple[KeyRecord, Path]:
     """A new Ed25519 key pair: the private key to ``keys/private/<name>.key`` (PKCS#8 PEM, mode
     0600, never overwritten) and the public key into the registry. Returns the record and the path."""
     private_key = Ed25519PrivateKey.generate()
@@ -417,7 +444,7 @@ def create_key(data_dir: Path, name: str, role: str, *, source_prefix: str | Non
             os.fsync(handle.fileno())
 
     record = _register(data_dir, name, role, raw_public_key(private_key.public_key()), source_prefix, agency,
-                       manufacturer, before_write=write_private_key)
+                       manufacturer, transfers_ownership, before_write=write_private_key)
     return record, path
 
 
@@ -447,7 +474,8 @@ def read_public_key(content: bytes) -> bytes:
 
 
 def add_key(data_dir: Path, name: str, role: str, public_key: bytes, *, source_prefix: str | None = None,
-            agency: str | None = None, manufacturer: str | None = None) -> KeyRecord:
+            agency: str | None = None, manufacturer: str | None = None,
+            transfers_ownership: bool = False) -> KeyRecord:
     """Register a public key a partner generated (32 raw bytes; see read_public_key)."""
     if len(public_key) != 32:
         raise InvalidKeyInput(f"the key is {len(public_key)} bytes; an Ed25519 public key is 32")
@@ -455,7 +483,7 @@ def add_key(data_dir: Path, name: str, role: str, public_key: bytes, *, source_p
         Ed25519PublicKey.from_public_bytes(public_key)
     except ValueError as exc:
         raise InvalidKeyInput(f"not an Ed25519 public key: {exc}") from None
-    return _register(data_dir, name, role, public_key, source_prefix, agency, manufacturer)
+    return _register(data_dir, name, role, public_key, source_prefix, agency, manufacturer, transfers_ownership)
 
 
 def revoke_key(data_dir: Path, kid: str, *, at: datetime | None = None) -> KeyRecord:

@@ -89,6 +89,9 @@ class VerifiedKey:
     kid: str
     name: str
     role: str
+    # The registry trusts this key for ownership transfers (KeyRecord.transfers_ownership): the
+    # warranty service lets a registration it signed replace a unit's owner instead of pending.
+    transfers_ownership: bool = False
 
 
 REQUIRED_TYPES: frozenset[str] = frozenset(t for t in INBOUND_TYPES if signature_required(t))
@@ -229,7 +232,7 @@ def verify(envelope: Mapping[str, Any], registry: KeyRegistry, *, require_all: b
         raise SignatureRejected(SOURCE_NOT_ALLOWED,
                                 f"key {kid} may publish from sources under {key.source_prefix!r}, not {source!r}", kid)
     _check_data(envelope.get("data"), key.role, key.agency, key.manufacturer, kid)
-    return VerifiedKey(kid=key.kid, name=key.name, role=key.role)
+    return VerifiedKey(kid=key.kid, name=key.name, role=key.role, transfers_ownership=key.transfers_ownership)
 
 
 def _check_data(data: Any, role: str, agency: str | None, manufacturer: str | None, kid: str) -> None:

@@ -118,14 +118,36 @@ class CoverageOut(BaseModel):
 
 class OwnerOut(BaseModel):
     customer_id: str
-    via: Literal["registration", "sale"]
+    via: Literal["registration", "sale", "transfer"]  # transfer: a registration signed by a trusted key
     since: datetime
+
+
+class OwnerPeriodOut(OwnerOut):
+    event: str  # "source/id" of the sale or registration that made them owner
 
 
 class RegistrationOut(BaseModel):
     customer_id: str
     registered_at: datetime
     sold_here: bool  # False: registered although this retailer never sold the unit (before the registration)
+    # What it did (docs/warranty.md, "Owners"): owner, transfer, confirmed, no_change, pending, closed.
+    outcome: Literal["owner", "transfer", "confirmed", "no_change", "pending", "closed"]
+    event: str
+    channel: str | None = None
+    signed_by: str | None = None  # kid of the verified signature, None when unsigned
+    closed_by: str | None = None  # a closed pending change: the sale or trusted registration that settled it
+
+
+class PendingOwnershipChangeOut(BaseModel):
+    """A registration naming someone other than the owner, not signed by a key trusted for transfers."""
+
+    customer_id: str
+    registered_at: datetime
+    event: str
+    channel: str | None
+    signed_by: str | None
+    reason: Literal["ownership_change_pending"] = "ownership_change_pending"
+    detail: str
 
 
 class RecallOut(BaseModel):
@@ -154,6 +176,7 @@ class HistoryEntry(BaseModel):
     receipt_id: str | None = None
     customer_id: str | None = None
     theft_case: str | None = None
+    signed_by: str | None = None
 
 
 class WarrantyOut(BaseModel):
@@ -165,6 +188,9 @@ class WarrantyOut(BaseModel):
     sale: SaleOut | None
     coverage: CoverageOut | None
     owner: OwnerOut | None
+    # Changes that wait for a person (or a trusted registration): claims go to review meanwhile.
+    pending_ownership_changes: list[PendingOwnershipChangeOut]
+    owner_history: list[OwnerPeriodOut]
     registrations: list[RegistrationOut]
     stolen: bool
     theft_cases: list[str]
@@ -258,7 +284,7 @@ def warranty_view(session: Session, key: store.UnitKey, now: datetime) -> Warran
         key=lambda r: (r.at, r.reference))
     history = [HistoryEntry(time=f.time, type=f.type, source=f.source, id=f.event_id, sku=f.sku, location=f.location,
                             receipt_id=f.receipt_id, customer_id=f.customer_id,
-                            theft_case=f.case if f.agency else None)
+                            theft_case=f.case if f.agency else None, signed_by=f.signed_by)
                for f in sorted(facts, key=lambda f: f.order)]
     return WarrantyOut(
         manufacturer=key[0], serial=key[1], status=status, received=view.received is not None, sku=view.sku,
@@ -266,7 +292,18 @@ def warranty_view(session: Session, key: store.UnitKey, now: datetime) -> Warran
                      customer_id=view.sale.customer_id, sku=view.sale.sku) if view.sale else None,
         coverage=coverage,
         owner=OwnerOut(customer_id=view.owner, via=view.owner_via, since=view.owner_since) if view.owner else None,
-        registrations=[RegistrationOut(customer_id=r.customer_id, registered_at=r.time, sold_here=r.sold_here)
+        pending_ownership_changes=[
+            PendingOwnershipChangeOut(
+                customer_id=r.customer_id, registered_at=r.time, event=r.ref, channel=r.channel, signed_by=r.signed_by,
+                detail=f"registration of {r.customer_id} while {view.owner} owns the unit ({view.owner_via} since "
+                       f"{view.owner_since:%Y-%m-%dT%H:%M:%SZ}), not signed by a key trusted for ownership "
+                       "transfers: claims go to review until a trusted registration or a new sale settles it")
+            for r in view.pending],
+        owner_history=[OwnerPeriodOut(customer_id=o.customer_id, via=o.via, since=o.since, event=o.ref)
+                       for o in view.owner_history],
+        registrations=[RegistrationOut(customer_id=r.customer_id, registered_at=r.time, sold_here=r.sold_here,
+                                       outcome=r.outcome, event=r.ref, channel=r.channel, signed_by=r.signed_by,
+                                       closed_by=r.closed_by)
                        for r in view.registrations],
         stolen=bool(view.theft_cases), theft_cases=list(view.theft_cases), open_recalls=open_recalls,
         requests=requests, history=history,

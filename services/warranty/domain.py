@@ -16,12 +16,27 @@ it arrives later, and emits a new decision version when the outcome or a fact it
 Time boundaries are instants in UTC, never local dates: coverage runs from the sale's instant for
 ``coverage_days`` x 24 h, end exclusive (a claim at exactly ``coverage_ends`` is outside); the same
 for the return window.
+
+Owners (docs/warranty.md, "Owners"), folded in time order like every other fact:
+
+- a sale makes its customer the owner (none if it named no customer) and closes the ownership
+  changes pending from before it: they were about the previous ownership;
+- a registration when nobody is owner makes its customer the owner (the first registration of a
+  unit sold without a customer, or of a unit never sold here);
+- a registration naming the owner changes nothing; signed by a key trusted for ownership transfers
+  it also closes the pending changes (the desk confirmed who owns it);
+- a registration naming someone else replaces the owner only when signed by a trusted key
+  (``Fact.trusted_transfer``); otherwise it is a pending ownership change, and claims while one is
+  pending go to a person (``ownership_change_pending``) instead of being approved.
+
+Anyone who can publish a registration could otherwise take over a sold unit and have their claim
+approved; the buyer (or a trusted desk) is who the retailer actually knows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,7 +61,7 @@ FRAUD_WEIGHTS = {
 # A rejecting reason decides the claim; otherwise a review reason sends it to a person.
 CLAIM_REJECTING = ("never_sold", "outside_coverage", "coverage_ended_by_return", "duplicate_claim",
                    "not_registered_owner", "reported_stolen", "open_recall")
-CLAIM_REVIEW = ("unknown_serial", "owner_unknown", "fraud_signals")
+CLAIM_REVIEW = ("unknown_serial", "owner_unknown", "ownership_change_pending", "fraud_signals")
 RETURN_REJECTING = ("never_sold", "serial_not_on_receipt", "outside_return_window", "already_returned",
                     "reported_stolen")
 RETURN_REVIEW = ("unknown_serial", "receipt_unknown")
@@ -67,6 +82,9 @@ class Fact:
     customer_id: str | None = None
     agency: str | None = None
     case_number: str | None = None
+    signed_by: str | None = None  # kid of the key whose signature the consumer verified
+    # A registration signed by a key the registry trusts for ownership transfers: it may replace the owner.
+    trusted_transfer: bool = False
 
     @property
     def order(self) -> OrderKey:
@@ -81,11 +99,35 @@ class Fact:
         return f"{self.agency}:{self.case_number}"
 
 
+# What a registration did, as the fold saw it at its time (Registration.outcome).
+OWNER = "owner"  # nobody was owner: its customer became the owner
+TRANSFER = "transfer"  # trusted, named someone else: replaced the owner
+CONFIRMED = "confirmed"  # trusted, named the owner: settled the pending changes
+NO_CHANGE = "no_change"  # named the owner: nothing to do
+PENDING = "pending"  # named someone else, not trusted: waits for a person or a trusted registration
+CLOSED = "closed"  # was pending; a later sale or trusted registration settled ownership (``closed_by``)
+
+
 @dataclass(frozen=True, slots=True)
 class Registration:
     customer_id: str
     time: datetime
     sold_here: bool  # a sale of the unit happened before the registration
+    outcome: str = OWNER
+    ref: str = ""  # "source/id" of the registration
+    channel: str | None = None
+    signed_by: str | None = None
+    closed_by: str | None = None  # for a pending change that was closed: the fact that closed it
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """One owner on record and how they became it; ``UnitView.owner_history`` lists them in order."""
+
+    customer_id: str
+    since: datetime
+    via: str  # sale | registration | transfer
+    ref: str
 
 
 @dataclass(slots=True)
@@ -98,10 +140,20 @@ class UnitView:
     returned: Fact | None = None  # a return after the latest sale
     owner: str | None = None
     owner_since: datetime | None = None
-    owner_via: str | None = None  # registration | sale
+    owner_via: str | None = None  # registration | sale | transfer
+    owner_history: list[Ownership] = field(default_factory=list)
     owners_seen: list[str] = field(default_factory=list)  # distinct customers, first seen first
     registrations: list[Registration] = field(default_factory=list)
     theft_cases: tuple[str, ...] = ()
+
+    @property
+    def pending(self) -> list[Registration]:
+        """Ownership changes waiting for review, oldest first."""
+        return [r for r in self.registrations if r.outcome == PENDING]
+
+    @property
+    def pending_customers(self) -> list[str]:
+        return list(dict.fromkeys(r.customer_id for r in self.pending))
 
     @property
     def known(self) -> bool:
@@ -117,6 +169,38 @@ def _see_owner(view: UnitView, customer: str | None) -> None:
         view.owners_seen.append(customer)
 
 
+def _set_owner(view: UnitView, customer: str | None, fact: Fact, via: str) -> None:
+    view.owner, view.owner_since = customer, fact.time
+    view.owner_via = via if customer else None
+    if customer:
+        view.owner_history.append(Ownership(customer, fact.time, via, fact.ref))
+
+
+def _close_pending(view: UnitView, fact: Fact) -> None:
+    view.registrations = [replace(r, outcome=CLOSED, closed_by=fact.ref) if r.outcome == PENDING else r
+                          for r in view.registrations]
+
+
+def _register(view: UnitView, fact: Fact) -> None:
+    customer = fact.customer_id or ""
+    if view.owner is None:
+        outcome = OWNER
+        _set_owner(view, customer, fact, "registration")
+    elif customer == view.owner:
+        outcome = CONFIRMED if fact.trusted_transfer else NO_CHANGE
+        if fact.trusted_transfer:
+            _close_pending(view, fact)
+    elif fact.trusted_transfer:
+        outcome = TRANSFER
+        _close_pending(view, fact)
+        _set_owner(view, customer, fact, "transfer")
+    else:
+        outcome = PENDING
+    view.registrations.append(Registration(customer, fact.time, view.sale is not None, outcome, fact.ref,
+                                           fact.location, fact.signed_by))
+    _see_owner(view, customer)
+
+
 def fold_unit(facts: Iterable[Fact], as_of: datetime | None = None) -> UnitView:
     view = UnitView()
     for fact in sorted(facts, key=lambda f: f.order):
@@ -129,17 +213,16 @@ def fold_unit(facts: Iterable[Fact], as_of: datetime | None = None) -> UnitView:
         elif kind == "unit.sold":
             view.sale, view.returned = fact, None
             view.sku = fact.sku or view.sku
-            # A new sale makes its customer the owner: earlier registrations belonged to the previous one.
-            view.owner, view.owner_since = fact.customer_id, fact.time
-            view.owner_via = "sale" if fact.customer_id else None
+            # A new sale makes its customer the owner: earlier registrations, and the changes pending
+            # from them, belonged to the previous ownership.
+            _close_pending(view, fact)
+            _set_owner(view, fact.customer_id, fact, "sale")
             _see_owner(view, fact.customer_id)
         elif kind == "unit.returned":
             if view.sale is not None and view.returned is None:
                 view.returned = fact
         elif kind == "warranty.owner.registered":
-            view.registrations.append(Registration(fact.customer_id or "", fact.time, view.sale is not None))
-            view.owner, view.owner_since, view.owner_via = fact.customer_id, fact.time, "registration"
-            _see_owner(view, fact.customer_id)
+            _register(view, fact)
         elif kind == "theft.reported":
             if fact.case not in view.theft_cases:
                 view.theft_cases = (*view.theft_cases, fact.case)
@@ -317,6 +400,7 @@ def _base_facts(view: UnitView, as_of: datetime, policy: Policy | None) -> dict[
                      return_window_ends=_iso(view.sale.time + timedelta(days=policy.return_window_days)))
     if view.owner:
         facts.update(owner_customer_id=view.owner, owner_via=view.owner_via)
+    facts["pending_owner_customer_ids"] = view.pending_customers
     facts["theft_cases"] = list(view.theft_cases)
     return facts
 
@@ -372,11 +456,16 @@ def decide_claim(claim: ClaimRequest, facts: Iterable[Fact], policies: Iterable[
         reasons.append("duplicate_claim")
         out["duplicate_of"] = max(duplicates, key=lambda p: p.order).claim_id
 
+    pending = view.pending_customers
     if view.owner is None:
         if view.sale is not None:  # unknown units already go to review
             reasons.append("owner_unknown")
-    elif view.owner != claim.customer_id:
+    elif view.owner != claim.customer_id and claim.customer_id not in pending:
         reasons.append("not_registered_owner")
+    if pending:
+        # Who owns the unit is in question: neither the owner on record nor the customer who registered
+        # is approved without a person, and a stranger's registration never approves a stranger's claim.
+        reasons.append("ownership_change_pending")
 
     if view.theft_cases:
         reasons.append("reported_stolen")

@@ -120,7 +120,9 @@ def _collect(events: list[Event]) -> _Batch:
     batch = _Batch()
     for event in events:
         d = event.data
-        base = {"time": event.time, "source": event.source, "event_id": event.id, "type": event.type}
+        signer = event.signed_by  # shared.signing.VerifiedKey set by the consumer, None when unsigned
+        base = {"time": event.time, "source": event.source, "event_id": event.id, "type": event.type,
+                "signed_by": signer.kid if signer is not None else None}
         if isinstance(d, UnitReceived):
             _selection(batch, d, Fact(**base, sku=d.sku, location=d.location))
         elif isinstance(d, (TheftReported, TheftRecovered)):
@@ -135,7 +137,9 @@ def _collect(events: list[Event]) -> _Batch:
             elif isinstance(d, UnitReturned):
                 fact = Fact(**base, location=d.location, receipt_id=d.receipt_id)
             else:
-                fact = Fact(**base, customer_id=d.customer_id, location=d.channel)
+                # Only a key the registry trusts for transfers may replace an owner (domain.fold_unit).
+                fact = Fact(**base, customer_id=d.customer_id, location=d.channel,
+                            trusted_transfer=bool(signer is not None and signer.transfers_ownership))
             batch.unit_facts.append((key, fact))
             batch.touch(key, event.time)
         elif isinstance(d, WarrantyPolicySet):

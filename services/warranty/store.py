@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Table, UniqueConstraint, and_, func, or_, select, tuple_
+from sqlalchemy import BigInteger, Index, Table, UniqueConstraint, and_, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -48,6 +48,11 @@ class FactRow(SQLModel, table=True):
     agency: str | None = None
     case_number: str | None = None
     recorded_at: datetime
+    # Who vouched for the event (warranty_0002): the kid of the key whose signature the consumer verified,
+    # and whether that key was trusted for ownership transfers when the event was applied. Stored, not
+    # looked up again, so a decision stays reproducible after the key is revoked or re-flagged.
+    signed_by: str | None = Field(default=None, max_length=128)
+    trusted_transfer: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class RangeRow(SQLModel, table=True):
@@ -73,6 +78,7 @@ class RangeRow(SQLModel, table=True):
     agency: str | None = None
     case_number: str | None = None
     recorded_at: datetime
+    signed_by: str | None = Field(default=None, max_length=128)  # see FactRow.signed_by
 
 
 class PolicyRow(SQLModel, table=True):
@@ -189,7 +195,8 @@ _returns = ReturnRow.__table__
 _decisions = DecisionRow.__table__
 _notices = RecallNoticeRow.__table__
 
-_FACT_COLUMNS = ("sku", "location", "receipt_id", "customer_id", "agency", "case_number")
+_FACT_COLUMNS = ("sku", "location", "receipt_id", "customer_id", "agency", "case_number", "signed_by",
+                 "trusted_transfer")
 
 
 # Writes
@@ -216,7 +223,7 @@ def save_ranges(session: Session, ranges: Sequence[tuple[str, SerialRange, Fact]
     insert_ignore(session, _ranges, [
         {"manufacturer": maker, "prefix": rng.prefix, "first": rng.first, "last": rng.last, "width": rng.width,
          "event_time": fact.time, "event_type": fact.type, "event_source": fact.source, "event_id": fact.event_id,
-         "recorded_at": now, **{c: getattr(fact, c) for c in ("sku", "location", "agency", "case_number")}}
+         "recorded_at": now, **{c: getattr(fact, c) for c in ("sku", "location", "agency", "case_number", "signed_by")}}
         for maker, rng, fact in ranges
     ])
 
@@ -268,8 +275,10 @@ def _by_maker(keys: Iterable[UnitKey]) -> dict[str, list[str]]:
 
 
 def _fact(row) -> Fact:
+    values = {c: getattr(row, c, None) for c in _FACT_COLUMNS}
+    values["trusted_transfer"] = bool(values["trusted_transfer"])  # ranges have no such column
     return Fact(time=as_utc(row.event_time), source=row.event_source, event_id=row.event_id, type=row.event_type,
-                **{c: getattr(row, c, None) for c in _FACT_COLUMNS})
+                **values)
 
 
 def _range(row) -> SerialRange:

@@ -25,7 +25,10 @@ class WarrantyPolicySet(EventData):
 
 
 class WarrantyOwnerRegistered(EventData):
-    """A consumer registered (or took over) ownership of a unit they hold."""
+    """A consumer registered ownership of a unit they hold. It makes them the owner only when nobody
+    is (the unit was sold without a customer, or never sold here); naming someone other than the owner,
+    it is a pending ownership change unless signed by a key trusted for ownership transfers
+    (docs/warranty.md, "Owners")."""
 
     event_type: ClassVar[str] = "warranty.owner.registered"
     manufacturer: Manufacturer
@@ -97,8 +100,9 @@ ClaimReason = Literal[
     "outside_coverage",  # the claim came after ``coverage_ends``
     "coverage_ended_by_return",  # the sale was returned: its coverage ended
     "duplicate_claim",  # same unit, same issue, an earlier claim not rejected, within the duplicate window
-    "not_registered_owner",  # the claimant is not the unit's owner (registration, else the sale's customer)
+    "not_registered_owner",  # the claimant is neither the owner nor named by a pending ownership change
     "owner_unknown",  # nobody is on record as owner: cannot verify the claimant
+    "ownership_change_pending",  # an untrusted registration naming someone else than the owner awaits review
     "reported_stolen",  # an open law-enforcement report covers the unit (also: warranty.stolen_unit_presented)
     "open_recall",  # an open recall covers the unit: the customer goes to the recall remedy instead
     "fraud_signals",  # the fraud score reached the review threshold
@@ -145,7 +149,9 @@ class DecisionFacts(BaseModel):
     coverage_ends: AwareDatetime | None = None
     return_window_ends: AwareDatetime | None = None
     owner_customer_id: str | None = None
-    owner_via: Literal["registration", "sale"] | None = None
+    owner_via: Literal["registration", "sale", "transfer"] | None = None
+    # Customers named by ownership changes pending at ``as_of`` (untrusted registrations), oldest first.
+    pending_owner_customer_ids: list[str] = Field(default_factory=list)
     theft_cases: list[str] = Field(default_factory=list)
     open_recalls: list[str] = Field(default_factory=list)
     recall_remedy: str | None = None

@@ -84,9 +84,39 @@ def test_create_list_sign_rotate_revoke(tmp_path):
     assert verify(new_signed, watcher.current()).name == "metro-pd-2027"
 
     table = ok(data, "keys", "list").splitlines()
-    assert table[0].split() == ["KID", "ROLE", "SOURCE", "PREFIX", "SPEAKS", "FOR", "CREATED", "REVOKED"]
+    assert table[0].split() == ["KID", "ROLE", "SOURCE", "PREFIX", "SPEAKS", "FOR", "OWNERSHIP", "CREATED",
+                                "REVOKED"]
     revoked_row = next(line for line in table if line.startswith(created["kid"]))
     assert revoked_row.split()[-1] != "-" and "agency:metro-pd" in revoked_row
+
+
+def test_a_key_trusted_for_ownership_transfers(tmp_path):
+    """`--transfers-ownership`: persisted, listed, carried into what verify returns; refused for roles
+    that cannot sign an owner registration."""
+    data = tmp_path / "data"
+    text = ok(data, "keys", "create", "after-sales", "--role", "owner-registry", "--transfers-ownership",
+              "--source-prefix", "store/after-sales")
+    assert "ownership:     transfers" in text
+    ok(data, "keys", "create", "web-registrations", "--role", "owner-registry", "--source-prefix", "web")
+    listed = {k["name"]: k for k in json.loads(ok(data, "keys", "list", "--json"))["keys"]}
+    assert (listed["after-sales"]["transfers_ownership"], listed["web-registrations"]["transfers_ownership"]) == (
+        True, False)
+    table = ok(data, "keys", "list").splitlines()
+    column = table[0].index("OWNERSHIP")
+    rows = {line.split()[0].rsplit("-", 1)[0]: line[column:].split()[0] for line in table[1:]}
+    assert rows == {"after-sales": "transfers", "web-registrations": "-"}
+
+    registration = {"specversion": "1.0", "id": "reg-1", "source": "store/after-sales/desk-1",
+                    "type": "warranty.owner.registered", "time": "2026-11-26T10:00:00Z",
+                    "data": {"manufacturer": "acme", "serial": "SN1", "customer_id": "C-2", "channel": "store"}}
+    from shared.keys import load_registry
+
+    signed = load_signer("after-sales", data).sign(registration)
+    assert verify(parse_envelope_json(json.dumps(signed)), load_registry(registry_path(data))).transfers_ownership
+
+    error = refused(data, "keys", "create", "till", "--role", "pos", "--transfers-ownership", code=2)
+    assert "--transfers-ownership is for owner-registry and operator keys, not pos" in error
+    assert "till" not in ok(data, "keys", "list")
 
 
 def test_a_partner_key_is_registered_from_its_public_key_file(tmp_path):

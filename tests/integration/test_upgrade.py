@@ -17,7 +17,13 @@ from sqlalchemy import MetaData, select
 
 from services.registry import INSTALLED, load
 from shared.consumer import EventProcessor
-from shared.contracts import RecallRemedyCompleted, TheftReported, UnitSold, WarrantyClaimSubmitted
+from shared.contracts import (
+    RecallRemedyCompleted,
+    TheftReported,
+    UnitSold,
+    WarrantyClaimSubmitted,
+    WarrantyOwnerRegistered,
+)
 from shared.envelope import make_event
 from shared.schema import prepare, state
 from shared.store import for_reading, for_writing, make_engine
@@ -111,10 +117,27 @@ def test_a_release_0_1_0_store_upgrades_in_place_keeping_every_row_and_every_ans
             differences = kept(answer["body"], response.json(), key)
             assert differences == [], differences[:5]
 
+        check_registrations_kept_their_meaning(engines["warranty"])
         apply_new_events(engines)
     finally:
         for engine in engines.values():
             engine.dispose()
+
+
+def check_registrations_kept_their_meaning(engine) -> None:
+    """The fixture's one registration: LT-REL1-0004 registered to C-REL1-GIFT the day after its sale.
+    That sale named no customer (every fourth laptop of the story is sold without one), so under the
+    ownership rule the first registration is the owner: C-REL1-GIFT still owns it, as 0.1.0 said, and
+    nothing is pending. (Had the sale named C-REL1-L4, the unsigned registration would now read as a
+    pending change: 0.1.0 verified no signature, so no stored registration is a trusted transfer.)"""
+    with read_client("warranty", engine) as client:
+        view = client.get(f"/warranties/{LAPTOP}/LT-REL1-0004").json()
+    assert view["sale"]["customer_id"] is None
+    assert (view["owner"]["customer_id"], view["owner"]["via"]) == ("C-REL1-GIFT", "registration")
+    assert view["pending_ownership_changes"] == []
+    assert [(r["customer_id"], r["outcome"], r["signed_by"]) for r in view["registrations"]] == [
+        ("C-REL1-GIFT", "owner", None)]
+    assert [(o["customer_id"], o["via"]) for o in view["owner_history"]] == [("C-REL1-GIFT", "registration")]
 
 
 def apply_new_events(engines) -> None:
@@ -142,6 +165,24 @@ def apply_new_events(engines) -> None:
                                              remedy="replace"))
     with read_client("recalls", engines["recalls"]) as client:
         assert client.get("/recalls/RC-REL1-L").json()["progress"]["remedied"] == remedied + 1
+
+    # A stranger registers TVREL1005 (sold to C-REL1-2077), dated before its approved claim CL-REL1-1: the
+    # claim is decided again on the upgraded store, and the new version sends it to a person.
+    with read_client("warranty", engines["warranty"]) as client:
+        before = client.get("/claims/CL-REL1-1").json()
+    assert (before["status"], before["reasons"]) == ("approved", [])
+    definition = load("warranty")
+    EventProcessor("warranty", for_writing(engines["warranty"]), definition.apply).process([make_event(
+        WarrantyOwnerRegistered(manufacturer="acme", serial="TVREL1005", customer_id="C-STRANGER", channel="web"),
+        source="test/after-upgrade", time=datetime(2026, 11, 22, 12, 0, tzinfo=UTC))])
+    with read_client("warranty", engines["warranty"]) as client:
+        after = client.get("/claims/CL-REL1-1").json()
+        unit = client.get("/warranties/acme/TVREL1005").json()
+    assert (after["status"], after["reasons"], after["version"]) == (
+        "needs_review", ["ownership_change_pending"], before["version"] + 1)
+    assert after["versions"][-1]["supersedes"] == before["decision_id"]
+    assert unit["owner"]["customer_id"] == "C-REL1-2077"
+    assert [p["customer_id"] for p in unit["pending_ownership_changes"]] == ["C-STRANGER"]
 
     process("warranty", WarrantyClaimSubmitted(claim_id="CL-NEW-8", manufacturer=LAPTOP, serial=laptop(8),
                                                customer_id="C-REL1-L8", issue="hinge cracked"))

@@ -263,9 +263,13 @@ def test_decisions_contract_round_trip():
 
 
 def _story(maker: str, sn: str, tag: str) -> list:
-    """One unit's history, in time order: claims and a return among sales, thefts, recalls, policies."""
+    """One unit's history, in time order: claims and a return among sales, thefts, recalls, policies, and
+    owner registrations: the sale names no customer, so the first registration (day 0.5) makes the owner
+    and a stranger's at day 30 is a pending change. Applied in reverse, the stranger's arrives first: the
+    owner must still be who registered first in time."""
     ref = f"{tag}-{sn}"
     owner = f"C-2{tag}"  # a customer of this story only: fraud signals count claims across units
+    stranger = f"C-9{tag}"
     unit = {"manufacturer": maker, "serial": sn}
     desk = {"source": "test/desk"}
 
@@ -276,7 +280,7 @@ def _story(maker: str, sn: str, tag: str) -> list:
         make_event(WarrantyPolicySet(policy_id="P", manufacturer=maker, sku="TV-55", coverage_days=400,
                                      return_window_days=14, effective_from=at(-10)), source="test/maker", time=at(-10)),
         f.received(maker, sn, minutes=0),
-        f.sold(maker, sn, minutes=10, customer_id="C-1", receipt_id=f"R-{ref}"),
+        f.sold(maker, sn, minutes=10, receipt_id=f"R-{ref}"),
         make_event(WarrantyOwnerRegistered(**unit, customer_id=owner), source="test/web", time=at(0.5)),
         make_event(WarrantyClaimSubmitted(**unit, claim_id=f"A-{ref}", customer_id=owner, issue="no picture"),
                    time=at(2), **desk),
@@ -292,6 +296,7 @@ def _story(maker: str, sn: str, tag: str) -> list:
                    time=at(9), **desk),
         make_event(RecallClosed(recall_id=f"RC-{ref}", manufacturer=maker, reason="fixed"), source="test/maker",
                    time=at(10)),
+        make_event(WarrantyOwnerRegistered(**unit, customer_id=stranger), source="test/web", time=at(30)),
         make_event(WarrantyClaimSubmitted(**unit, claim_id=f"D-{ref}", customer_id=owner, issue="no sound"),
                    time=at(40), **desk),
         f.returned(maker, sn, minutes=50 * DAY, receipt_id=f"R-{ref}"),
@@ -330,9 +335,10 @@ async def test_final_decisions_do_not_depend_on_arrival_order(settings):
         assert {label: outcome[:2] for label, outcome in in_order.items()} == {
             "A": ("approved", []),
             "B": ("rejected", ["duplicate_claim", "reported_stolen"]),
-            "C": ("rejected", ["open_recall", "fraud_signals"]),  # 3rd claim in 30 days + two owners: score 3
-            "D": ("approved", []),
-            "E": ("rejected", ["coverage_ended_by_return", "duplicate_claim"]),  # D: same issue 11 days before
+            "C": ("rejected", ["open_recall"]),  # 3rd claim in 30 days (score 2); the stranger comes later
+            "D": ("needs_review", ["ownership_change_pending"]),  # the stranger's registration at day 30
+            # D: same issue 11 days before, not rejected
+            "E": ("rejected", ["coverage_ended_by_return", "duplicate_claim", "ownership_change_pending"]),
             "Q": ("accepted", []),
         }
         assert (await get_json(client, f"/claims/A-F-{forward_sn}"))["version"] == 1  # in order: decided once

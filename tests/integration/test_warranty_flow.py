@@ -182,28 +182,36 @@ async def test_owner_registration_stolen_units_and_every_reason(settings):
         assert (registration["customer_id"], registration["sold_here"]) == ("C-3", False)
         assert gray["status"] == "not_sold_here" and len(gray["registrations"]) == 1
         await wait_for(lambda: _warranty_status(client, sn, "covered"), message="sale")
-        await wait_for(lambda: _owner(client, sn, "C-2"), message="registration applied")
+        # C-2's unsigned registration names someone other than the buyer: a pending change, not a new owner.
+        pending = await wait_for(lambda: _pending_change(client, sn, "C-2"), message="registration applied")
+        assert pending["owner"]["customer_id"] == "C-1" and pending["owner"]["via"] == "sale"
         stolen_view = await wait_for(lambda: _warranty_status(client, stolen_sn, "covered"), message="stolen sale")
         if not stolen_view["stolen"]:
             await wait_for(lambda: _stolen_flag(client, stolen_sn), message="theft report")
         await publish_events(settings, [
             claim(sn, minutes=30 * DAY, customer="C-1", claim_id=f"A-{sn}"),
-            claim(sn, minutes=30 * DAY + 1, customer="C-2", claim_id=f"B-{sn}"),
+            claim(sn, minutes=30 * DAY + 1, customer="C-2", claim_id=f"B-{sn}", issue="no power"),
+            claim(sn, minutes=30 * DAY + 2, customer="C-9", claim_id=f"N-{sn}", issue="no sound"),
             claim(stolen_sn, minutes=30 * DAY, customer="C-5", claim_id=f"S-{stolen_sn}", location="store-9"),
             claim(gray_sn, minutes=30 * DAY, customer="C-3", claim_id=f"G-{gray_sn}"),
         ])
-        not_owner = await decided(client, f"/claims/A-{sn}")
-        assert not_owner["status"] == "rejected" and not_owner["reasons"] == ["not_registered_owner"]
-        owner = await decided(client, f"/claims/B-{sn}")
-        assert owner["status"] == "approved"  # C-1's rejected claim is no duplicate
-        assert owner["facts"]["owner_via"] == "registration"
-        assert [s["name"] for s in owner["facts"]["fraud_signals"]] == ["serial_seen_at_several_owners"]
+        # While ownership is in question, neither the buyer nor the registrant is approved without a person.
+        buyer = await decided(client, f"/claims/A-{sn}")
+        assert buyer["status"] == "needs_review" and buyer["reasons"] == ["ownership_change_pending"]
+        registrant = await decided(client, f"/claims/B-{sn}")
+        assert registrant["status"] == "needs_review" and registrant["reasons"] == ["ownership_change_pending"]
+        assert registrant["facts"]["owner_via"] == "sale" and registrant["facts"]["pending_owner_customer_ids"] == ["C-2"]
+        assert [s["name"] for s in registrant["facts"]["fraud_signals"]] == ["serial_seen_at_several_owners"]
+        not_owner = await decided(client, f"/claims/N-{sn}")
+        assert not_owner["status"] == "rejected"
+        assert not_owner["reasons"] == ["not_registered_owner", "ownership_change_pending"]
         stolen = await decided(client, f"/claims/S-{stolen_sn}")
         assert stolen["reasons"] == ["reported_stolen"] and stolen["facts"]["theft_cases"] == ["metro-pd:C-77"]
         gray_claim = await decided(client, f"/claims/G-{gray_sn}")
         assert gray_claim["status"] == "needs_review" and gray_claim["reasons"] == ["unknown_serial"]
 
-        assert_reproducible(app, [("claim", f"A-{sn}"), ("claim", f"B-{sn}"), ("claim", f"S-{stolen_sn}"),
+        assert_reproducible(app, [("claim", f"A-{sn}"), ("claim", f"B-{sn}"), ("claim", f"N-{sn}"),
+                                  ("claim", f"S-{stolen_sn}"),
                                   ("claim", f"G-{gray_sn}")])
         alerts = await wait_for(lambda: _emitted_count(settings, "warranty.stolen_unit_presented", 1), message="alert")
         assert [(a["data"]["serial"], a["data"]["reference"], a["data"]["theft_cases"]) for a in alerts] == [
@@ -218,6 +226,12 @@ async def _stolen_flag(client, sn):
 async def _owner(client, sn, customer):
     unit = await get_json(client, f"/warranties/acme/{sn}")
     return unit if unit and unit["owner"] and unit["owner"]["customer_id"] == customer else None
+
+
+async def _pending_change(client, sn, customer):
+    unit = await get_json(client, f"/warranties/acme/{sn}")
+    changes = unit["pending_ownership_changes"] if unit else []
+    return unit if any(c["customer_id"] == customer for c in changes) else None
 
 
 async def test_recall_notices_once_per_recall_and_unit(settings):

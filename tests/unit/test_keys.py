@@ -56,10 +56,42 @@ def test_create_writes_a_private_key_only_its_owner_can_read_and_registers_the_p
     assert entry == {
         "kid": make_kid("store-12-till-3", public), "name": "store-12-till-3", "role": "pos", "alg": "Ed25519",
         "public_key": b64url_encode(public), "source_prefix": "pos/store-12", "agency": None, "manufacturer": None,
-        "created": entry["created"], "revoked": None,
+        "created": entry["created"], "revoked": None, "transfers_ownership": False,
     }
     assert entry["kid"].startswith("store-12-till-3-") and entry["created"].endswith("Z")
     assert load_registry(registry_path(data_dir))[record.kid] == record
+
+
+def test_only_owner_registry_and_operator_keys_may_be_trusted_for_ownership_transfers(data_dir):
+    desk, _ = create_key(data_dir, "after-sales-desk", "owner-registry", transfers_ownership=True)
+    operator = add_key(data_dir, "ops", "operator", raw_public_key(Ed25519PrivateKey.generate().public_key()),
+                       transfers_ownership=True)
+    web, _ = create_key(data_dir, "web-registrations", "owner-registry")
+    assert (desk.transfers_ownership, operator.transfers_ownership, web.transfers_ownership) == (True, True, False)
+    # Persisted in the registry file and read back as written.
+    registry = load_registry(registry_path(data_dir))
+    assert {k.name: k.transfers_ownership for k in registry.values()} == {
+        "after-sales-desk": True, "ops": True, "web-registrations": False}
+    # Any other role cannot sign an owner registration at all: the flag on it is refused, not ignored.
+    for role, extra in (("pos", {}), ("law-enforcement", {"agency": "metro-pd"})):
+        with pytest.raises(InvalidKeyInput, match="--transfers-ownership is for owner-registry and operator"):
+            create_key(data_dir, f"k-{role}", role, transfers_ownership=True, **extra)
+    assert not (data_dir / "keys" / "private" / "k-pos.key").exists()
+
+
+def test_a_registry_without_the_transfer_flag_reads_as_untrusted_and_a_bad_flag_says_where(data_dir):
+    create_key(data_dir, "desk", "owner-registry", transfers_ownership=True)
+    path = registry_path(data_dir)
+    document = json.loads(path.read_text())
+    del document["keys"][0]["transfers_ownership"]  # a registry written before the flag existed
+    path.write_text(json.dumps(document))
+    assert load_registry(path).by_name("desk").transfers_ownership is False
+    for role, value, words in (("owner-registry", "yes", "must be true or false"),
+                               ("pos", True, "not pos")):
+        document["keys"][0].update(role=role, transfers_ownership=value)
+        path.write_text(json.dumps(document))
+        with pytest.raises(RegistryError, match=words):
+            load_registry(path)
 
 
 def test_kid_is_the_name_and_the_rfc7638_thumbprint():

@@ -96,6 +96,20 @@ def test_sign_verify_round_trip_through_json_as_another_producer_would_write_it(
     assert len(b64url_decode(signed["signature"]["sig"])) == 64 and "=" not in signed["signature"]["sig"]
     verified = verify(received(signed), registry_of(data_dir))
     assert (verified.kid, verified.name, verified.role) == (record.kid, "metro-pd-2026", "law-enforcement")
+    assert verified.transfers_ownership is False
+
+
+def test_the_verified_key_says_whether_the_registry_trusts_it_for_ownership_transfers(data_dir):
+    """What the warranty service reads from Event.signed_by: the flag as registered, per key."""
+    registration = {"specversion": "1.0", "id": "reg-1", "source": "store/desk", "type": "warranty.owner.registered",
+                    "time": "2026-11-26T10:00:00Z",
+                    "data": {"manufacturer": "acme", "serial": "SN1", "customer_id": "C-2"}}
+    outcomes = {}
+    for name, trusted in (("desk", True), ("web", False)):
+        record, path = create_key(data_dir, name, "owner-registry", transfers_ownership=trusted)
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        outcomes[name] = verify(received(sign_envelope(registration, record.kid, key)), registry_of(data_dir))
+    assert (outcomes["desk"].transfers_ownership, outcomes["web"].transfers_ownership) == (True, False)
 
 
 def test_the_signature_covers_the_jcs_form_of_the_envelope_without_signature():

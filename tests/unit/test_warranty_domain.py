@@ -47,8 +47,10 @@ def returned(days, receipt="R-1"):
     return fact("unit.returned", at(days), location="store-1", receipt_id=receipt)
 
 
-def registered(days, customer):
-    return fact("warranty.owner.registered", at(days), customer_id=customer)
+def registered(days, customer, trusted=False, channel="web"):
+    """A registration; ``trusted``: signed by a key the registry trusts for ownership transfers."""
+    return fact("warranty.owner.registered", at(days), customer_id=customer, location=channel,
+                signed_by="desk-kid" if trusted else None, trusted_transfer=trusted)
 
 
 def stolen(days, case="C-9"):
@@ -148,12 +150,16 @@ def test_a_later_claim_is_never_a_duplicate_of_itself_or_of_a_later_one():
     assert decide(c1, [received(), sold(1)], priors=[prior(c2), prior(c1)]).status == "approved"
 
 
-def test_claimant_must_be_the_registered_owner():
-    facts = [received(), sold(1, customer="C-1"), registered(3, "C-2")]
-    by_buyer = decide(claim(10, customer="C-1"), facts)
-    assert by_buyer.status == "rejected" and "not_registered_owner" in by_buyer.reasons
-    by_owner = decide(claim(10, customer="C-2"), facts)
-    assert by_owner.facts["owner_via"] == "registration" and "not_registered_owner" not in by_owner.reasons
+def test_claimant_must_be_the_owner_the_buyer_or_who_a_trusted_transfer_names():
+    sale = [received(), sold(1, customer="C-1")]
+    assert decide(claim(10, customer="C-9"), sale).reasons == ("not_registered_owner",)
+    assert decide(claim(10, customer="C-1"), sale).status == "approved"
+    transferred = [*sale, registered(3, "C-2", trusted=True)]
+    by_buyer = decide(claim(10, customer="C-1"), transferred)
+    assert by_buyer.status == "rejected" and by_buyer.reasons == ("not_registered_owner",)
+    by_owner = decide(claim(10, customer="C-2"), transferred)
+    assert by_owner.status == "approved" and by_owner.facts["owner_via"] == "transfer"
+    assert by_owner.facts["owner_customer_id"] == "C-2" and by_owner.facts["pending_owner_customer_ids"] == []
 
 
 def test_a_sale_without_customer_and_no_registration_needs_review():
@@ -192,7 +198,7 @@ def test_every_applicable_reason_is_listed():
 
 
 def test_fraud_signals_and_review_threshold():
-    facts = [received(), sold(1, customer="C-1"), registered(1.5, "C-7")]
+    facts = [received(), sold(1, customer="C-1"), registered(1.5, "C-7", trusted=True)]
     earlier = [prior(claim(2 + i, customer="C-7", serial=f"X{i}", issue=f"i{i}"), serial=f"X{i}") for i in range(2)]
     decision = decide(claim(3, customer="C-7"), facts, priors=earlier)
     names = {s["name"] for s in decision.facts["fraud_signals"]}
@@ -303,15 +309,23 @@ def test_fold_is_independent_of_arrival_order_and_marks_registrations_not_sold_h
     views = [fold_unit(order) for order in itertools.permutations(facts)]
     assert all(v == views[0] for v in views)
     view = views[0]
-    assert view.owner == "C-2" and view.owners_seen == ["C-0", "C-1", "C-2"]
-    assert [r.sold_here for r in view.registrations] == [False, True]
+    # C-0 registered a unit never sold here (owner then); the sale made C-1 the owner; C-2's unsigned
+    # registration naming someone else is pending, not an owner.
+    assert view.owner == "C-1" and view.owners_seen == ["C-0", "C-1", "C-2"]
+    assert [(r.customer_id, r.sold_here, r.outcome) for r in view.registrations] == [
+        ("C-0", False, "owner"), ("C-2", True, "pending")]
+    assert view.pending_customers == ["C-2"]
     assert view.theft_cases == ()
 
 
 def test_a_new_sale_makes_its_customer_the_owner():
-    view = fold_unit([received(), sold(1, customer="C-1"), registered(2, "C-2"), returned(3),
-                      sold(4, customer="C-3", receipt="R-2")])
+    resale = sold(4, customer="C-3", receipt="R-2")
+    view = fold_unit([received(), sold(1, customer="C-1"), registered(2, "C-2"), returned(3), resale])
     assert view.owner == "C-3" and view.owner_via == "sale" and view.out_with_customer
+    # C-2's pending change was about C-1's ownership: the resale closes it.
+    assert view.pending == [] and view.registrations[0].outcome == "closed"
+    assert view.registrations[0].closed_by == resale.ref
+    assert [(o.customer_id, o.via) for o in view.owner_history] == [("C-1", "sale"), ("C-3", "sale")]
 
 
 def test_recall_amendment_replaces_the_scope_and_unknown_fact_type_is_refused():
@@ -323,3 +337,121 @@ def test_recall_amendment_replaces_the_scope_and_unknown_fact_type_is_refused():
     assert only_amended["RC-1"].open and only_amended["RC-1"].remedy is None
     with pytest.raises(ValueError, match="no rule"):
         fold_unit([fact("unit.melted", at(0))])
+
+
+# Owners (docs/warranty.md, "Owners"): the buyer, else the first registration; a registration naming
+# someone else is pending unless a key trusted for ownership transfers signed it.
+
+
+def test_a_strangers_registration_of_a_sold_unit_is_pending_and_their_claim_goes_to_review():
+    """The issue-10 attack: a stranger registered a sold unit, then claimed; it was approved."""
+    facts = [received(), sold(1, customer="C-1"), registered(2, "C-X")]
+    view = fold_unit(facts)
+    assert (view.owner, view.owner_via, view.pending_customers) == ("C-1", "sale", ["C-X"])
+    stranger = decide(claim(10, customer="C-X"), facts)
+    assert stranger.status == "needs_review" and stranger.reasons == ("ownership_change_pending",)
+    assert stranger.facts["owner_customer_id"] == "C-1" and stranger.facts["pending_owner_customer_ids"] == ["C-X"]
+    # The buyer too: who owns the unit is in question until a person (or a trusted registration) settles it.
+    assert decide(claim(10, customer="C-1"), facts).reasons == ("ownership_change_pending",)
+    # A third customer is neither: rejected, and the pending change is listed for the desk.
+    third = decide(claim(10, customer="C-9"), facts)
+    assert third.status == "rejected" and third.reasons == ("not_registered_owner", "ownership_change_pending")
+
+
+def test_the_first_registration_is_the_owner_when_the_sale_named_no_customer():
+    facts = [received(), sold(1, customer=None), registered(2, "C-2"), registered(3, "C-3")]
+    view = fold_unit(facts)
+    assert (view.owner, view.owner_via) == ("C-2", "registration")
+    assert [r.outcome for r in view.registrations] == ["owner", "pending"]
+    assert decide(claim(2.5, customer="C-2"), facts).status == "approved"  # before C-3's registration
+    assert decide(claim(10, customer="C-2"), facts).reasons == ("ownership_change_pending",)
+    assert decide(claim(10, customer="C-3"), facts).reasons == ("ownership_change_pending",)
+
+
+def test_a_registration_naming_the_owner_changes_nothing():
+    plain = [received(), sold(1, customer="C-1")]
+    again = [*plain, registered(2, "C-1")]
+    view = fold_unit(again)
+    assert (view.owner, view.owner_via, view.owner_since) == ("C-1", "sale", at(1))
+    assert [r.outcome for r in view.registrations] == ["no_change"] and view.pending == []
+    assert decide(claim(10), again).outcome == decide(claim(10), plain).outcome == ("approved", ())
+
+
+def test_a_trusted_transfer_replaces_the_owner_and_keeps_the_history():
+    facts = [received(), sold(1, customer="C-1"), registered(2, "C-2", trusted=True, channel="store-desk"),
+             registered(4, "C-3", trusted=True)]
+    view = fold_unit(facts)
+    assert [(o.customer_id, o.via, o.since) for o in view.owner_history] == [
+        ("C-1", "sale", at(1)), ("C-2", "transfer", at(2)), ("C-3", "transfer", at(4))]
+    assert [(r.outcome, r.channel, r.signed_by) for r in view.registrations] == [
+        ("transfer", "store-desk", "desk-kid"), ("transfer", "web", "desk-kid")]
+    assert decide(claim(3, customer="C-2"), facts).status == "approved"  # C-2 owned it then
+    assert decide(claim(5, customer="C-2"), facts).reasons == ("not_registered_owner",)
+    assert decide(claim(5, customer="C-3"), facts).status == "approved"
+
+
+def test_a_trusted_registration_settles_a_pending_change_either_way():
+    pending = [received(), sold(1, customer="C-1"), registered(2, "C-X")]
+    # The desk confirms the buyer: the change is closed, the buyer's later claims are approved again.
+    confirmed = [*pending, registered(3, "C-1", trusted=True)]
+    view = fold_unit(confirmed)
+    assert view.owner == "C-1" and view.pending == []
+    assert [(r.outcome, r.closed_by) for r in view.registrations] == [("closed", confirmed[-1].ref),
+                                                                       ("confirmed", None)]
+    assert decide(claim(10, customer="C-1"), confirmed).status == "approved"
+    assert decide(claim(10, customer="C-X"), confirmed).reasons == ("not_registered_owner",)
+    # A claim made while it was pending stays with a person: facts after a claim never change it.
+    assert decide(claim(2.5, customer="C-1"), confirmed).reasons == ("ownership_change_pending",)
+    # Or the desk transfers to the customer who registered (a gift, say).
+    accepted = [*pending, registered(3, "C-X", trusted=True)]
+    view = fold_unit(accepted)
+    assert (view.owner, view.owner_via, view.pending) == ("C-X", "transfer", [])
+    assert decide(claim(10, customer="C-X"), accepted).status == "approved"
+
+
+def test_recall_notices_go_to_the_owner_on_record_not_to_a_pending_registrant():
+    from services.warranty.domain import recall_notice_owner
+
+    assert recall_notice_owner(fold_unit([sold(1, customer="C-1"), registered(2, "C-X")])) == "C-1"
+    assert recall_notice_owner(fold_unit([sold(1, customer="C-1"), registered(2, "C-X", trusted=True)])) == "C-X"
+
+
+OWNERSHIP_CASES = {
+    # name: (facts, (claim day, claimant), expected (status, reasons), expected owner, expected pending)
+    "stranger registers after the sale, claims": (
+        lambda: [sold(1, customer="C-1"), registered(2, "C-X")], (3, "C-X"),
+        ("needs_review", ("ownership_change_pending",)), "C-1", ["C-X"]),
+    "trusted transfer, new owner claims": (
+        lambda: [sold(1, customer="C-1"), registered(2, "C-X", trusted=True)], (3, "C-X"),
+        ("approved", ()), "C-X", []),
+    "sale without customer, first registration owns, second pends": (
+        lambda: [sold(1, customer=None), registered(2, "C-2"), registered(2.5, "C-3")], (3, "C-2"),
+        ("needs_review", ("ownership_change_pending",)), "C-2", ["C-3"]),
+    "registration after the claim does not count": (
+        lambda: [sold(1, customer="C-1"), registered(3, "C-X")], (2, "C-X"),
+        ("rejected", ("not_registered_owner",)), "C-1", ["C-X"]),
+    "registration before the sale belongs to the earlier ownership": (
+        lambda: [registered(0.5, "C-0"), sold(1, customer="C-1"), registered(1.5, "C-1")], (3, "C-1"),
+        ("approved", ()), "C-1", []),
+    "resale closes the pending change": (
+        lambda: [sold(1, customer="C-1"), registered(2, "C-X"), returned(3), sold(4, customer="C-2", receipt="R-2")],
+        (5, "C-2"), ("approved", ()), "C-2", []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OWNERSHIP_CASES))
+def test_ownership_does_not_depend_on_arrival_order(case):
+    """Every permutation of a case's facts (sales, registrations, returns, the receipt) folds to the same
+    owner and pending changes, and gives the claim the same decision, as time order does."""
+    make_facts, (claim_day, claimant), expected, owner, pending = OWNERSHIP_CASES[case]
+    facts = [received(0), *make_facts()]
+    request = claim(claim_day, customer=claimant)
+    results = set()
+    for order in itertools.permutations(facts):
+        view = fold_unit(order)
+        decision = decide(request, order)
+        results.add((view.owner, tuple(view.pending_customers), tuple(view.registrations), tuple(view.owner_history),
+                     decision.outcome, repr(decision.facts)))
+    assert len(results) == 1, results
+    [(got_owner, got_pending, _, _, outcome, _)] = results
+    assert (outcome, got_owner, list(got_pending)) == (expected, owner, pending)
