@@ -34,6 +34,8 @@ from sqlalchemy import Connection, Engine, Table, inspect, text
 from .store import PLUMBING_TABLES, for_writing
 
 log = logging.getLogger("serialtrack.schema")
+# Alembic says "Context impl SQLiteImpl" and such at INFO on every start; our own line says what changed.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 PLUMBING_MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version"
