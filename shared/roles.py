@@ -83,10 +83,13 @@ def signature_required(event_type: str, require_all: bool = False) -> bool:
     Only inbound types are ever required: internal types come from services, whose streams only
     their own Redis user may write (ACLs), and services hold no signing key. ``require_all``
     (SERIALTRACK_REQUIRE_SIGNATURES) requires a signature on every inbound type. Unknown types are
-    not required here; decoding dead-letters them as ``unknown_type``."""
-    if event_type not in INBOUND_TYPES:
-        return False
-    return require_all or any(fnmatchcase(event_type, pattern) for pattern in REQUIRED_PATTERNS)
+    not required here; decoding dead-letters them as ``unknown_type``. A set look-up: consumers ask
+    for every event they read."""
+    return event_type in (INBOUND_TYPES if require_all else _REQUIRED)
+
+
+_REQUIRED: frozenset[str] = frozenset(
+    t for t in INBOUND_TYPES if any(fnmatchcase(t, pattern) for pattern in REQUIRED_PATTERNS))
 
 
 def types_for_role(role: str) -> frozenset[str]:

@@ -25,10 +25,14 @@ class Trust:
         self.streams = streams
         self.registry = RegistryWatcher(key_registry)  # re-read within seconds of a change
         self.require_all = require_all
+        self._stream_of: dict[str, str] = {}  # type -> its stream name, built as types are seen
 
     def check(self, stream: str, event: Event, fields: dict[bytes, bytes]) -> Event:
         """The event, with ``signed_by`` set when it was signed; InvalidEvent when it must not apply."""
-        if self.streams.for_type(event.type) != stream:
+        expected = self._stream_of.get(event.type)
+        if expected is None:
+            expected = self._stream_of[event.type] = self.streams.for_type(event.type)
+        if expected != stream:
             # An envelope's type picks its handler: one XADDed to another type's stream would be
             # applied as what it claims, by a producer whose Redis user may only write that stream.
             raise InvalidEvent("type_stream_mismatch", f"a {event.type} envelope on the stream {stream}")
