@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import redis.asyncio as aioredis
 
 from services.registry import INSTALLED
 from shared.contracts import RecallScope, UnitSelection
 from shared.envelope import validate_data
 from shared.publishing import publish
+from shared.redis_clients import async_client
 from shared.settings import Settings
 
 from .publishing import build_envelope
@@ -169,7 +169,7 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
             say(f"  {(start + step.offset):%b %d %Y}  {step.narration}")
 
     async def send():
-        client = aioredis.from_url(redis_url)
+        client = async_client(redis_url)  # sends only what the operator's Redis user may run
         try:
             await publish(client, settings.streams, envelopes)
         finally:
