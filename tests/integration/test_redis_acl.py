@@ -73,7 +73,7 @@ def test_each_role_may_xadd_exactly_the_streams_of_its_types(acl_redis):
 def test_producers_may_not_read_list_configure_or_touch_other_keys(acl_redis, role):
     s = acl_redis.streams
     client = acl_redis.client(role)
-    own = s.for_type(sorted(ROLE_TYPES[role])[0])
+    own = s.for_type(min(ROLE_TYPES[role]))
     client.xadd(own, {ENTRY_FIELD: "{}"})
     attempts = {
         "XRANGE": lambda: client.xrange(own),
@@ -90,7 +90,7 @@ def test_producers_may_not_read_list_configure_or_touch_other_keys(acl_redis, ro
         "DEL": lambda: client.delete(own),
         "SET other key": lambda: client.set(f"{s.prefix}:x", "1"),
         "XADD dead letters": lambda: client.xadd(s.dead_letters("inventory"), {"reason": "forged"}),
-        "XADD other prefix": lambda: client.xadd(f"other:{sorted(ROLE_TYPES[role])[0]}", {ENTRY_FIELD: "{}"}),
+        "XADD other prefix": lambda: client.xadd(f"other:{min(ROLE_TYPES[role])}", {ENTRY_FIELD: "{}"}),
         "ACL": lambda: client.acl_list(),
         "CLIENT LIST": lambda: client.client_list(),
         "EVAL": lambda: client.eval("return 1", 0),
