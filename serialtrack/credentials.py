@@ -243,3 +243,26 @@ def list_users(admin_url: str | None, data_dir: Path) -> list[dict]:
         raise CredentialsError(f"no Redis users here: {acl_path} does not exist (start `serialtrack up` once, "
                                "or set SERIALTRACK_REDIS_ADMIN_URL)")
     return describe(parse_acl_file(acl_path.read_text()), data_dir)
+
+
+# --- docker-compose: the same users, passwords from required variables --------------------------
+
+
+def password_variable(user: str) -> str:
+    """The environment variable of a built-in user's password in docker-compose.yml."""
+    return "REDIS_" + user.upper().replace("-", "_") + "_PASSWORD"
+
+
+def compose_template(streams: Streams | None = None, consumed: Mapping[str, Iterable[str]] | None = None) -> str:
+    """deploy/redis/users.acl.template: every built-in user with ``#${REDIS_<USER>_PASSWORD}`` where
+    its password hash goes; deploy/redis/start.sh puts the SHA-256 of each variable's value there."""
+    streams = streams or Streams()
+    consumed = consumed_types() if consumed is None else consumed
+    users = [AclUser(DEFAULT, False, (), DEFAULT_RULES)] + [
+        AclUser(name, True, (f"#${{{password_variable(name)}}}",), rules)
+        for name, rules in builtin_rules(streams, consumed).items()]
+    return render_acl_file(users)
+
+
+if __name__ == "__main__":  # python -m serialtrack.credentials > deploy/redis/users.acl.template
+    print(compose_template(), end="")

@@ -4,6 +4,7 @@ code path) on a real redis-server, Redis 6.2 (embedded default) and Redis 7 when
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import redis
@@ -34,8 +35,10 @@ def acl_redis(request, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def fresh_acl_log(acl_redis):
-    acl_redis.admin.acl_log_reset()
+def fresh_acl_log(request):
+    """Each test on the shared server starts with an empty ACL LOG."""
+    if "acl_redis" in request.fixturenames:
+        request.getfixturevalue("acl_redis").admin.acl_log_reset()
 
 
 def xadd_each(client: redis.Redis, streams: list[str]) -> dict[str, object]:
@@ -261,3 +264,63 @@ async def test_a_service_runs_as_its_own_two_users_and_redis_refuses_it_nothing(
     assert json.loads(submitted[-1][1][ENTRY_FIELD.encode()])["data"]["claim_id"] == f"CL-{sn}"
     assert acl_redis.admin.acl_log() == []
     assert set(INBOUND_TYPES) | set(INTERNAL_TYPES) == set(ALL_TYPES)
+
+
+@pytest.mark.parametrize("binary", redis_binaries())
+def test_the_compose_redis_loads_its_users_from_the_template_and_keeps_made_credentials(binary, tmp_path):
+    """deploy/redis/start.sh as the compose Redis runs it (the image's entrypoint replaced by a shim
+    that runs redis-server as it is): passwords from the variables, credentials made earlier kept."""
+    import os
+    import subprocess
+    import time
+
+    from serialtrack.credentials import password_variable
+    from serialtrack.redis_server import free_port
+    from shared.acl import parse_acl_file, password_hash
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy" / "redis"
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "docker-entrypoint.sh").write_text('#!/bin/sh\nexec "$@"\n')
+    (shim / "docker-entrypoint.sh").chmod(0o755)
+    (shim / "redis-server").symlink_to(binary)
+    acl_file = tmp_path / "users.acl"
+    till = "pos.till-7"
+    acl_file.write_text(f"user {till} on {password_hash('till-secret')} ~serialtrack:unit.sold resetchannels "
+                        "-@all +ping +hello +auth +xadd\n")
+    users = parse_acl_file((deploy / "users.acl.template").read_text())
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}",
+           **{password_variable(u): f"secret-of-{u}" for u in users if u != "default"}}
+    port = free_port()
+    process = subprocess.Popen(["sh", str(deploy / "start.sh"), str(deploy / "users.acl.template"), str(acl_file),
+                                "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def as_user(user: str, password: str) -> redis.Redis:
+            return redis.Redis(port=port, username=user, password=password, driver_info=None)
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                as_user("operator-reader", "secret-of-operator-reader").ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline and process.poll() is None, "the compose Redis did not start"
+                time.sleep(0.05)
+        as_user("inventory-writer", "secret-of-inventory-writer").xadd("serialtrack:unit.quarantined", {"a": "b"})
+        with pytest.raises(NoPermissionError):
+            as_user("inventory-writer", "secret-of-inventory-writer").xadd("serialtrack:theft.alert", {"a": "b"})
+        as_user(till, "till-secret").xadd("serialtrack:unit.sold", {"a": "b"})  # made before: still there
+        with pytest.raises(AuthenticationError):
+            redis.Redis(port=port, driver_info=None).ping()
+        assert "secret-of" not in acl_file.read_text()  # hashes only
+        assert acl_file.stat().st_mode & 0o777 == 0o600
+    finally:
+        process.terminate()
+        process.wait(10)
+    missing = dict(env)
+    del missing[password_variable("pos")]
+    refused_start = subprocess.run(["sh", str(deploy / "start.sh"), str(deploy / "users.acl.template"),
+                                    str(tmp_path / "other.acl")], env=missing, capture_output=True, text=True,
+                                   timeout=30, check=False)
+    assert refused_start.returncode == 1 and "REDIS_POS_PASSWORD is not set" in refused_start.stderr
