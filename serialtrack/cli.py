@@ -167,7 +167,7 @@ def serve(
     settings = _settings(data_dir)
     configure_logging(service, settings.log_format)
     configure_tracing(service)
-    _redis_url(settings)
+    _redis_url(settings, f"{service}-reader")  # one line, not a traceback, when there is no Redis
     application = build_app(load(service), settings)
     uvicorn.run(application, host=host or settings.http_host, port=port or settings.port(service),
                 log_level="warning", timeout_graceful_shutdown=40,
