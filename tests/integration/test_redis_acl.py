@@ -324,3 +324,28 @@ def test_the_compose_redis_loads_its_users_from_the_template_and_keeps_made_cred
                                     str(tmp_path / "other.acl")], env=missing, capture_output=True, text=True,
                                    timeout=30, check=False)
     assert refused_start.returncode == 1 and "REDIS_POS_PASSWORD is not set" in refused_start.stderr
+
+
+async def test_a_failed_ack_after_dead_lettering_dead_letters_the_entry_again_and_loses_nothing(own_acl_redis,
+                                                                                                tmp_path):
+    """The documented cost of two users: the copy (writer) succeeds, the ack (reader) does not (here
+    Redis refuses it for a while, as a crash between the two would leave it), so the entry is
+    redelivered and dead-lettered again: the same stream and entry_id twice, and nothing pending."""
+    acl_redis = own_acl_redis
+    base = make_settings(acl_redis.url(reader("theft")), {}, tmp_path)
+    settings = Settings(**{**base.model_dump(), "stream_prefix": acl_redis.streams.prefix,
+                           "redis_writer_url": acl_redis.url(writer("theft"))})
+    stream = acl_redis.streams.for_type("unit.sold")
+    letters = acl_redis.streams.dead_letters("theft")
+    admin = acl_redis.admin
+    async with running(load("theft"), settings):
+        admin.execute_command("ACL", "SETUSER", reader("theft"), "-xack")
+        entry = acl_redis.client("pos").xadd(stream, {ENTRY_FIELD: "{not json"}).decode()
+        await wait_for(lambda: admin.xlen(letters) >= 1, message="first copy")
+        assert admin.xpending(stream, "theft")["pending"] == 1  # copied, not acked
+        admin.execute_command("ACL", "SETUSER", reader("theft"), "+xack")
+        await wait_for(lambda: admin.xpending(stream, "theft")["pending"] == 0, message="acked after redelivery")
+    copies = [fields for _, fields in admin.xrange(letters)]
+    assert len(copies) >= 2
+    assert {(c[b"stream"].decode(), c[b"entry_id"].decode(), c[b"reason"]) for c in copies} == {
+        (stream, entry, b"not_json")}
