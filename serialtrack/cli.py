@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .publishing import FileReport
 
 from .asyncapi_cli import asyncapi as asyncapi_command  # typer only at import: the work is imported when run
+from .credentials_cli import credentials_app  # likewise
 from .keys_cli import keys_app  # likewise
 
 app = typer.Typer(
@@ -83,25 +84,53 @@ def _settings(data_dir: Path | None = None) -> Settings:
         _fail(f"bad setting in the environment: {describe_validation_error(exc)}")
 
 
-def _redis_url(settings: Settings) -> str:
+CredentialOption = Annotated[Path | None, typer.Option(
+    "--credential", help="A file holding the redis:// URL to publish as (from `serialtrack credentials create`). "
+                         "Default: $REDIS_URL, else the operator's credential of the running `serialtrack up`")]
+
+
+def _redis_url(settings: Settings, user: str = "operator", credential: Path | None = None) -> str:
+    """--credential FILE, else REDIS_URL, else ``user``'s credential on the embedded Redis (the
+    operator publishes; status and deadletters read as operator-reader)."""
     from shared.settings import NoRedisConfigured
 
+    if credential is not None:
+        try:
+            return credential.read_text().strip()
+        except OSError as exc:
+            _fail(f"cannot read the credential {credential}: {exc.strerror}")
     try:
-        return settings.resolve_redis_url()
+        return settings.resolve_redis_url(user)
     except NoRedisConfigured as exc:
         _fail(str(exc))
 
 
-def _redis_client(settings: Settings):
+def _redis_client(settings: Settings, user: str = "operator", credential: Path | None = None):
     import redis
 
-    url = _redis_url(settings)
+    from shared.redis_clients import sync_client, user_of, without_password
+
+    url = _redis_url(settings, user, credential)
     try:
-        client = redis.Redis.from_url(url)
+        client = sync_client(url)
         client.ping()
+    except redis.AuthenticationError as exc:  # WRONGPASS: a revoked user, or a wrong password
+        _fail(f"Redis refused the credential of user {user_of(url) or 'default'} ({exc}); it was revoked, or "
+              f"its password is wrong")
     except (redis.RedisError, ValueError) as exc:
-        _fail(f"cannot reach Redis at {url}: {exc}; is `serialtrack up` running?")
+        _fail(f"cannot reach Redis at {without_password(url)}: {exc}; is `serialtrack up` running?")
     return client
+
+
+def _publisher(client, settings: Settings):
+    """The ledger needs commands a producer credential does not have (shared/acl.py): plain XADD for those."""
+    from shared.acl import role_of
+    from shared.roles import OPERATOR
+
+    from .publishing import LedgerPublisher
+
+    role = role_of(client.get_connection_kwargs().get("username") or "")
+    return LedgerPublisher(client, settings.streams, ledger=role in (None, OPERATOR))
 
 
 @app.command()
@@ -141,7 +170,7 @@ def serve(
     settings = _settings(data_dir)
     configure_logging(service, settings.log_format)
     configure_tracing(service)
-    _redis_url(settings)
+    _redis_url(settings, f"{service}-reader")  # one line, not a traceback, when there is no Redis
     application = build_app(load(service), settings)
     uvicorn.run(application, host=host or settings.http_host, port=port or settings.port(service),
                 log_level="warning", timeout_graceful_shutdown=40,
@@ -159,6 +188,7 @@ def publish(
     sign_with: SignWith = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
+    credential: CredentialOption = None,
 ) -> None:
     """Publish one event, or every line of a JSONL file.
 
@@ -177,26 +207,30 @@ def publish(
     source = source or default_source()
     if event_type is not None:
         _publish_one(event_type, data, source=source, event_id=event_id, time=time, as_json=as_json,
-                     data_dir=data_dir, sign_with=sign_with)
+                     data_dir=data_dir, sign_with=sign_with, credential=credential)
         return
 
     from .publishing import jsonl_lines
 
     if str(file) == "-":
         report = _publish_file(jsonl_lines(sys.stdin, source=source), path="-", format="jsonl", handle=None,
-                               data_dir=data_dir, as_json=as_json, sign_with=sign_with)
+                               data_dir=data_dir, as_json=as_json, sign_with=sign_with, credential=credential)
     else:
         with _open_input(file) as handle:
             report = _publish_file(jsonl_lines(handle, source=source), path=str(file), format="jsonl",
-                                   handle=handle, data_dir=data_dir, as_json=as_json, sign_with=sign_with)
+                                   handle=handle, data_dir=data_dir, as_json=as_json, sign_with=sign_with,
+                                   credential=credential)
     _print_report(report, as_json)
 
 
 def _publish_one(event_type: str, data: str | None, *, source: str, event_id: str | None, time: str | None,
-                 as_json: bool, data_dir: Path | None, sign_with: str | None) -> None:
+                 as_json: bool, data_dir: Path | None, sign_with: str | None,
+                 credential: Path | None = None) -> None:
+    import redis
+
     from shared.envelope import InvalidEvent
 
-    from .publishing import FileReport, LedgerPublisher, build_envelope, publish_lines
+    from .publishing import FileReport, build_envelope, publish_lines
 
     if data is None:
         _fail("TYPE needs --data '{...}' with the event's fields (`serialtrack types TYPE` lists them)")
@@ -214,16 +248,22 @@ def _publish_one(event_type: str, data: str | None, *, source: str, event_id: st
         body_of(envelope)  # refused before Redis is looked up: unsigned where it must be signed, ...
     except InvalidEvent as exc:
         _fail(exc.detail)
-    client = _redis_client(settings)
+    client = _redis_client(settings, credential=credential)
     try:
-        report = publish_lines([(1, envelope)], LedgerPublisher(client, settings.streams),
-                               report=FileReport("--data", "json"), body_of=body_of)
+        report = publish_lines([(1, envelope)], _publisher(client, settings), report=FileReport("--data", "json"),
+                               body_of=body_of)
+    except redis.RedisError as exc:
+        _fail(f"Redis failed: {exc}; nothing was published", 1)
     finally:
         client.close()
+    [line] = report.lines
+    if line.status == "rejected":  # Redis refused it: the credential's role may not publish this type
+        if as_json:
+            print_json(report.to_dict())
+        _fail(f"{event_type} not published: {line.error}", 1)
     if as_json:
         print_json(report.to_dict())
         return
-    [line] = report.lines
     if line.status == "published":
         say(f"published {line.type} id={line.id} (entry {line.entry_id})")
     else:
@@ -263,21 +303,21 @@ def _entry_bodies(settings: Settings, sign_with: str | None):
 
 
 def _publish_file(parsed, *, path: str, format: str, handle, data_dir: Path | None, as_json: bool,
-                  sign_with: str | None = None, label: str = "publishing") -> FileReport:
+                  sign_with: str | None = None, label: str = "publishing", credential: Path | None = None) -> FileReport:
     """The one path of every file the CLI publishes: validated lines -> batched publish through
     the ledger, with a progress bar on a terminal -> the per-line report."""
     import redis
 
-    from .publishing import FileReport, LedgerPublisher, publish_lines
+    from .publishing import FileReport, publish_lines
 
     settings = _settings(data_dir)
     body_of = _entry_bodies(settings, sign_with)
-    client = _redis_client(settings)
+    client = _redis_client(settings, credential=credential)
     total = Path(path).stat().st_size if handle is not None else None
     report = FileReport(path, format)
     try:
         with _progress(label, total, enabled=not as_json and sys.stderr.isatty()) as advance:
-            publish_lines(parsed, LedgerPublisher(client, settings.streams), report=report, body_of=body_of,
+            publish_lines(parsed, _publisher(client, settings), report=report, body_of=body_of,
                           on_batch=lambda: advance(_position(handle)))
     except redis.RedisError as exc:
         done = report.count("published")
@@ -447,17 +487,23 @@ def _knows(service: str, document: dict | None) -> bool:
 
 
 @app.command()
-def demo(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
+def demo(data_dir: DataDir = None, as_json: JsonFlag = False, credential: CredentialOption = None) -> None:
     """Publish a short story and show what each service did."""
     from .demo import run_demo
 
     settings = _settings(data_dir)
-    redis_url = _redis_url(settings)
+    redis_url = _redis_url(settings, credential=credential)
+    import redis
+
     try:
         result = run_demo(settings, redis_url, say=(lambda _line: None) if as_json else
                           say)
     except (ConnectionError, TimeoutError) as exc:
         _fail(str(exc))
+    except redis.exceptions.NoPermissionError as exc:  # a credential whose role may not publish the whole story
+        _fail(f"Redis refused the demo's events: {exc}; the demo publishes every inbound type, as the operator")
+    except redis.RedisError as exc:
+        _fail(f"Redis failed: {exc}")
     if as_json:
         print_json(result)
 
@@ -480,7 +526,7 @@ def deadletters(
         _fail(f"unknown service {unknown[0]!r}; one of: {', '.join(INSTALLED)}")
     services = list(dict.fromkeys(service)) if service else list(INSTALLED)
     settings = _settings(data_dir)
-    client = _redis_client(settings)
+    client = _redis_client(settings, "operator-reader")
     totals: dict[str, int] = {}
     # One stream entry refused by several services (a malformed one is refused by every reader)
     # is one problem: keyed by where it came from, with each service's refusal under it.
@@ -598,10 +644,12 @@ def status(
     thresholds = Thresholds(max_lag_seconds, max_pending_idle_seconds, max_outbox_age_seconds)
     say_json = (lambda report: print(json.dumps(report), flush=True)) if watch else (
         lambda report: print_json(report))
-    raise typer.Exit(run(settings, _redis_url(settings), thresholds, as_json, watch, interval, say_json, wide_console()))
+    raise typer.Exit(run(settings, _redis_url(settings, "operator-reader"), thresholds, as_json, watch, interval,
+                         say_json, wide_console()))
 
 
 app.add_typer(keys_app, name="keys")
+app.add_typer(credentials_app, name="credentials")
 app.command("asyncapi")(asyncapi_command)
 
 
@@ -618,6 +666,7 @@ def theft_import(
     sign_with: SignWith = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
+    credential: CredentialOption = None,
 ) -> None:
     """Import a stolen-property feed as theft.reported / theft.recovered events.
 
@@ -634,7 +683,7 @@ def theft_import(
         fmt, parsed = feed_lines(handle, file, source=source, format=file_format)
         try:
             report = _publish_file(parsed, path=str(file), format=fmt, handle=handle, data_dir=data_dir,
-                                   as_json=as_json, sign_with=sign_with, label="importing")
+                                   as_json=as_json, sign_with=sign_with, label="importing", credential=credential)
         except FeedError as exc:
             _fail(str(exc))
     _print_report(report, as_json)

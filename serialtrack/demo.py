@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
-import redis.asyncio as aioredis
 
 from services.registry import INSTALLED
 from shared.contracts import RecallScope, UnitSelection
 from shared.envelope import Envelope, validate_data
 from shared.publishing import publish_raw
+from shared.redis_clients import async_client
 from shared.settings import Settings
 
 from .publishing import build_envelope
@@ -212,7 +212,7 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
     entries = [(settings.streams.for_type(e.type), _entry_body(e, signers)) for e in envelopes]
 
     async def send():
-        client = aioredis.from_url(redis_url)
+        client = async_client(redis_url)  # sends only what the operator's Redis user may run
         try:
             await publish_raw(client, entries)
         finally:

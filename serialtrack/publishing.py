@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
+from redis.exceptions import NoPermissionError
 
 from shared.contracts import EVENT_TYPES, EventData, unknown_fields
 from shared.envelope import (
@@ -173,8 +174,9 @@ class FileReport:
 
 # The JSON an envelope is published as (signed or not); InvalidEvent if it may not be published.
 EntryBody = Callable[[Envelope], str]
-# Publishes a batch of (envelope, its JSON); for each (in order): (added now, stream entry id).
-PublishBatch = Callable[[Sequence[tuple[Envelope, str]]], list[tuple[bool, str]]]
+# Publishes a batch of (envelope, its JSON); for each (in order): (added now, stream entry id), or
+# the error of a Redis that refused it (NOPERM: the credential's role may not publish that type).
+PublishBatch = Callable[[Sequence[tuple[Envelope, str]]], list[tuple[bool, str] | Exception]]
 
 
 def entry_bodies(signer: Signer | None, *, require_all: bool = False) -> EntryBody:
@@ -217,7 +219,12 @@ def publish_lines(parsed: Iterable[ParsedLine], publish: PublishBatch, *, report
     def flush() -> None:
         if batch:
             outcomes = publish([(envelope, body) for _, envelope, body in batch])
-            for (result, _, _), (added, entry_id) in zip(batch, outcomes, strict=True):
+            for (result, _, _), outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    result.error = (f"refused by Redis (NOPERM: {outcome}): this credential's role may not "
+                                    f"publish {result.type}")
+                    continue
+                added, entry_id = outcome
                 result.status, result.entry_id = ("published" if added else "already_published"), entry_id
             batch.clear()
         if on_batch:
@@ -258,22 +265,38 @@ return {{1, entry}}
 
 
 class LedgerPublisher:
-    """Adds each envelope to its stream unless the ledger says its (source, id) was published."""
+    """Adds each envelope to its stream unless the ledger says its (source, id) was published.
 
-    def __init__(self, client: redis.Redis, streams: Streams, pipeline_size: int = 1000):
+    ``ledger=False``: plain XADD, every envelope reported as added. For producer credentials
+    (shared/acl.py): their Redis user may XADD to its role's streams and nothing else, so it can
+    neither read nor write the ledger. The services still drop a repeated (source, id)."""
+
+    def __init__(self, client: redis.Redis, streams: Streams, pipeline_size: int = 1000, *, ledger: bool = True):
         self.client = client
         self.streams = streams
         self.pipeline_size = pipeline_size
-        self.script = client.register_script(_PUBLISH_ONCE)
+        self.ledger = ledger
+        self.script = client.register_script(_PUBLISH_ONCE) if ledger else None
 
-    def __call__(self, entries: Sequence[tuple[Envelope, str]]) -> list[tuple[bool, str]]:
+    def __call__(self, entries: Sequence[tuple[Envelope, str]]) -> list[tuple[bool, str] | Exception]:
         ledger = self.streams.published_ledger()
-        outcomes: list[tuple[bool, str]] = []
+        outcomes: list[tuple[bool, str] | Exception] = []
         for start in range(0, len(entries), self.pipeline_size):
             pipe = self.client.pipeline(transaction=False)
             for envelope, body in entries[start:start + self.pipeline_size]:
+                if self.script is None:
+                    pipe.xadd(self.streams.for_type(envelope.type), {ENTRY_FIELD: body})
+                    continue
                 self.script(keys=[ledger, self.streams.for_type(envelope.type)],
                             args=[f"{envelope.source} {envelope.id}", body], client=pipe)
-            for added, entry_id in pipe.execute():
-                outcomes.append((bool(added), entry_id.decode() if isinstance(entry_id, bytes) else entry_id))
+            for result in pipe.execute(raise_on_error=False):
+                if isinstance(result, NoPermissionError):  # this line only: Redis refused its stream
+                    outcomes.append(result)
+                elif isinstance(result, Exception):
+                    raise result
+                elif self.script is None:
+                    outcomes.append((True, result.decode() if isinstance(result, bytes) else result))
+                else:
+                    added, entry_id = result
+                    outcomes.append((bool(added), entry_id.decode() if isinstance(entry_id, bytes) else entry_id))
         return outcomes

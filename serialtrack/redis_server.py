@@ -47,15 +47,27 @@ def port_is_free(port: int) -> bool:
 
 
 class RedisServerProcess:
-    def __init__(self, directory: Path, port: int | None = None, appendfsync: str = "everysec"):
+    """``binary``: a redis-server to run (default: find_redis_server()). ``aclfile``: its users
+    (shared/acl.py), with ``probe_url`` the URL of a user that may PING, to know when it is ready;
+    without an ACL file the default user has every right, as in a plain install."""
+
+    def __init__(self, directory: Path, port: int | None = None, appendfsync: str = "everysec", *,
+                 binary: str | None = None, aclfile: Path | None = None, probe_url: str | None = None):
         self.directory = Path(directory)
         self.port = port or free_port()
         self.appendfsync = appendfsync
+        self.binary = binary
+        self.aclfile = Path(aclfile) if aclfile else None
+        self.probe_url = probe_url
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
+        """The server's address as the default user (all rights without an ACL file; off with one)."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def url_for(self, user: str, password: str) -> str:
+        return f"redis://{user}:{password}@127.0.0.1:{self.port}/0"
 
     @property
     def log_path(self) -> Path:
@@ -63,9 +75,10 @@ class RedisServerProcess:
 
     def start(self, timeout: float = 15.0) -> RedisServerProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
+        acl = ["--aclfile", str(self.aclfile.resolve())] if self.aclfile else []
         self.process = subprocess.Popen(
             [
-                find_redis_server(),
+                self.binary or find_redis_server(),
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--dir", str(self.directory.resolve()),
@@ -74,12 +87,15 @@ class RedisServerProcess:
                 "--save", "",
                 "--daemonize", "no",
                 "--logfile", str(self.log_path.resolve()),
+                *acl,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop Redis last
         )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        from shared.redis_clients import sync_client
+
+        client = sync_client(self.probe_url or self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

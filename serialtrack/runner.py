@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from services.registry import INSTALLED
-from shared.settings import REDIS_URL_FILE, Settings
+from shared import acl
+from shared.settings import CREDENTIALS_DIR, REDIS_URL_FILE, Settings
 
+from .credentials import EmbeddedUsers, prepare_embedded
 from .redis_server import RedisServerProcess, free_port, port_is_free
 
 RESTART_BACKOFF_S = 2.0
@@ -39,12 +41,17 @@ class System:
         self.settings = settings
         self.say = say
         self.redis: RedisServerProcess | None = None
+        self.users: EmbeddedUsers | None = None
         self.children: list[Child] = []
         self._stopping = False
 
-    def _env(self, redis_url: str) -> dict[str, str]:
+    def _env(self, service: str) -> dict[str, str]:
         env = dict(os.environ)
-        env["REDIS_URL"] = redis_url
+        if self.users is not None:  # embedded: the service's own two users (shared/acl.py)
+            env["REDIS_URL"] = self.users.url(acl.reader(service))
+            env["REDIS_WRITER_URL"] = self.users.url(acl.writer(service))
+        else:
+            env["REDIS_URL"] = self._redis_url
         env["SERIALTRACK_DATA_DIR"] = str(self.settings.data_dir.resolve())
         env["SERIALTRACK_STREAM_PREFIX"] = self.settings.stream_prefix
         return env
@@ -60,11 +67,17 @@ class System:
             port = self.settings.embedded_redis_port
             if not port_is_free(port):
                 port = free_port()
-            self.redis = RedisServerProcess(data_dir / "redis", port).start()
+            # One Redis user per service (reader and writer), per producer role, the operator and an
+            # admin, each with its own random password; the default user is off.
+            self.users = prepare_embedded(data_dir, self.settings.streams, port)
+            self.redis = RedisServerProcess(data_dir / "redis", port, aclfile=self.users.acl_file,
+                                            probe_url=self.users.url(acl.OPERATOR_READER)).start()
             redis_url = self.redis.url
             url_file.parent.mkdir(parents=True, exist_ok=True)
+            # The address only: whoever reads it still needs a credential (credentials/<user>.url).
             url_file.write_text(redis_url + "\n")
-            self.say(f"redis      {redis_url} (embedded, AOF in {(data_dir / 'redis').resolve()})")
+            self.say(f"redis      {redis_url} (embedded, AOF in {(data_dir / 'redis').resolve()}; users in "
+                     f"{self.users.acl_file.resolve()}, credentials in {(data_dir / CREDENTIALS_DIR).resolve()})")
         self._redis_url = redis_url
         for service in INSTALLED:
             child = Child(service, self.settings.service_url(service))
@@ -79,7 +92,7 @@ class System:
     def _spawn(self, child: Child) -> None:
         child.process = subprocess.Popen(
             [sys.executable, "-m", "serialtrack.cli", "serve", child.service],
-            env=self._env(self._redis_url),
+            env=self._env(child.service),
             start_new_session=True,  # we forward signals ourselves, in order
         )
         child.started_at = time.monotonic()

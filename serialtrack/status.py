@@ -35,6 +35,7 @@ import httpx
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from shared.redis_clients import async_client
 from shared.settings import Settings
 from shared.stream_stats import group_stats, stream_info
 from shared.streams import group_for
@@ -131,7 +132,7 @@ async def gather(settings: Settings, redis_url: str, timeout: float = 3.0) -> di
     async with httpx.AsyncClient(timeout=timeout) as client:
         health = await asyncio.gather(*(_health(client, name, settings.service_url(name)) for name in reads))
     report["services"] = dict(zip(reads, health, strict=True))
-    redis = aioredis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    redis = async_client(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         report["redis"] = await _redis_memory(redis)
         report["streams"] = await _streams(redis, settings, reads)

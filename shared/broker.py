@@ -7,6 +7,8 @@ import logging
 import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
+from .redis_clients import QuietConnection, async_client, client_options
+
 
 def make_broker(redis_url: str) -> RedisBroker:
     # FastStream logs every message and every task callback at INFO: at tens of thousands of
@@ -16,8 +18,11 @@ def make_broker(redis_url: str) -> RedisBroker:
     # graceful_timeout lets in-flight batches commit on stop. apply_types=False: our handlers take
     # the raw batch and need no dependency injection, whose message look-up ran in a worker
     # thread for every batch (a thread hop per batch).
-    return RedisBroker(redis_url, logger=logger, log_level=logging.DEBUG, graceful_timeout=30, apply_types=False)
+    # QuietConnection and client_options(): no commands the service's Redis user may not run
+    # (shared/redis_clients.py).
+    return RedisBroker(redis_url, logger=logger, log_level=logging.DEBUG, graceful_timeout=30, apply_types=False,
+                       connection_class=QuietConnection, **client_options())
 
 
 def make_redis(redis_url: str) -> aioredis.Redis:
-    return aioredis.from_url(redis_url, health_check_interval=10, socket_keepalive=True)
+    return async_client(redis_url, health_check_interval=10, socket_keepalive=True)

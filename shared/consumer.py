@@ -13,7 +13,11 @@ this module, which arranges it:
   inbox rows + outbox rows) committed;
 - entries that can never apply (not JSON, bad envelope, unknown type, bad
   data) go to the dead-letter stream with the reason and the original entry,
-  in the same MULTI as their XACK;
+  then are acked: XADD as the service's writer user, XACK as its reader user
+  (shared/acl.py: Redis 6.2 cannot give one user XACK on some streams and XADD
+  on others). A crash between the two redelivers the entry, which is
+  dead-lettered again: a duplicate in the dead-letter stream, with the same
+  ``stream`` and ``entry_id`` fields;
 - one writer task per process applies what every subscriber fetched in one
   transaction (group commit): entries of different streams that arrived
   together are applied together, sorted by event time, so a backlog of
@@ -158,12 +162,14 @@ class StreamConsumer:
         settings: Settings,
         on_outgoing: Callable[[], None] | None = None,
         metrics: ServiceMetrics | None = None,
+        writer: aioredis.Redis | None = None,
     ):
         self.service = service
         self.group = group_for(service)
         self.event_types = list(event_types)
         self.processor = processor
-        self.redis = redis
+        self.redis = redis  # reads, acks, claims: the service's reader user
+        self.writer = writer or redis  # XADDs (dead letters): the service's writer user
         self.settings = settings
         self.streams = settings.streams
         self.consumer_name = settings.consumer_name(service)
@@ -345,7 +351,9 @@ class StreamConsumer:
 
     async def _dead_letter(self, items: list[tuple[_Entry, str, str]], deliveries: int = 1) -> None:
         now = datetime.now(UTC).isoformat()
-        pipe = self.redis.pipeline(transaction=True)  # the DLQ copy and the XACK happen together
+        # Copy first, ack after, as two users (see the module docstring): a crash in between
+        # dead-letters the entry again, it never loses it.
+        pipe = self.writer.pipeline(transaction=False)
         acks: dict[str, list[str]] = {}
         for entry, reason, detail in items:
             original = {
@@ -363,6 +371,8 @@ class StreamConsumer:
                 "original": json.dumps(original),
             })
             acks.setdefault(entry.stream, []).append(entry.entry_id)
+        await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
         for stream, ids in acks.items():
             pipe.xack(stream, self.group, *ids)
         await pipe.execute()

@@ -69,13 +69,16 @@ def _tune_garbage_collector() -> None:
 
 def build_app(definition: ServiceDefinition, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    redis_url = settings.resolve_redis_url()
+    # Two Redis users (shared/acl.py): the reader consumes, acks and claims; the writer publishes
+    # the outbox, the HTTP API's submissions and dead letters. One client when they are the same.
+    redis_url, writer_url = settings.service_redis_urls(definition.name)
     engine = make_engine(settings.database_url(definition.name))
     prepare(engine, definition.migrations, run_migrations=settings.migrate)
     redis = make_redis(redis_url)
+    writer = make_redis(writer_url) if writer_url != redis_url else redis
     broker = make_broker(redis_url)
     metrics = ServiceMetrics(definition.name)
-    relay = OutboxRelay(definition.name, for_writing(engine), redis, settings.streams, on_published=metrics.published)
+    relay = OutboxRelay(definition.name, for_writing(engine), writer, settings.streams, on_published=metrics.published)
     consumer = StreamConsumer(
         service=definition.name,
         event_types=definition.event_types,
@@ -84,6 +87,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
         settings=settings,
         on_outgoing=relay.wake,
         metrics=metrics,
+        writer=writer,
     )
     consumer.attach(broker)
 
@@ -102,6 +106,8 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
             await consumer.stop()
             await relay.stop()
             await redis.aclose()
+            if writer is not redis:
+                await writer.aclose()
             engine.dispose()
 
     # /docs and /redoc with Swagger UI's and ReDoc's files served by the service itself: FastAPI's

@@ -2,7 +2,8 @@
 
 | variable | default | meaning |
 | --- | --- | --- |
-| REDIS_URL | (embedded) | Redis server; unset: `serialtrack up` starts an embedded one and records its URL in the data dir |
+| REDIS_URL | (embedded) | Redis server, and the user a service reads, acks and claims as; unset: `serialtrack up` starts an embedded one, with one Redis user per service and role (README: Redis users and credentials) |
+| REDIS_WRITER_URL | REDIS_URL | the user a service publishes (outbox, HTTP submissions) and dead-letters as |
 | SERIALTRACK_DATA_DIR | ./serialtrack-data | SQLite files, embedded Redis AOF, runtime files |
 | SERIALTRACK_STREAM_PREFIX | serialtrack | prefix of every stream name |
 | <SERVICE>_DATABASE_URL | sqlite in the data dir | e.g. INVENTORY_DATABASE_URL=postgresql://user@host/inventory |
@@ -33,7 +34,8 @@ from .streams import DEFAULT_PREFIX, Streams
 
 SERVICES = ("inventory", "warranty", "theft", "recalls")
 DEFAULT_PORTS = {"inventory": 8001, "warranty": 8002, "theft": 8003, "recalls": 8004}
-REDIS_URL_FILE = "run/redis.url"
+REDIS_URL_FILE = "run/redis.url"  # the embedded Redis's address (no credential in it): `serialtrack up` is running
+CREDENTIALS_DIR = "credentials"  # <user>.url, mode 0600: the embedded Redis's users (serialtrack/credentials.py)
 
 
 class NoRedisConfigured(RuntimeError):
@@ -44,6 +46,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    redis_writer_url: str | None = Field(default=None, validation_alias="REDIS_WRITER_URL")
     data_dir: Path = Field(default=Path("serialtrack-data"), validation_alias="SERIALTRACK_DATA_DIR")
     stream_prefix: str = Field(default=DEFAULT_PREFIX, validation_alias="SERIALTRACK_STREAM_PREFIX")
     http_host: str = Field(default="127.0.0.1", validation_alias="SERIALTRACK_HTTP_HOST")
@@ -88,14 +91,29 @@ class Settings(BaseSettings):
         # Stable across restarts of one process slot, unique per process.
         return f"{service}-{socket.gethostname()}-{self.worker_id}"
 
-    def resolve_redis_url(self) -> str:
-        """REDIS_URL, else the URL that a running `serialtrack up` recorded in the data dir."""
+    def credential_file(self, user: str) -> Path:
+        return self.data_dir / CREDENTIALS_DIR / f"{user}.url"
+
+    def resolve_redis_url(self, user: str = "operator") -> str:
+        """REDIS_URL, else the URL of ``user`` on the embedded Redis of a running `serialtrack up`
+        (its credential in the data dir: ``operator`` publishes, ``operator-reader`` reads)."""
         if self.redis_url:
             return self.redis_url
         recorded = self.data_dir / REDIS_URL_FILE
-        if recorded.is_file():
-            return recorded.read_text().strip()
-        raise NoRedisConfigured(
-            f"no Redis to talk to: set REDIS_URL, or start the system with `serialtrack up` "
-            f"(it records its embedded Redis in {recorded})"
-        )
+        if not recorded.is_file():
+            raise NoRedisConfigured(
+                f"no Redis to talk to: set REDIS_URL, or start the system with `serialtrack up` "
+                f"(it records its embedded Redis in {recorded})"
+            )
+        credential = self.credential_file(user)
+        if not credential.is_file():
+            raise NoRedisConfigured(f"the embedded Redis is running but there is no credential {credential}; "
+                                    "restart `serialtrack up` to create it, or set REDIS_URL")
+        return credential.read_text().strip()
+
+    def service_redis_urls(self, service: str) -> tuple[str, str]:
+        """(reader, writer) URLs of a service: REDIS_URL and REDIS_WRITER_URL (default: REDIS_URL, for a
+        Redis without ACLs), else the service's two users on the embedded Redis."""
+        if self.redis_url:
+            return self.redis_url, self.redis_writer_url or self.redis_url
+        return self.resolve_redis_url(f"{service}-reader"), self.resolve_redis_url(f"{service}-writer")

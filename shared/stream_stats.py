@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 LAG_COUNT_LIMIT = 1000
 
@@ -57,6 +57,8 @@ async def stream_info(redis: aioredis.Redis, stream: str) -> tuple[int, dict[str
     pipe.xlen(stream)
     pipe.xinfo_groups(stream)
     length, groups = await pipe.execute(raise_on_error=False)
+    if isinstance(groups, NoPermissionError):  # an ACL refusal is not "no stream": say so
+        raise groups
     if isinstance(groups, ResponseError):  # "no such key": the stream does not exist yet
         return int(length) if not isinstance(length, Exception) else 0, {}
     if isinstance(length, Exception):

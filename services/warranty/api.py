@@ -396,7 +396,7 @@ def read_api(engine: Engine) -> APIRouter:
             if known is None:
                 event = make_event(data, source=source, id=event_id, time=at)
                 try:
-                    await publish(runtime.consumer.redis, runtime.settings.streams, [event.envelope])
+                    await publish(runtime.consumer.writer, runtime.settings.streams, [event.envelope])
                 except RedisError as exc:
                     raise HTTPException(503, detail=f"cannot record the {kind}: Redis unavailable ({exc})") from None
             known = await _wait_for_decision(engine, kind, reference, wait_ms)

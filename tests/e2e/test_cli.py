@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,6 +28,14 @@ def cli_env(data_dir, ports) -> dict[str, str]:
     for service in INSTALLED:
         env[f"{service.upper()}_PORT"] = str(ports[service])
     return env
+
+
+def redis_as(env, user: str):
+    """A client of the running system's Redis as one of its users (credentials in the data dir): the
+    default user is off, and each user may do only what its role may (shared/acl.py)."""
+    from shared.redis_clients import sync_client
+
+    return sync_client((Path(env["SERIALTRACK_DATA_DIR"]) / "credentials" / f"{user}.url").read_text().strip())
 
 
 def cli(env, *args, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -137,7 +146,16 @@ def test_up_publish_lookup_stop_restart_keeps_everything(system, tmp_path):
     assert system.stop() == 0
     assert "stopped" in system.output
 
+    # A data dir from before Redis users: no ACL file, no credentials. The next start makes them.
+    data = Path(env["SERIALTRACK_DATA_DIR"])
+    (data / "run" / "users.acl").unlink()
+    for credential in (data / "credentials").iterdir():
+        credential.unlink()
     system.start()  # same data dir: Redis AOF and SQLite files are reused
+    assert (data / "run" / "users.acl").stat().st_mode & 0o777 == 0o600
+    assert (data / "credentials" / "operator.url").stat().st_mode & 0o777 == 0o600
+    recorded = (data / "run" / "redis.url").read_text()
+    assert "@" not in recorded  # the address only, no credential in it
     unit = wait_for_unit(env, "acme", "e2e-1", 3, timeout=10)
     assert unit["status"] == "sold"
     rejected = cli(env, "publish", "unit.returned", "--data", json.dumps(
@@ -172,9 +190,7 @@ def test_demo_tells_its_story_and_bad_input_is_dead_lettered(system):
     alerts = demo["units"][third]["theft"]["alerts"]
     assert {a["kind"] for a in alerts} == {"sighting", "retroactive"}
 
-    import redis
-
-    client = redis.Redis(port=system.ports["redis"])
+    client = redis_as(env, "pos")  # garbage from a till: its role may write unit.sold
     client.xadd("serialtrack:unit.sold", {"event": "{broken"})
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -185,6 +201,14 @@ def test_demo_tells_its_story_and_bad_input_is_dead_lettered(system):
     assert {r["reason"] for r in letters["entries"][0]["refused_by"]} == {"not_json"}
     health = httpx.get(f"http://127.0.0.1:{system.ports['inventory']}/healthz", timeout=5).json()
     assert health["status"] == "ok"  # still up after poison
+
+    # Each service ran as its own two users, and Redis refused none of them anything.
+    admin = redis_as(env, "admin")
+    connected = {c["user"] for c in admin.client_list()}
+    assert {f"{s}-{side}" for s in INSTALLED for side in ("reader", "writer") if (s, side) != ("recalls", "writer")
+            } <= connected  # recalls publishes nothing: its writer connects only to dead-letter
+    assert "default" not in connected
+    assert admin.acl_log() == []
 
 
 def test_cli_errors_are_clear(tmp_path):
@@ -202,3 +226,37 @@ def test_cli_errors_are_clear(tmp_path):
     down = cli(env, "lookup", "acme", "SN1", check=False)
     assert down.returncode == 2 and "not reachable" in down.stderr
     assert "publish" in cli(env, "--help").stdout
+
+
+def test_a_tills_credential_publishes_its_roles_types_only_until_it_is_revoked(system, tmp_path):
+    env = system.env
+    made = json.loads(cli(env, "credentials", "create", "pos", "store-12-till-3", "--json").stdout)
+    assert made["user"] == "pos.store-12-till-3" and made["url"].startswith("redis://pos.store-12-till-3:")
+    credential = Path(made["file"])
+    assert credential.stat().st_mode & 0o777 == 0o600 and credential.read_text().strip() == made["url"]
+    listed = json.loads(cli(env, "credentials", "list", "--json").stdout)["users"]
+    assert {"user": "pos.store-12-till-3", "role": "pos", "kind": "credential"}.items() <= next(
+        u for u in listed if u["user"] == "pos.store-12-till-3").items()
+    assert made["url"].split("@")[0].split(":")[-1] not in json.dumps(listed)  # no password in the list
+
+    sale = {"manufacturer": "acme", "serial": "TILL-1", "sku": "TV-55", "location": "store-12",
+            "terminal_id": "till-3", "receipt_id": "R-1"}
+    cli(env, "publish", "unit.sold", "--credential", str(credential), "--source", "pos/store-12/till-3",
+        "--data", json.dumps(sale))
+    assert wait_for_unit(env, "acme", "TILL-1", 1)["status"] == "sold"
+
+    theft = cli(env, "publish", "theft.reported", "--credential", str(credential), "--data", json.dumps(
+        {"manufacturer": "acme", "serial": "TILL-1", "agency": "metro-pd", "case_number": "C-1"}), check=False)
+    assert theft.returncode == 1 and theft.stdout == ""
+    assert len(theft.stderr.strip().splitlines()) == 1
+    assert "theft.reported" in theft.stderr and "refused by Redis" in theft.stderr and "NOPERM" in theft.stderr
+
+    assert "revoked pos.store-12-till-3" in cli(env, "credentials", "revoke", "store-12-till-3").stdout
+    kept = tmp_path / "till.url"  # the till still has its copy of the URL
+    kept.write_text(made["url"])
+    after = cli(env, "publish", "unit.sold", "--credential", str(kept), "--data", json.dumps(
+        {**sale, "serial": "TILL-2"}), check=False)
+    assert after.returncode != 0 and len(after.stderr.strip().splitlines()) == 1
+    assert "refused the credential" in after.stderr and made["url"].split("@")[0].split(":")[-1] not in after.stderr
+    builtin = cli(env, "credentials", "revoke", "operator", check=False)
+    assert builtin.returncode == 1 and "built-in" in builtin.stderr

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from serialtrack.redis_server import free_port
 from services.registry import INSTALLED
-from tests.e2e.test_cli import System, cli, cli_env
+from tests.e2e.test_cli import System, cli, cli_env, redis_as
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +50,7 @@ def lookup_json(env, serial: str) -> dict | None:
 
 
 def stream_length(running, event_type: str) -> int:
-    return redis.Redis(port=running.ports["redis"]).xlen(f"serialtrack:{event_type}")
+    return redis_as(running.env, "operator-reader").xlen(f"serialtrack:{event_type}")
 
 
 def test_rerunning_a_corrected_file_reports_the_lines_already_published(running, tmp_path):
@@ -109,7 +108,7 @@ def test_theft_import_takes_semicolons_and_dates_and_reports_a_second_import(run
     assert (report["format"], report["published"], report["rejected"]) == ("csv", 2, 1)
     assert "reported_at '01/11/2026'" in report["lines"][2]["error"]
 
-    client = redis.Redis(port=running.ports["redis"])
+    client = redis_as(running.env, "operator-reader")
     published = {json.loads(fields[b"event"])["data"]["serial"]: json.loads(fields[b"event"])
                  for _, fields in client.xrange("serialtrack:theft.reported")}
     assert published["SEMI-1"]["data"]["reported_at"] == "2026-11-01T00:00:00Z"  # a date: midnight UTC
@@ -178,7 +177,7 @@ def test_lookup_separates_withdrawn_anomalies_and_explains_a_revised_decision(ru
 
 def test_deadletters_covers_every_service_groups_an_entry_and_refuses_unknown_names(running):
     env = running.env
-    redis.Redis(port=running.ports["redis"]).xadd("serialtrack:unit.sold", {"event": "{broken"})
+    redis_as(env, "pos").xadd("serialtrack:unit.sold", {"event": "{broken"})
 
     def grouped():
         letters = json.loads(cli(env, "deadletters", "--json").stdout)

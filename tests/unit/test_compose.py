@@ -53,7 +53,7 @@ def test_one_database_per_service_and_secrets_are_required():
     for name, spec in APP_SERVICES.items():
         url = spec["environment"][f"{name.upper()}_DATABASE_URL"]
         assert url.endswith(f"/{name}") and f"CREATE DATABASE {name};" in init
-        assert "${POSTGRES_PASSWORD:?" in url and "${REDIS_PASSWORD:?" in spec["environment"]["REDIS_URL"]
+        assert "${POSTGRES_PASSWORD:?" in url
     text = (ROOT / "docker-compose.yml").read_text()
     literal = re.findall(r"^\s*\w*PASSWORD:[ \t]*(?!\$\{)\S.*$", text, re.MULTILINE)
     assert literal == [], "passwords come from the environment, never from the file"
@@ -160,3 +160,78 @@ def test_the_dashboard_shows_lag_throughput_dead_letters_and_latency():
                    "serialtrack_events_dead_lettered_total", "serialtrack_batch_apply_duration_seconds_bucket",
                    "serialtrack_event_lag_seconds_bucket"):
         assert metric in queries, metric
+
+
+# Redis users: the compose Redis loads deploy/redis/users.acl.template (made from shared/acl.py) through
+# deploy/redis/start.sh; each service container connects as its own reader and writer.
+
+ACL_TEMPLATE = ROOT / "deploy" / "redis" / "users.acl.template"
+
+
+def _template_users() -> dict:
+    from shared.acl import parse_acl_file
+
+    return parse_acl_file(ACL_TEMPLATE.read_text())
+
+
+def _redis_user(url: str) -> tuple[str, str]:
+    """(user, password variable) of a redis://user:${VAR:?...}@host URL in the compose file."""
+    match = re.fullmatch(r"redis://([a-z0-9.-]+):\$\{(REDIS_[A-Z_]+_PASSWORD):\?[^}]*\}@redis:6379/0", url)
+    assert match, url
+    return match.group(1), match.group(2)
+
+
+def test_the_acl_template_is_what_this_build_renders():
+    from serialtrack.credentials import compose_template
+
+    assert ACL_TEMPLATE.read_text() == compose_template(), \
+        "regenerate it: python -m serialtrack.credentials > deploy/redis/users.acl.template"
+
+
+def test_redis_loads_the_users_with_every_password_required():
+    from serialtrack.credentials import password_variable
+
+    redis = COMPOSE["services"]["redis"]
+    mounts = _mounted("redis")
+    assert (ROOT / mounts["/etc/serialtrack"]).resolve() == ACL_TEMPLATE.parent.resolve()
+    assert redis["entrypoint"][-2:] == ["/etc/serialtrack/users.acl.template", "/data/users.acl"]
+    assert (ACL_TEMPLATE.parent / "start.sh").is_file()
+    assert "--requirepass" not in redis["command"]  # the default user is off instead
+    users = _template_users()
+    assert users["default"].on is False
+    for name, user in users.items():
+        if name == "default":
+            continue
+        variable = password_variable(name)
+        assert user.secrets == (f"#${{{variable}}}",), name  # a hash of the variable, never a literal
+        assert redis["environment"][variable] == f"${{{variable}:?set {variable}}}", name
+    assert "--user operator-reader" in redis["healthcheck"]["test"][1]
+
+
+def test_every_service_container_connects_as_its_own_reader_and_writer():
+    users = _template_users()
+    seen = set()
+    for name, spec in APP_SERVICES.items():
+        env = spec["environment"]
+        (reader, reader_var), (writer, writer_var) = _redis_user(env["REDIS_URL"]), _redis_user(env["REDIS_WRITER_URL"])
+        assert (reader, writer) == (f"{name}-reader", f"{name}-writer"), name
+        assert reader_var == f"REDIS_{name.upper()}_READER_PASSWORD" and writer_var == f"REDIS_{name.upper()}_WRITER_PASSWORD"
+        assert reader in users and writer in users
+        assert "+xadd" not in users[reader].rules and "+xreadgroup" not in users[writer].rules
+        seen.update((reader, writer))
+    assert len(seen) == 2 * len(APP_SERVICES)  # no two containers share a user
+
+
+def test_no_container_uses_admin_and_only_admin_may_do_everything():
+    users = _template_users()
+    assert [name for name, user in users.items() if "+@all" in user.rules] == ["admin"]
+    assert all("-@all" in user.rules for name, user in users.items() if name != "admin")
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name, spec in COMPOSE["services"].items():
+        env = json.dumps(spec.get("environment", {})) + json.dumps(spec.get("healthcheck", {}))
+        if name != "redis":
+            assert "REDIS_ADMIN_PASSWORD" not in env and "redis://admin" not in env, name
+    assert "redis://admin" not in text and "--user admin" not in text
+    from shared.roles import ROLES
+
+    assert set(ROLES) <= set(users)  # one user per producer role
