@@ -16,7 +16,7 @@ from tests.e2e.test_cli import cli, redis_as, system, wait_for_unit  # noqa: F40
 pytestmark = pytest.mark.e2e
 
 
-def test_credentials_and_keys_sign_a_feed_and_forgeries_are_refused(system, tmp_path):
+def test_credentials_and_keys_sign_a_feed_and_forgeries_are_refused(system, tmp_path):  # noqa: F811 - the fixture
     env = system.env
     cli(env, "publish", "unit.received", "--data",
         '{"manufacturer": "acme", "serial": "TRUST-1", "sku": "TV-55", "location": "dc"}', "--source", "wms/dc")
