@@ -245,11 +245,12 @@ def test_a_tills_credential_publishes_its_roles_types_only_until_it_is_revoked(s
         "--data", json.dumps(sale))
     assert wait_for_unit(env, "acme", "TILL-1", 1)["status"] == "sold"
 
-    theft = cli(env, "publish", "theft.reported", "--credential", str(credential), "--data", json.dumps(
-        {"manufacturer": "acme", "serial": "TILL-1", "agency": "metro-pd", "case_number": "C-1"}), check=False)
-    assert theft.returncode == 1 and theft.stdout == ""
-    assert len(theft.stderr.strip().splitlines()) == 1
-    assert "theft.reported" in theft.stderr and "refused by Redis" in theft.stderr and "NOPERM" in theft.stderr
+    # A type of another role (a warehouse receipt; unsigned is fine for it): Redis itself refuses it.
+    receipt = cli(env, "publish", "unit.received", "--credential", str(credential), "--data", json.dumps(
+        {"manufacturer": "acme", "serial": "TILL-9", "sku": "TV-55", "location": "dc"}), check=False)
+    assert receipt.returncode == 1 and receipt.stdout == ""
+    assert len(receipt.stderr.strip().splitlines()) == 1
+    assert "unit.received" in receipt.stderr and "refused by Redis" in receipt.stderr and "NOPERM" in receipt.stderr
 
     assert "revoked pos.store-12-till-3" in cli(env, "credentials", "revoke", "store-12-till-3").stdout
     kept = tmp_path / "till.url"  # the till still has its copy of the URL
