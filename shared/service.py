@@ -25,8 +25,8 @@ from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
 from .metrics import HttpMetricsMiddleware, ServiceMetrics
 from .outbox import OutboxRelay
-from .settings import Settings
 from .schema import Migrations, prepare
+from .settings import Settings
 from .store import for_reading, for_writing, make_engine, outbox_backlog, ping
 
 log = logging.getLogger("serialtrack.service")

@@ -22,6 +22,7 @@ Policy: ``signature_required``. Checks and the reason each failure is dead-lette
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +123,8 @@ def sign_envelope(envelope: Mapping[str, Any], kid: str, private_key: Ed25519Pri
 def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):
-        seen: set[str] = set()
-        dupes = sorted({name for name, _ in pairs if name in seen or seen.add(name)})
+        counts = Counter(name for name, _ in pairs)
+        dupes = sorted(name for name, count in counts.items() if count > 1)
         raise ValueError(f"duplicate member name(s) {', '.join(map(repr, dupes))}: the JSON is not I-JSON "
                          "(RFC 7493), which RFC 8785 canonicalization requires")
     return result
