@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, text
 from sqlalchemy import inspect as sa_inspect
@@ -34,6 +34,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
 def as_utc(value: datetime | None) -> datetime | None:
     """A stored time as an aware UTC datetime. SQLModel's UTCDateTime columns already return
     aware values; this also covers times read from raw SQL or text."""
@@ -283,6 +287,10 @@ def _time_from_sqlite(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
+@overload
+def read_time(value: datetime | str) -> datetime: ...
+@overload
+def read_time(value: None) -> None: ...
 def read_time(value: datetime | str | None) -> datetime | None:
     """A time read by ``driver_rows``: UTC text on SQLite (as ``_sqlite_time`` wrote it), a datetime
     on PostgreSQL."""
