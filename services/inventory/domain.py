@@ -220,9 +220,7 @@ def apply(state: UnitState, fact: Fact) -> list[Effect]:
         state.theft_cases = tuple(c for c in state.theft_cases if c != fact.case)
     elif kind == "recall.issued" or (kind == "recall.amended" and fact.disposition == "covered"):
         _recall_covers(state, fact, effects)
-    elif kind == "recall.amended":  # scope narrowed: the unit is no longer affected
-        _recall_lets_go(state, fact, lift_quarantine=True)
-    elif kind == "recall.remedy.completed":
+    elif kind in ("recall.amended", "recall.remedy.completed"):  # scope narrowed, or remedied: no longer affected
         _recall_lets_go(state, fact, lift_quarantine=True)
     elif kind == "recall.closed":  # stops quarantine on arrival or return; a held unit stays held
         _recall_lets_go(state, fact, lift_quarantine=False)
@@ -268,7 +266,7 @@ def advance(state: UnitState | None, manufacturer: str, serial: str, new: list[F
         state, effects = fold(manufacturer, serial, new)
         return Outcome(state, effects)
     if not needs_refold(state, new):
-        effects: list[Effect] = []
+        effects = []
         for fact in new:
             effects.extend(apply(state, fact))
         return Outcome(state, effects)
