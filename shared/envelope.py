@@ -200,7 +200,7 @@ def _known_envelopes() -> TypeAdapter:
     Built on first use, not at import: only consumers decode, and building it costs a CLI command
     that merely publishes a fifth of its start-up."""
     return TypeAdapter(Annotated[  # type: ignore[arg-type]  # a Union of models made at run time
-        Union[tuple(_typed_envelope(t, model) for t, model in EVENT_TYPES.items())],  # noqa: UP007
+        Union[tuple(_typed_envelope(t, model) for t, model in EVENT_TYPES.items())],  # noqa: UP007 - made from a tuple
         Field(discriminator="type"),
     ])
 

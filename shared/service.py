@@ -141,7 +141,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
                 pending += int(info["pending"])
             report["redis"] = "ok"
             report["pending_entries"] = pending
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - reported as degraded, not raised
             report["redis"] = f"error: {exc}"[:300]
             report["status"] = "degraded"
         if report["database"] == "ok":

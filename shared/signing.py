@@ -139,7 +139,7 @@ def parse_envelope_json(raw: bytes | str) -> dict[str, Any]:
     document = json.loads(raw, object_pairs_hook=_no_duplicate_members)
     if not isinstance(document, dict):
         # ValueError like json's own: callers treat every undecodable entry the same way.
-        raise ValueError(f"an envelope is a JSON object, got {type(document).__name__}")  # noqa: TRY004
+        raise ValueError(f"an envelope is a JSON object, got {type(document).__name__}")  # noqa: TRY004 - see above
     return document
 
 
