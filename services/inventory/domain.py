@@ -139,7 +139,8 @@ Effect = Anomaly | Quarantined
 
 
 def _recall_covers(state: UnitState, fact: Fact, effects: list[Effect]) -> None:
-    recall_id: str = fact.recall_id  # type: ignore[assignment]
+    recall_id = fact.recall_id
+    assert recall_id is not None  # a recall's fact names it
     if recall_id not in state.recalls:
         state.recalls = (*state.recalls, recall_id)
     if recall_id not in state.recalls_seen:
@@ -209,7 +210,8 @@ def apply(state: UnitState, fact: Fact) -> list[Effect]:
         state.location, state.condition = fact.location, fact.condition
         _quarantine_for_recalls(state, fact, effects)
     elif kind == "unit.adjusted":
-        state.status = ADJUSTMENT_STATUS[fact.disposition]  # type: ignore[index]
+        assert fact.disposition is not None  # unit.adjusted requires one
+        state.status = ADJUSTMENT_STATUS[fact.disposition]
         state.location = fact.location or state.location
         if fact.disposition == "found":
             _quarantine_for_recalls(state, fact, effects)
