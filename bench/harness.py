@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from serialtrack.redis_server import RedisServerProcess, free_port
 from shared.settings import Settings
@@ -43,7 +44,7 @@ def service_process(service: str, settings: Settings, worker: int = 0):
     env = dict(os.environ)
     env["SERIALTRACK_WORKER_ID"] = str(worker)
     env.update({
-        "REDIS_URL": settings.redis_url, "SERIALTRACK_DATA_DIR": str(settings.data_dir),
+        "REDIS_URL": settings.resolve_redis_url(), "SERIALTRACK_DATA_DIR": str(settings.data_dir),
         f"{service.upper()}_DATABASE_URL": settings.database_url(service),
         f"{service.upper()}_PORT": str(settings.port(service)),
         "SERIALTRACK_BATCH_SIZE": str(settings.batch_size), "SERIALTRACK_CLAIM_IDLE_MS": str(settings.claim_idle_ms),
@@ -67,7 +68,8 @@ def service_process(service: str, settings: Settings, worker: int = 0):
 
 def applied(engine, service: str) -> int:
     with Session(engine) as session:
-        return session.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.service == service))
+        return session.execute(select(func.count()).select_from(InboxRow)
+                               .where(col(InboxRow.service) == service)).scalar_one()
 
 
 def has_applied(engine, service: str, event) -> bool:
@@ -78,7 +80,7 @@ def has_applied(engine, service: str, event) -> bool:
 
 def outbox_empty(engine) -> bool:
     with Session(engine) as session:
-        return session.scalar(select(OutboxRow.seq).limit(1)) is None
+        return session.scalar(select(col(OutboxRow.seq)).limit(1)) is None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -89,7 +91,7 @@ def cpu_seconds(pid: int) -> float:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def store_engine(settings: Settings, service: str):

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 import redis.asyncio as aioredis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from bench.harness import applied, cpu_seconds, environment, machine, percentile, service_process, store_engine
 from shared.contracts import UnitReceived, UnitSold
@@ -105,8 +106,8 @@ async def publish_all(settings, total: int, rate: float | None, mix: str, chunk:
 
 def latencies(engine, since: datetime) -> list[float]:
     with Session(engine) as session:
-        rows = session.execute(select(InboxRow.event_time, InboxRow.processed_at)
-                               .where(InboxRow.event_time >= since))
+        rows = session.execute(select(col(InboxRow.event_time), col(InboxRow.processed_at))
+                               .where(col(InboxRow.event_time) >= since))
         return [(as_utc(done) - as_utc(happened)).total_seconds() * 1000 for happened, done in rows]
 
 
@@ -168,7 +169,7 @@ def main() -> None:
     print(f"machine: {machine()}; store: {'sqlite' if not args.database_url else args.database_url.split(':')[0]}")
     print(f"events: {args.events} ({args.events // 2} unit.received + {args.events // 2} unit.sold, "
           f"mix {args.mix}), "
-          f"batch size {args.batch_size}, publisher {'paced at %.0f/s' % args.rate if args.rate else 'flat out'}, "
+          f"batch size {args.batch_size}, publisher {f'paced at {args.rate:.0f}/s' if args.rate else 'flat out'}, "
           f"event ids {'random (UUIDv4)' if args.random_ids else 'time-ordered (UUIDv7)'}, "
           f"{'every event signed (Ed25519)' if args.signed else 'unsigned'}")
     mode = f"backlog drained by {args.workers} process(es)" if args.backlog else f"{args.workers} process(es), live"

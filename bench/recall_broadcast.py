@@ -18,6 +18,7 @@ import time
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
@@ -44,7 +45,7 @@ POLL_S = 0.2  # how often progress is read: the polling itself costs CPU the ser
 
 
 async def send(settings: Settings, events) -> None:
-    client = aioredis.from_url(settings.redis_url)
+    client = aioredis.from_url(settings.resolve_redis_url())
     try:
         await publish(client, settings.streams, [e.envelope for e in events], operator_signer(settings.data_dir))
     finally:
@@ -70,9 +71,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="serialtrack-bench-") as tmp, ExitStack() as stack:
         redis = RedisServerProcess(Path(tmp) / "redis").start()
+        assert redis.process is not None  # start() spawned it
         stack.callback(redis.stop)
-        settings = Settings(redis_url=redis.url, data_dir=Path(tmp),
-                            **{f"{s}_port": free_port() for s in SERVICES})
+        ports: dict[str, Any] = {f"{s}_port": free_port() for s in SERVICES}
+        settings = Settings(redis_url=redis.url, data_dir=Path(tmp), **ports)
         processes = {service: stack.enter_context(service_process(service, settings)) for service in SERVICES}
         engines = {s: store_engine(settings, s) for s in SERVICES}
         asyncio.run(send(settings, [receipt, *sales]))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.recalls.domain import Recall, RecallIndex  # noqa: E402
-from shared.identity import SerialRange  # noqa: E402
+from services.recalls.domain import Recall, RecallIndex
+from shared.identity import SerialRange
 
 # ---------------------------------------------------------------------------------------------
 # the matcher

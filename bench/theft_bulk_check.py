@@ -21,22 +21,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
-from services.theft import api, store  # noqa: E402
-from services.theft.app import definition  # noqa: E402
-from shared.schema import migrate  # noqa: E402
-from shared.store import insert_rows, make_engine  # noqa: E402
+from services.theft import api, store
+from services.theft.app import definition
+from shared.schema import migrate
+from shared.store import insert_rows, make_engine, table_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def build_registry(engine, reports: int, chunk: int = 50_000) -> float:
     started = time.perf_counter()
-    table = store.RegistryRow.__table__
+    table = table_of(store.RegistryRow)
     with Session(engine) as session, session.begin():
         for start in range(0, reports, chunk):
             rows = [{
@@ -102,12 +102,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{tmp}/theft-bench.db"
         engine = make_engine(url)
-        store.RegistryRow.__table__.drop(engine, checkfirst=True)
+        table_of(store.RegistryRow).drop(engine, checkfirst=True)
         migrate(engine, definition.migrations)
         print(f"store: {engine.dialect.name}; building a registry of {args.reports:,} reports ...", flush=True)
         built = build_registry(engine, args.reports)
         with Session(engine) as session:
-            stored = session.scalar(select(func.count()).select_from(store.RegistryRow.__table__))
+            stored = session.execute(select(func.count()).select_from(table_of(store.RegistryRow))).scalar_one()
         print(f"  {stored:,} rows in {built:.1f} s ({stored / built:,.0f} rows/s, set-based inserts)")
 
         items = check_items(args.reports, args.serials)
@@ -122,7 +122,7 @@ def main() -> None:
         verdict = "PASS" if max(http_times) < 1.0 else "FAIL"
         print(f"{verdict}: target < 1000 ms for every POST /checks run")
         if args.database_url:
-            store.RegistryRow.__table__.drop(engine, checkfirst=True)
+            table_of(store.RegistryRow).drop(engine, checkfirst=True)
         engine.dispose()
 
 

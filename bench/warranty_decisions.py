@@ -31,6 +31,7 @@ import httpx
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from serialtrack.redis_server import RedisServerProcess
 from services.warranty import store
@@ -71,7 +72,7 @@ async def run(settings: Settings, units: int, sync_requests: int, async_claims: 
     runtime = app.state.runtime
     engine = runtime.engine
     redis = aioredis.from_url(settings.resolve_redis_url())
-    inbox = select(func.count()).select_from(InboxRow).where(InboxRow.service == "warranty")
+    inbox = select(func.count()).select_from(InboxRow).where(col(InboxRow.service) == "warranty")
     serials = [f"BW{n:07d}" for n in range(units)]
 
     async with app.router.lifespan_context(app), httpx.AsyncClient(
@@ -95,7 +96,8 @@ async def run(settings: Settings, units: int, sync_requests: int, async_claims: 
               f"= {len(seed) / seeding:,.0f} events/s")
 
         # 2. synchronous counter path
-        claim_latency, return_latency, statuses = [], [], {}
+        claim_latency, return_latency = [], []
+        statuses: dict[str, int] = {}
         for n in range(sync_requests):
             s = serials[n]
             body = {"claim_id": f"SYNC-{n}", "manufacturer": MAKER, "serial": s, "customer_id": f"C-{n}",
@@ -128,7 +130,7 @@ async def run(settings: Settings, units: int, sync_requests: int, async_claims: 
             issue=f"issue {n % 7}", location=f"store-{n % 40}"), source="bench/desk",
             time=T0 + timedelta(days=90, seconds=n)) for n in range(async_claims)]
         decided = select(func.count()).select_from(store.ClaimRow).where(
-            store.ClaimRow.claim_id.like("ASYNC-%"), store.ClaimRow.status.is_not(None))
+            col(store.ClaimRow.claim_id).like("ASYNC-%"), col(store.ClaimRow.status).is_not(None))
         started = time.perf_counter()
         await publish(redis, settings.streams, [e.envelope for e in claims])
         await wait_until(lambda: count(engine, decided) >= async_claims, 600, "async claims")

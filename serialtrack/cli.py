@@ -212,6 +212,7 @@ def publish(
 
     from .publishing import jsonl_lines
 
+    assert file is not None  # TYPE or --file: one of them, checked above
     if str(file) == "-":
         report = _publish_file(jsonl_lines(sys.stdin, source=source), path="-", format="jsonl", handle=None,
                                data_dir=data_dir, as_json=as_json, sign_with=sign_with, credential=credential)

@@ -49,9 +49,10 @@ class CredentialsError(RuntimeError):
 
 def consumed_types(services: Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
     """service -> the types its consumer group reads (services/<name>/handlers.py EVENT_TYPES)."""
-    if services is None:
-        from services.registry import INSTALLED as services
-    return {s: tuple(importlib.import_module(f"services.{s}.handlers").EVENT_TYPES) for s in services}
+    from services.registry import INSTALLED
+
+    return {s: tuple(importlib.import_module(f"services.{s}.handlers").EVENT_TYPES)
+            for s in (INSTALLED if services is None else services)}
 
 
 def new_password() -> str:
@@ -119,9 +120,9 @@ def prepare_embedded(data_dir: Path, streams: Streams, port: int, host: str = "1
         role = role_of(name)
         users.append(AclUser(name, user.on, user.secrets, producer_rules(role, streams)) if role else user)
         url_file = credentials / f"{name}.url"
-        password = _password_of(url_file)
-        if role and password:  # the port may have changed since it was made
-            write_private(url_file, url_for(host, port, name, password) + "\n")
+        saved = _password_of(url_file)
+        if role and saved:  # the port may have changed since it was made
+            write_private(url_file, url_for(host, port, name, saved) + "\n")
     write_private(acl_path, render_acl_file(users))
     return EmbeddedUsers(acl_path, urls)
 

@@ -41,17 +41,23 @@ def _context(data_dir: Path | None):
     return settings, REDIS_URL_FILE
 
 
-def _admin_url(settings, url_file: str, required: bool = True) -> str | None:
+def _admin_url_or_none(settings, url_file: str) -> str | None:
     """SERIALTRACK_REDIS_ADMIN_URL, else the embedded Redis's admin credential while it runs."""
     if os.environ.get(ADMIN_URL_VARIABLE):
         return os.environ[ADMIN_URL_VARIABLE]
     admin = settings.credential_file("admin")
     if (settings.data_dir / url_file).is_file() and admin.is_file():
         return admin.read_text().strip()
-    if required:
-        _fail(f"no Redis admin to make users with: start `serialtrack up` (it keeps its admin credential in "
-              f"{admin}), or set {ADMIN_URL_VARIABLE} to the admin user's redis:// URL")
     return None
+
+
+def _admin_url(settings, url_file: str) -> str:
+    admin_url = _admin_url_or_none(settings, url_file)
+    if admin_url is not None:
+        return admin_url
+    admin = settings.credential_file("admin")
+    _fail(f"no Redis admin to make users with: start `serialtrack up` (it keeps its admin credential in "
+          f"{admin}), or set {ADMIN_URL_VARIABLE} to the admin user's redis:// URL")
 
 
 def _redis_errors():
@@ -123,7 +129,7 @@ def list_credentials(as_json: JsonFlag = False, data_dir: DataDir = None) -> Non
 
     settings, url_file = _context(data_dir)
     try:
-        rows = list_users(_admin_url(settings, url_file, required=False), settings.data_dir)
+        rows = list_users(_admin_url_or_none(settings, url_file), settings.data_dir)
     except _redis_errors() as exc:
         _fail(_explain(exc))
     if as_json:

@@ -153,9 +153,10 @@ def _waiting_for(report: dict, inventory_ids: set[str], expect: Expectations, se
 
 
 # The producers of the story whose events must be signed: (key name, role, what the key speaks for).
-DEMO_KEYS = (("demo-metro-pd", "law-enforcement", {"agency": "metro-pd"}),
-             ("demo-acme", "manufacturer", {"manufacturer": MANUFACTURER}),
-             ("demo-service-desk", "service-desk", {}))
+DEMO_KEYS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("demo-metro-pd", "law-enforcement", {"agency": "metro-pd"}),
+    ("demo-acme", "manufacturer", {"manufacturer": MANUFACTURER}),
+    ("demo-service-desk", "service-desk", {}))
 
 
 def demo_signers(data_dir: Path) -> list[Signer]:
@@ -167,7 +168,7 @@ def demo_signers(data_dir: Path) -> list[Signer]:
     for name, role, binding in DEMO_KEYS:
         if registered.by_name(name) is None:
             try:
-                create_key(data_dir, name, role, **binding)
+                create_key(data_dir, name, role, agency=binding.get("agency"), manufacturer=binding.get("manufacturer"))
             except KeyRegistryConflict:
                 pass  # a demo running at the same time made it
     return [load_signer(name, data_dir) for name, _, _ in DEMO_KEYS]
@@ -194,7 +195,8 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
     batch = secrets.token_hex(2).upper()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=4)
     steps, serials, expect = story(batch)
-    envelopes, inventory_ids = [], {s: set() for s in serials}
+    envelopes = []
+    inventory_ids: dict[str, set[str]] = {s: set() for s in serials}
     # Event ids name their type, so a demo that waits too long says what it is waiting for.
     ids = iter(f"demo-{batch}-{n:02d}-{step.type}" for n, step in enumerate(steps))
     for step in steps:

@@ -98,6 +98,7 @@ class System:
         child.started_at = time.monotonic()
 
     def _wait_healthy(self, child: Child, deadline: float) -> None:
+        assert child.process is not None  # called after _spawn
         while time.monotonic() < deadline:
             if child.process.poll() is not None:
                 raise RuntimeError(f"{child.service} exited with code {child.process.returncode} at start")
@@ -113,6 +114,7 @@ class System:
         """Until asked to stop: restart any service that died (its pending entries are reclaimed)."""
         while not self._stopping:
             for child in self.children:
+                assert child.process is not None  # every child was spawned by start()
                 if child.process.poll() is not None and not self._stopping:
                     code = child.process.returncode
                     if time.monotonic() - child.started_at < RESTART_BACKOFF_S:

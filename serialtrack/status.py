@@ -103,15 +103,20 @@ async def _streams(redis: aioredis.Redis, settings: Settings, reads: dict[str, t
     return report
 
 
+def _str(value: bytes | str | None, default: str = "") -> str:
+    """A field or id as redis-py gives it (bytes here; its types also allow str and None)."""
+    return value.decode() if isinstance(value, bytes) else value or default
+
+
 async def _dead_letters(redis: aioredis.Redis, settings: Settings, services) -> dict:
     report = {}
     now = time.time()
     for service in services:
         stream = settings.streams.dead_letters(service)
         total = await redis.xlen(stream)
-        newest = await redis.xrevrange(stream, count=DEAD_LETTER_SCAN) if total else []
-        reasons = Counter((fields.get(b"reason") or b"?").decode() for _, fields in newest)
-        newest_age = now - int(newest[0][0].decode().split("-")[0]) / 1000 if newest else None
+        newest = (await redis.xrevrange(stream, count=DEAD_LETTER_SCAN) or []) if total else []
+        reasons = Counter(_str((fields or {}).get(b"reason"), "?") for _, fields in newest)
+        newest_age = now - int(_str(newest[0][0]).split("-")[0]) / 1000 if newest else None
         report[service] = {"stream": stream, "total": total, "by_reason": dict(reasons.most_common()),
                            "reasons_counted_over": len(newest),
                            "newest_age_seconds": round(newest_age, 1) if newest_age is not None else None}

@@ -16,7 +16,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .contracts import EVENT_TYPES
 from .envelope import ENTRY_FIELD, Envelope
@@ -57,7 +58,7 @@ def _first_line(text: str | None) -> str:
 def _schemas() -> tuple[dict[str, str], dict[str, Any]]:
     """(event type -> schema name of its data, every schema by name): all models in one namespace,
     so a model used by several contracts is one schema and two models never share a name."""
-    models = [(Envelope, "validation"), *((model, "validation") for model in EVENT_TYPES.values())]
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Envelope, "validation"), *((model, "validation") for model in EVENT_TYPES.values())]
     keys, document = models_json_schema(models, ref_template=SCHEMA_REF)
     names = {event_type: keys[(model, "validation")]["$ref"].rsplit("/", 1)[1]
              for event_type, model in EVENT_TYPES.items()}

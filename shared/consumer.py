@@ -290,7 +290,8 @@ class StreamConsumer:
     async def _apply(self, entries: list[_Entry]) -> None:
         started = perf_counter()
         try:
-            applied = await asyncio.to_thread(self.processor.process, [e.event for e in entries])
+            # Every entry handed to the writer was decoded (handle_entries set its event).
+            applied = await asyncio.to_thread(self.processor.process, [e.event for e in entries if e.event is not None])
         except Exception as exc:  # noqa: BLE001 - every failure is handled below, none escapes
             if is_transient(exc):
                 self.metrics.failed("store_unavailable")
@@ -334,6 +335,7 @@ class StreamConsumer:
 
     async def _failed(self, entry: _Entry, exc: Exception) -> None:
         stream = entry.stream
+        assert entry.event is not None  # only decoded entries are applied, so only they fail
         deliveries = await self.delivery_count(stream, entry.entry_id)
         traced = [trace_id_of(entry.event.envelope.traceparent)] if entry.event.envelope.traceparent else []
         if deliveries >= self.settings.max_deliveries:

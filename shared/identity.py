@@ -142,7 +142,7 @@ class SerialRange(BaseModel):
     def count(self) -> int:
         return self.last - self.first + 1
 
-    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]  # its serials, not BaseModel's (field, value) pairs
         prefix, width = self.prefix, self.width
         if width is None:
             return (f"{prefix}{n}" for n in range(self.first, self.last + 1))

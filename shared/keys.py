@@ -105,7 +105,7 @@ def b64url_encode(raw: bytes) -> str:
 _B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
-def b64url_decode(text: str) -> bytes:
+def b64url_decode(text: object) -> bytes:
     """Strict inverse of b64url_encode: no padding, no other alphabet, no whitespace, and only the
     canonical encoding (the unused low bits of the last character are zero). ValueError otherwise."""
     if not isinstance(text, str) or not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:

@@ -196,7 +196,7 @@ def check_columns(engine: Engine, tables: Sequence[Table]) -> None:
             missing.append(table.name)
             continue
         present = {column["name"] for column in inspector.get_columns(table.name)}
-        missing.extend(f"{table.name}.{name}" for name in table.c.keys() if name not in present)
+        missing.extend(f"{table.name}.{column.name}" for column in table.c if column.name not in present)
     if missing:
         raise SchemaError(f"the migrated database lacks {', '.join(missing)}: a migration is missing from this build")
 

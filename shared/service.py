@@ -25,8 +25,8 @@ from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
 from .metrics import HttpMetricsMiddleware, ServiceMetrics
 from .outbox import OutboxRelay
-from .settings import Settings
 from .schema import Migrations, prepare
+from .settings import Settings
 from .store import for_reading, for_writing, make_engine, outbox_backlog, ping
 
 log = logging.getLogger("serialtrack.service")
@@ -147,7 +147,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
                 pending += int(info["pending"])
             report["redis"] = "ok"
             report["pending_entries"] = pending
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - reported as degraded, not raised
             report["redis"] = f"error: {exc}"[:300]
             report["status"] = "degraded"
         if report["database"] == "ok":

@@ -22,6 +22,7 @@ Policy: ``signature_required``. Checks and the reason each failure is dead-lette
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,8 +150,8 @@ def sign_envelope(envelope: Mapping[str, Any], kid: str, private_key: Ed25519Pri
 def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):
-        seen: set[str] = set()
-        dupes = sorted({name for name, _ in pairs if name in seen or seen.add(name)})
+        counts = Counter(name for name, _ in pairs)
+        dupes = sorted(name for name, count in counts.items() if count > 1)
         raise ValueError(f"duplicate member name(s) {', '.join(map(repr, dupes))}: the JSON is not I-JSON "
                          "(RFC 7493), which RFC 8785 canonicalization requires")
     return result
@@ -165,7 +166,7 @@ def parse_envelope_json(raw: bytes | str) -> dict[str, Any]:
     document = json.loads(raw, object_pairs_hook=_no_duplicate_members)
     if not isinstance(document, dict):
         # ValueError like json's own: callers treat every undecodable entry the same way.
-        raise ValueError(f"an envelope is a JSON object, got {type(document).__name__}")  # noqa: TRY004
+        raise ValueError(f"an envelope is a JSON object, got {type(document).__name__}")  # noqa: TRY004 - see above
     return document
 
 

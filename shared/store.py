@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -33,6 +34,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
 def as_utc(value: datetime | None) -> datetime | None:
     """A stored time as an aware UTC datetime. SQLModel's UTCDateTime columns already return
     aware values; this also covers times read from raw SQL or text."""
@@ -142,7 +147,14 @@ class OutboxRow(SQLModel, table=True):
     created_at: datetime
 
 
-PLUMBING_TABLES: list[Table] = [InboxRow.__table__, OutboxRow.__table__]  # type: ignore[list-item]
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a SQLModel table class (SQLModel sets ``__table__`` but does not declare it)."""
+    table = sa_inspect(model).local_table
+    assert isinstance(table, Table)
+    return table
+
+
+PLUMBING_TABLES: list[Table] = [table_of(InboxRow), table_of(OutboxRow)]
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -240,11 +252,11 @@ sqlite3.register_adapter(datetime, _sqlite_time)
 # The driver binds only exact int, float, str and bytes without a look-up; for any other value it
 # searches an adapter and then probes the value for ``__conform__`` (a failed attribute look-up
 # each). A history row carries a dozen NULLs: C callables as adapters save ~0.2 us per NULL or bool.
-sqlite3.register_adapter(type(None), {}.get)  # None -> None
+sqlite3.register_adapter(type(None), dict[None, None]().get)  # None -> None
 sqlite3.register_adapter(bool, int)
 
 
-def driver_rows(session: Session, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+def driver_rows(session: Session, sql: str, params: Sequence[Any] = ()) -> Sequence[tuple]:
     """A SELECT written with ``?`` placeholders, run straight on the driver's cursor: rows as plain
     tuples. Hot path only (loading 100,000 units for a recall): SQLAlchemy's row and type processing
     would cost more than the query. Times come back as the driver gives them: see ``read_time``."""
@@ -275,6 +287,10 @@ def _time_from_sqlite(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
+@overload
+def read_time(value: datetime | str) -> datetime: ...
+@overload
+def read_time(value: None) -> None: ...
 def read_time(value: datetime | str | None) -> datetime | None:
     """A time read by ``driver_rows``: UTC text on SQLite (as ``_sqlite_time`` wrote it), a datetime
     on PostgreSQL."""
@@ -356,7 +372,7 @@ def claim_inbox(session: Session, service: str, events: Iterable[Event]) -> Inbo
     seen_before = [key for key in by_key if key not in claimed]
     if seen_before:
         reference.update(_applied(session, service, seen_before))
-    conflicts = []
+    conflicts: list[Conflict] = []
     for key, copies in by_key.items():
         applied_type, applied_time, applied_digest = reference[key]
         if applied_digest is None:  # applied before 0.2.0: nothing to compare with
@@ -391,7 +407,7 @@ def add_to_outbox(session: Session, service: str, events: Iterable[Event]) -> No
          "envelope": _traced(ev.envelope, traceparent).model_dump_json(exclude_none=True), "created_at": now}
         for ev in events
     ]
-    insert_rows(session, OutboxRow.__table__, rows)
+    insert_rows(session, table_of(OutboxRow), rows)
     session.info[OUTBOX_ROWS] = session.info.get(OUTBOX_ROWS, 0) + len(rows)
 
 
@@ -403,7 +419,7 @@ def _traced(envelope: Envelope, traceparent: str | None) -> Envelope:
 
 def outbox_backlog(session: Session, service: str) -> tuple[int, float | None]:
     """(unpublished rows, age in seconds of the oldest of them or None)."""
-    table = OutboxRow.__table__
+    table = table_of(OutboxRow)
     count, oldest = session.execute(
         select(func.count(), func.min(table.c.created_at)).where(table.c.service == service)).one()
     oldest = read_time(oldest)
@@ -411,7 +427,7 @@ def outbox_backlog(session: Session, service: str) -> tuple[int, float | None]:
 
 
 def take_outbox(session: Session, service: str, limit: int) -> list[tuple[int, str, str]]:
-    table = OutboxRow.__table__
+    table = table_of(OutboxRow)
     rows = session.execute(
         select(table.c.seq, table.c.event_type, table.c.envelope)
         .where(table.c.service == service)
@@ -422,7 +438,7 @@ def take_outbox(session: Session, service: str, limit: int) -> list[tuple[int, s
 
 
 def forget_outbox(session: Session, seqs: Sequence[int]) -> None:
-    table = OutboxRow.__table__
+    table = table_of(OutboxRow)
     for part in chunks(list(seqs)):
         session.execute(delete(table).where(table.c.seq.in_(part)))
 

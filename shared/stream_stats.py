@@ -86,7 +86,7 @@ async def group_stats(redis: aioredis.Redis, stream: str, group: str,
         lag, exact = length, True
         undelivered = await redis.xrange(stream, count=1) if length else []
     else:
-        undelivered = await redis.xrange(stream, min=f"({last_delivered}", count=LAG_COUNT_LIMIT + 1)
+        undelivered = await redis.xrange(stream, min=f"({last_delivered}", count=LAG_COUNT_LIMIT + 1) or []
         lag, exact = min(len(undelivered), LAG_COUNT_LIMIT), len(undelivered) <= LAG_COUNT_LIMIT
     lag_seconds = max(now - _id_time(_text(undelivered[0][0])), 0.0) if undelivered else 0.0
 

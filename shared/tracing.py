@@ -31,8 +31,8 @@ try:  # the OpenTelemetry API comes with the optional `otel` extra (opentelemetr
 
     _propagator = TraceContextTextMapPropagator()
 except ImportError:  # pragma: no cover - exercised by the test that runs without the extra
-    _otel_trace = None
-    _propagator = None
+    _otel_trace = None  # type: ignore[assignment]  # optional extra absent: None, checked before every use
+    _propagator = None  # type: ignore[assignment]  # optional extra absent: None, checked before every use
 
 
 def trace_id_of(traceparent: str) -> str:

@@ -139,7 +139,8 @@ Effect = Anomaly | Quarantined
 
 
 def _recall_covers(state: UnitState, fact: Fact, effects: list[Effect]) -> None:
-    recall_id: str = fact.recall_id  # type: ignore[assignment]
+    recall_id = fact.recall_id
+    assert recall_id is not None  # a recall's fact names it
     if recall_id not in state.recalls:
         state.recalls = (*state.recalls, recall_id)
     if recall_id not in state.recalls_seen:
@@ -209,7 +210,8 @@ def apply(state: UnitState, fact: Fact) -> list[Effect]:
         state.location, state.condition = fact.location, fact.condition
         _quarantine_for_recalls(state, fact, effects)
     elif kind == "unit.adjusted":
-        state.status = ADJUSTMENT_STATUS[fact.disposition]  # type: ignore[index]
+        assert fact.disposition is not None  # unit.adjusted requires one
+        state.status = ADJUSTMENT_STATUS[fact.disposition]
         state.location = fact.location or state.location
         if fact.disposition == "found":
             _quarantine_for_recalls(state, fact, effects)
@@ -220,9 +222,7 @@ def apply(state: UnitState, fact: Fact) -> list[Effect]:
         state.theft_cases = tuple(c for c in state.theft_cases if c != fact.case)
     elif kind == "recall.issued" or (kind == "recall.amended" and fact.disposition == "covered"):
         _recall_covers(state, fact, effects)
-    elif kind == "recall.amended":  # scope narrowed: the unit is no longer affected
-        _recall_lets_go(state, fact, lift_quarantine=True)
-    elif kind == "recall.remedy.completed":
+    elif kind in ("recall.amended", "recall.remedy.completed"):  # scope narrowed, or remedied: no longer affected
         _recall_lets_go(state, fact, lift_quarantine=True)
     elif kind == "recall.closed":  # stops quarantine on arrival or return; a held unit stays held
         _recall_lets_go(state, fact, lift_quarantine=False)
@@ -268,7 +268,7 @@ def advance(state: UnitState | None, manufacturer: str, serial: str, new: list[F
         state, effects = fold(manufacturer, serial, new)
         return Outcome(state, effects)
     if not needs_refold(state, new):
-        effects: list[Effect] = []
+        effects = []
         for fact in new:
             effects.extend(apply(state, fact))
         return Outcome(state, effects)

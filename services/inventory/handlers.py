@@ -10,6 +10,7 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -56,7 +57,7 @@ _IDS = uuid.UUID("6f1d2a4e-6c1b-4f0e-9a57-3c2f4f1b9d10")
 
 def facts_of(event: Event) -> Iterator[tuple[store.UnitKey, Fact]]:
     d = event.data
-    base = {"time": event.time, "source": event.source, "event_id": event.id, "type": event.type}
+    base: dict[str, Any] = {"time": event.time, "source": event.source, "event_id": event.id, "type": event.type}
     if isinstance(d, UnitReceived):
         fact = Fact(**base, location=d.location, sku=d.sku, condition=d.condition.value)
         for serial in d.iter_serials():
@@ -79,12 +80,14 @@ def facts_of(event: Event) -> Iterator[tuple[store.UnitKey, Fact]]:
         for serial in d.iter_serials():
             yield (d.manufacturer, serial), fact
     else:
-        raise ValueError(f"inventory does not consume {event.type}")
+        raise TypeError(f"inventory does not consume {event.type}")
 
 
 def _recall_fact(event: Event, disposition: str | None = None) -> Fact:
+    d = event.data
+    assert isinstance(d, (RecallIssued, RecallAmended, RecallClosed, RecallRemedyCompleted))
     return Fact(time=event.time, source=event.source, event_id=event.id, type=event.type,
-                recall_id=event.data.recall_id, disposition=disposition)
+                recall_id=d.recall_id, disposition=disposition)
 
 
 def _recall_facts(session: Session, event: Event, states: dict[store.UnitKey, UnitState],
@@ -126,9 +129,9 @@ def _recall_facts(session: Session, event: Event, states: dict[store.UnitKey, Un
         fact = _recall_fact(event)
         store.close_recall(session, d.recall_id, fact)
         known = store.get_recall_scope(session, d.recall_id)
-        covered = store.units_covered_by(session, known[0]) if known else {}
-        states.update(covered)
-        yield from ((key, fact) for key in covered)
+        units = store.units_covered_by(session, known[0]) if known else {}
+        states.update(units)
+        yield from ((key, fact) for key in units)
     elif isinstance(d, RecallRemedyCompleted):
         yield (d.manufacturer, d.serial), _recall_fact(event)
 
@@ -173,9 +176,11 @@ def apply_events(session: Session, events: list[Event]) -> None:
     histories = store.load_histories(session, late) if late else {}
     recorded = store.anomaly_identities(session, late) if late else {}
 
-    saved_states, history, anomaly_rows = [], [], []
+    saved_states, anomaly_rows = [], []
+    history: list[tuple[store.UnitKey, Fact]] = []
     quarantines: dict[tuple[str, str, datetime], list[tuple[str, str | None]]] = {}
-    withdraw, reopen = [], []
+    withdraw: list[tuple] = []
+    reopen: list[tuple] = []
     for key, facts in per_unit.items():
         outcome = advance(states.get(key), key[0], key[1], facts, histories.get(key, []))
         saved_states.append(outcome.state)
@@ -210,7 +215,7 @@ def apply_events(session: Session, events: list[Event]) -> None:
 
 
 def _add_open_recalls(session: Session, per_unit: dict[store.UnitKey, list[Fact]],
-                      states: dict[store.UnitKey, object]) -> None:
+                      states: dict[store.UnitKey, UnitState]) -> None:
     """Units first seen now (or whose sku just became known) get the open recalls that cover them,
     as facts at the recall's time: a unit received after a recall is quarantined on arrival."""
     recalls = store.open_recalls(session, {maker for maker, _ in per_unit})
@@ -218,7 +223,7 @@ def _add_open_recalls(session: Session, per_unit: dict[store.UnitKey, list[Fact]
         return
     for key, facts in per_unit.items():
         state = states.get(key)
-        seen = set(state.recalls_seen) if state else set()
+        seen: set[str | None] = set(state.recalls_seen) if state else set()
         # Only a broadcast brings a recall to a unit; a remedy or closure fact names it too.
         seen.update(f.recall_id for f in facts if f.type == "recall.issued" or f.disposition == "covered")
         sku = (state.sku if state else None) or next((f.sku for f in facts if f.sku), None)

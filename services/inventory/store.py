@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from shared.contracts import RecallScope
-from shared.store import as_utc, chunks, driver_rows, insert_ignore, insert_tuples, read_time, utcnow
+from shared.store import as_utc, chunks, driver_rows, insert_ignore, insert_tuples, read_time, table_of, utcnow
 
-from .domain import Anomaly, Fact, Status, UnitState
+from .domain import Anomaly, Fact, OrderKey, Status, UnitState
 
 UnitKey = tuple[str, str]
 
@@ -105,12 +105,12 @@ class RecallRow(SQLModel, table=True):
     close_event_id: str | None = Field(default=None, max_length=128)
 
 
-TABLES: list[Table] = [UnitRow.__table__, HistoryRow.__table__, AnomalyRow.__table__, RecallRow.__table__]  # type: ignore[list-item]
+TABLES: list[Table] = [table_of(UnitRow), table_of(HistoryRow), table_of(AnomalyRow), table_of(RecallRow)]
 
-_units = UnitRow.__table__
-_history = HistoryRow.__table__
-_anomalies = AnomalyRow.__table__
-_recalls = RecallRow.__table__
+_units = table_of(UnitRow)
+_history = table_of(HistoryRow)
+_anomalies = table_of(AnomalyRow)
+_recalls = table_of(RecallRow)
 
 _FACT_COLUMNS = ("location", "from_location", "sku", "condition", "disposition", "receipt_id", "customer_id",
                  "terminal_id", "agency", "case_number", "recall_id", "note", "in_transit")
@@ -188,12 +188,18 @@ _SAVED_UNIT_COLUMNS = ("manufacturer", "serial", "status", "location", "sku", "c
                        "last_event_id", "updated_at")
 
 
+def _last(state: UnitState) -> OrderKey:
+    if state.last is None:  # a unit is saved after an event: one it was loaded with, or one applied now
+        raise ValueError(f"unit {state.manufacturer}/{state.serial} has no last event to save")
+    return state.last
+
+
 def save_units(session: Session, states: Sequence[UnitState]) -> None:
     now = utcnow()
     insert_tuples(session, _units, _SAVED_UNIT_COLUMNS, [
         (s.manufacturer, s.serial, s.status.value, s.location, s.sku, s.condition, s.stolen,
          _json_text(s.theft_cases), _json_text(s.recalls), _json_text(s.recalls_seen), s.ever_received,
-         s.last[0], s.last[1], s.last[2], now)
+         *_last(s), now)
         for s in states
     ], conflict="update", keys=("manufacturer", "serial"))
 
@@ -338,7 +344,7 @@ def covered_units_page(session: Session, recall: RecallScope, after: str | None,
         for part in chunks(sorted(s for s in set(recall.serials) if s > above)):
             sql = f"{_SELECT_UNITS} AND serial IN ({', '.join('?' * len(part))}){lock}"
             candidates.extend(driver_rows(session, sql, (maker, *part)))
-    queries = []
+    queries: list[tuple[str, tuple[str | int, ...]]] = []
     for rng in recall.serial_ranges:
         if rng.width is not None:
             low, high = f"{rng.prefix}{rng.first:0{rng.width}d}", f"{rng.prefix}{rng.last:0{rng.width}d}"

@@ -229,7 +229,7 @@ class Recall:
 class _Bucket:
     """Ranges of one (prefix, width) as disjoint elementary segments: bisect, no scan."""
 
-    __slots__ = ("points", "covering")
+    __slots__ = ("covering", "points")
 
     def __init__(self, ranges: Iterable[tuple[int, int, str]]):
         changes: dict[int, list[tuple[int, str]]] = {}

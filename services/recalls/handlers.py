@@ -31,9 +31,13 @@ from shared.contracts import (
     RecallAmended,
     RecallClosed,
     RecallIssued,
+    RecallOwnerNotified,
+    RecallOwnerUnknown,
     RecallRemedyCompleted,
     UnitQuarantined,
     UnitReceived,
+    UnitReturned,
+    UnitSold,
 )
 from shared.envelope import Event
 from shared.store import refresh_statistics, utcnow
@@ -95,8 +99,14 @@ def apply_events(session: Session, events: list[Event]) -> None:
 # Recall broadcasts, amendments, closures
 
 
-def _new_recall_row(event: Event) -> dict:
+def _recall_data(event: Event) -> RecallIssued | RecallAmended | RecallClosed:
     d = event.data
+    assert isinstance(d, (RecallIssued, RecallAmended, RecallClosed)), event.type
+    return d
+
+
+def _new_recall_row(event: Event) -> dict:
+    d = _recall_data(event)
     return {
         "recall_id": d.recall_id, "manufacturer": d.manufacturer, "skus": "[]", "serial_ranges": "[]",
         "serials": "[]", "scope_order": "", "scope_at": event.time, "amendments": 0, "hazard": None, "remedy": None,
@@ -106,10 +116,10 @@ def _new_recall_row(event: Event) -> dict:
 
 
 def _apply_recall_events(session: Session, events: list[Event]) -> RecallIndex:
-    rows = store.load_recalls(session, [e.data.recall_id for e in events])
+    rows = store.load_recalls(session, [_recall_data(e).recall_id for e in events])
     changed: set[str] = set()
     for event in sorted(events, key=_order):
-        d = event.data
+        d = _recall_data(event)
         row = rows.get(d.recall_id)
         if row is None:
             row = rows[d.recall_id] = _new_recall_row(event)
@@ -128,10 +138,9 @@ def _apply_recall_events(session: Session, events: list[Event]) -> RecallIndex:
             elif row["issued_at"] is None or event.time < row["issued_at"]:
                 row.update(hazard=d.hazard, remedy=d.remedy.value, instructions=d.instructions,
                            issued_at=event.time, issued_source=event.source, issued_id=event.id)
-        elif isinstance(d, RecallClosed):
-            if row["closed_order"] is None or order < row["closed_order"]:
-                row.update(closed_at=event.time, closed_order=order, close_reason=d.reason)
-                changed.add(d.recall_id)
+        elif isinstance(d, RecallClosed) and (row["closed_order"] is None or order < row["closed_order"]):
+            row.update(closed_at=event.time, closed_order=order, close_reason=d.reason)
+            changed.add(d.recall_id)
         row["updated_at"] = utcnow()
     store.save_recalls(session, list(rows.values()))
     index = store.refresh_index(session)
@@ -153,7 +162,8 @@ def _recompute_campaign(session: Session, recall: Recall) -> None:
         for serial, first_seen, stock in store.covered_units(session, recall)
         if serial not in existing and recall.seen_before_closure(first_seen)
     ]
-    into, out_of = [], []
+    into: list[str] = []
+    out_of: list[str] = []
     for serial, (in_scope, reported, sku, first_seen) in existing.items():
         wanted = recall.in_scope(serial, sku, first_seen, reported=reported)
         if wanted != in_scope:
@@ -180,6 +190,7 @@ def _apply_unit_events(session: Session, index: RecallIndex, events: list[Event]
     first_order: dict[store.UnitKey, str] = {}
     for event in events:
         d = event.data
+        assert isinstance(d, (UnitReceived, UnitSold, UnitReturned)), event.type
         order = _order(event)
         template = {"sku": getattr(d, "sku", None), "stock": STOCK_OF_EVENT[event.type].value,
                     "location": d.location, "stock_order": order, "stock_at": event.time,
@@ -265,15 +276,16 @@ def _apply_reports(session: Session, index: RecallIndex, events: list[Event]) ->
     no_unit = (None, None)
     for column, rows in by_column.items():
         for (recall_id, manufacturer, serial), row in rows.items():
-            covers = verdicts.get(recall_id)
-            if covers is not None:  # else decided when the recall arrives (_recompute_campaign)
-                row["in_scope"] = (index.get(recall_id).manufacturer == manufacturer
+            covers, recall = verdicts.get(recall_id), index.get(recall_id)
+            if covers is not None and recall is not None:  # else decided when the recall arrives (_recompute_campaign)
+                row["in_scope"] = (recall.manufacturer == manufacturer
                                    and covers(serial, units.get((manufacturer, serial), no_unit)[0]))
         store.save_reports(session, column, list(rows.values()))
 
 
 def _report_rows(event: Event, column: str, now) -> Iterator[dict]:
     d = event.data
+    assert isinstance(d, (UnitQuarantined, RecallOwnerNotified, RecallOwnerUnknown, RecallRemedyCompleted)), event.type
     base = {"recall_id": d.recall_id, "manufacturer": d.manufacturer, "in_scope": None, "matched_at": now,
             column: event.time}
     if isinstance(d, UnitQuarantined):  # a list of units
@@ -291,6 +303,7 @@ def _apply_anomalies(session: Session, events: list[Event]) -> None:
     withdrawn: dict[tuple, dict] = {}
     for event in events:
         d = event.data
+        assert isinstance(d, (InventoryAnomalyDetected, InventoryAnomalyWithdrawn)), event.type
         if d.kind != SALE_WHILE_QUARANTINED:
             continue
         key = (d.manufacturer, d.serial, d.event_source, d.event_id)

@@ -20,6 +20,7 @@ from operator import itemgetter
 
 from sqlalchemy import (
     Index,
+    Row,
     Table,
     and_,
     case,
@@ -45,6 +46,7 @@ from shared.store import (
     insert_ignore,
     insert_tuples,
     read_time,
+    table_of,
     upsert_rows,
 )
 
@@ -142,15 +144,15 @@ class MetaRow(SQLModel, table=True):
     value: str = Field(max_length=64)
 
 
-TABLES: list[Table] = [RecallRow.__table__, UnitRow.__table__, AffectedRow.__table__,  # type: ignore[list-item]
-                       ProgressRow.__table__, SaleAttemptRow.__table__, MetaRow.__table__]
+TABLES: list[Table] = [table_of(RecallRow), table_of(UnitRow), table_of(AffectedRow),
+                       table_of(ProgressRow), table_of(SaleAttemptRow), table_of(MetaRow)]
 
-_recalls = RecallRow.__table__
-_units = UnitRow.__table__
-_affected = AffectedRow.__table__
-_attempts = SaleAttemptRow.__table__
-_meta = MetaRow.__table__
-_progress = ProgressRow.__table__
+_recalls = table_of(RecallRow)
+_units = table_of(UnitRow)
+_affected = table_of(AffectedRow)
+_attempts = table_of(SaleAttemptRow)
+_meta = table_of(MetaRow)
+_progress = table_of(ProgressRow)
 
 REPORT_COLUMNS = ("quarantined_at", "notified_at", "owner_unknown_at", "remedied_at")
 _EXTRA_COLUMNS = {"quarantined_at": ("quarantine_location",), "remedied_at": ("remedy", "remedy_location")}
@@ -179,7 +181,7 @@ _index_cache: dict[str, tuple[str | None, RecallIndex]] = {}
 
 
 def _cache_key(session: Session) -> str:
-    return session.get_bind().url.render_as_string(hide_password=True)
+    return session.get_bind().engine.url.render_as_string(hide_password=True)
 
 
 def current_index(session: Session, *, lock: str | None = None) -> RecallIndex:
@@ -254,7 +256,7 @@ def covered_units(session: Session, recall: Recall) -> list[tuple[str, datetime,
     range bounds on the primary key, sku index), exact filter after."""
     maker = recall.manufacturer
     base = "SELECT serial, sku, first_seen, stock FROM recalls_units WHERE manufacturer = ?"
-    candidates = []
+    candidates: list[tuple] = []
     if recall.serials:
         for part in chunks(sorted(recall.serials)):
             candidates.extend(driver_rows(session, f"{base} AND serial IN ({', '.join('?' * len(part))})",
@@ -473,12 +475,12 @@ def _recount_sql(session: Session) -> tuple[str, str]:
         status_sql = str(status.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
         differs = "IS DISTINCT FROM" if dialect.name == "postgresql" else "IS NOT"
         compiled = _RECOUNT_SQL[dialect.name] = (
-            f"SELECT recalls_affected.recall_id, recalls_affected.serial, recalls_affected.counted_as, {status_sql} "
-            "FROM recalls_affected LEFT OUTER JOIN recalls_units "
-            "ON recalls_units.manufacturer = recalls_affected.manufacturer "
-            "AND recalls_units.serial = recalls_affected.serial "
-            "WHERE recalls_affected.manufacturer = ? AND recalls_affected.serial IN ({marks}) "
-            f"AND recalls_affected.counted_as {differs} {status_sql}",
+            (f"SELECT recalls_affected.recall_id, recalls_affected.serial, recalls_affected.counted_as, {status_sql} "
+             "FROM recalls_affected LEFT OUTER JOIN recalls_units "
+             "ON recalls_units.manufacturer = recalls_affected.manufacturer "
+             "AND recalls_units.serial = recalls_affected.serial "
+             "WHERE recalls_affected.manufacturer = ? AND recalls_affected.serial IN ({marks}) "
+             f"AND recalls_affected.counted_as {differs} {status_sql}"),
             # hold the rows: another worker recounting them waits for this commit
             " FOR UPDATE OF recalls_affected" if dialect.name == "postgresql" else "",
         )
@@ -628,7 +630,7 @@ def get_unit(session: Session, key: UnitKey):
     return session.execute(select(_units).where(_units.c.manufacturer == key[0], _units.c.serial == key[1])).first()
 
 
-def recalls_by_id(session: Session, recall_ids: Iterable[str]) -> dict[str, object]:
+def recalls_by_id(session: Session, recall_ids: Iterable[str]) -> dict[str, Row]:
     ids = sorted(set(recall_ids))
     if not ids:
         return {}

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from shared.http import Limit, Offset, Page, unit_key_or_400
 from shared.identity import IdentityError, normalize_manufacturer, normalize_serial
-from shared.store import as_utc
+from shared.store import as_utc, table_of
 
 from . import store
 from .domain import RETAILER, case_statuses
@@ -186,15 +186,15 @@ def check_units(session: Session, items: list[CheckItem]) -> CheckResponse:
         except IdentityError as exc:
             keys.append(None)
             errors.append(str(exc))
-    table = store.RegistryRow.__table__
+    table = table_of(store.RegistryRow)
     wanted = {k for k in keys if k is not None}
     rows = store.registry_rows(session, wanted, columns=[table.c[name] for name in _CHECK_COLUMNS])
     open_cases: dict[tuple[str, str], list[CaseRef]] = {}
     to_fold = []
     for key, found in rows.items():
         if all(r.kind == "reported" for r in found):
-            cases = {(r.origin, r.agency, r.case_number) for r in found}
-            open_cases[key] = [CaseRef(origin=o, agency=a, case_number=c) for o, a, c in sorted(cases)]
+            open_cases[key] = [CaseRef(origin=o, agency=a, case_number=c)
+                               for o, a, c in sorted({(r.origin, r.agency, r.case_number) for r in found})]
         else:
             to_fold.append(key)
     if to_fold:
@@ -203,13 +203,13 @@ def check_units(session: Session, items: list[CheckItem]) -> CheckResponse:
                                for s in case_statuses(store.registry_fact(r) for r in found) if s.open]
     results = []
     stolen = 0
-    for item, key, error in zip(items, keys, errors, strict=True):
-        if key is None:
+    for item, unit, error in zip(items, keys, errors, strict=True):
+        if unit is None:
             results.append(CheckResult(manufacturer=item.manufacturer, serial=item.serial, stolen=None, error=error))
             continue
-        cases = open_cases.get(key, [])
+        cases = open_cases.get(unit, [])
         stolen += bool(cases)
-        results.append(CheckResult(manufacturer=key[0], serial=key[1], stolen=bool(cases), cases=cases))
+        results.append(CheckResult(manufacturer=unit[0], serial=unit[1], stolen=bool(cases), cases=cases))
     return CheckResponse(checked=len(items), stolen=stolen, invalid=sum(e is not None for e in errors),
                          results=results)
 

@@ -46,8 +46,9 @@ CSV_COLUMNS = ("agency", "case_number", "manufacturer", "serial", "serial_last",
 REQUIRED_COLUMNS = ("agency", "case_number", "manufacturer", "serial")
 CSV_SEPARATORS = (",", ";", "\t")
 JSONL_KEYS = frozenset(CSV_COLUMNS) | {"serials", "serial_range"}
-ACTIONS = {"reported": TheftReported, "theft.reported": TheftReported,
-           "recovered": TheftRecovered, "theft.recovered": TheftRecovered}
+ACTIONS: dict[str, type[TheftReported | TheftRecovered]] = {
+    "reported": TheftReported, "theft.reported": TheftReported,
+    "recovered": TheftRecovered, "theft.recovered": TheftRecovered}
 DEFAULT_SOURCE = "feed/import"
 _IDS = uuid.UUID("3b0a4f7e-91d2-4c55-8f0b-6a7e2d1c9e84")
 _TIME = TypeAdapter(datetime)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from shared.contracts import (
     WarrantyClaimSubmitted,
 )
 from shared.envelope import Event, make_event
+from shared.identity import SerialRange
 from shared.store import add_to_outbox, utcnow
 
 from . import store
@@ -51,7 +53,7 @@ EVENT_TYPES = ("theft.reported", "theft.recovered", "unit.adjusted", *SIGHTING_T
 def sightings_of(event: Event) -> Iterator[tuple[store.UnitKey, Sighting]]:
     """The units an event names, and where, when and by whom they were seen."""
     d = event.data
-    base = {"time": event.time, "source": event.source, "event_id": event.id, "type": event.type}
+    base: dict[str, Any] = {"time": event.time, "source": event.source, "event_id": event.id, "type": event.type}
     if isinstance(d, UnitReceived):
         sighting = Sighting(**base, location=d.location)
         for serial in d.iter_serials():
@@ -69,7 +71,7 @@ def sightings_of(event: Event) -> Iterator[tuple[store.UnitKey, Sighting]]:
         yield (d.manufacturer, d.serial), Sighting(**base, location=d.location, terminal_id=d.terminal_id,
                                                    reference=d.request_id)
     else:
-        raise ValueError(f"{event.type} is not a sighting")
+        raise TypeError(f"{event.type} is not a sighting")
 
 
 def _registry_base(event: Event, now) -> dict:
@@ -88,7 +90,7 @@ class _Batch:
         self.sightings: dict[tuple, dict] = {}
         self.sighted: set[store.UnitKey] = set()
         self.reported: set[store.UnitKey] = set()
-        self.reported_ranges: list[tuple[str, object]] = []
+        self.reported_ranges: list[tuple[str, SerialRange]] = []
 
     def add(self, event: Event) -> None:
         d = event.data

@@ -14,12 +14,12 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Table, and_, func, select, text, update
+from sqlalchemy import BigInteger, Index, Row, Table, and_, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from shared.identity import SerialRange
-from shared.store import as_utc, chunks, insert_ignore, utcnow
+from shared.store import as_utc, chunks, insert_ignore, table_of, utcnow
 
 from .domain import Alert, RegistryFact, Sighting, range_candidates
 
@@ -107,13 +107,13 @@ class AlertRow(SQLModel, table=True):
     updated_at: datetime
 
 
-TABLES: list[Table] = [RegistryRow.__table__, RegistryRangeRow.__table__, SightingRow.__table__,  # type: ignore[list-item]
-                       AlertRow.__table__]
+TABLES: list[Table] = [table_of(RegistryRow), table_of(RegistryRangeRow), table_of(SightingRow),
+                       table_of(AlertRow)]
 
-_registry = RegistryRow.__table__
-_ranges = RegistryRangeRow.__table__
-_sightings = SightingRow.__table__
-_alerts = AlertRow.__table__
+_registry = table_of(RegistryRow)
+_ranges = table_of(RegistryRangeRow)
+_sightings = table_of(SightingRow)
+_alerts = table_of(AlertRow)
 
 
 # Writes
@@ -170,7 +170,7 @@ def registry_rows(session: Session, keys: Iterable[UnitKey], columns: Sequence |
     return found
 
 
-def _range_rows(session: Session, by_maker: dict[str, list[str]]) -> Iterator[tuple[UnitKey, object]]:
+def _range_rows(session: Session, by_maker: dict[str, list[str]]) -> Iterator[tuple[UnitKey, Row]]:
     makers = list(by_maker)
     prefixes: set[tuple[str, str]] = set()
     for part in chunks(makers):

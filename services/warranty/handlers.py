@@ -16,6 +16,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -47,9 +48,11 @@ from . import store
 from .domain import (
     CUSTOMER_BURST_WINDOW,
     LOCATION_BURST_WINDOW,
+    ClaimRequest,
     Decision,
     Fact,
     PriorClaim,
+    ReturnRequest,
     decide_claim,
     decide_return,
     fold_unit,
@@ -121,8 +124,8 @@ def _collect(events: list[Event]) -> _Batch:
     for event in events:
         d = event.data
         signer = event.signed_by  # shared.signing.VerifiedKey set by the consumer, None when unsigned
-        base = {"time": event.time, "source": event.source, "event_id": event.id, "type": event.type,
-                "signed_by": signer.kid if signer is not None else None}
+        base: dict[str, Any] = {"time": event.time, "source": event.source, "event_id": event.id, "type": event.type,
+                                "signed_by": signer.kid if signer is not None else None}
         if isinstance(d, UnitReceived):
             _selection(batch, d, Fact(**base, sku=d.sku, location=d.location))
         elif isinstance(d, (TheftReported, TheftRecovered)):
@@ -175,7 +178,7 @@ def _collect(events: list[Event]) -> _Batch:
                 "facts": "{}", "version": 0, "decision_id": None, "decided_at": None,
             })
         else:
-            raise ValueError(f"warranty does not consume {event.type}")
+            raise TypeError(f"warranty does not consume {event.type}")
     return batch
 
 
@@ -257,6 +260,7 @@ def _decide(session: Session, claims: dict[str, dict], returns: dict[str, dict])
     saved: list[dict] = []
     decisions: list[dict] = []
     now = utcnow()
+    request: ClaimRequest | ReturnRequest
 
     if claims:
         # Later claims of the same unit are decided again too: an earlier claim whose status changes may make
@@ -342,6 +346,7 @@ def reproduce(session: Session, kind: str, reference: str) -> Decision | None:
     key = (row["manufacturer"], row["serial"])
     facts = store.load_facts(session, [key])[key]
     policies = store.load_policies(session, [key[0]])
+    request: ClaimRequest | ReturnRequest
     if kind == "return":
         request = store.return_request(row)
         sales = store.sales_on_receipts(session, [(key[0], request.receipt_id)])[(key[0], request.receipt_id)]
@@ -430,6 +435,7 @@ def _recall_notices(session: Session, batch: _Batch) -> list[Event]:
             continue
         issued = recalls.issued[recall_id]
         event_id = str(uuid.uuid5(_IDS, f"recall-notice/{recall_id}/{key[0]}/{key[1]}"))
+        data: RecallOwnerNotified | RecallOwnerUnknown
         if view.owner:
             data = RecallOwnerNotified(recall_id=recall_id, manufacturer=key[0], serial=key[1], customer_id=view.owner,
                                        hazard=issued["hazard"], remedy=issued["remedy"],

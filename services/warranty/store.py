@@ -19,7 +19,7 @@ from sqlmodel import Field, SQLModel
 
 from shared.contracts import RecallAmended, RecallIssued
 from shared.identity import SerialRange
-from shared.store import as_utc, chunks, insert_ignore, insert_rows, upsert_rows, utcnow
+from shared.store import as_utc, chunks, insert_ignore, insert_rows, table_of, upsert_rows, utcnow
 
 from .domain import ClaimRequest, Fact, Policy, PriorClaim, RecallEvent, ReturnRequest
 
@@ -183,17 +183,17 @@ class RecallNoticeRow(SQLModel, table=True):
     created_at: datetime
 
 
-TABLES: list[Table] = [t.__table__ for t in (  # type: ignore[misc]
+TABLES: list[Table] = [table_of(t) for t in (
     FactRow, RangeRow, PolicyRow, RecallEventRow, ClaimRow, ReturnRow, DecisionRow, RecallNoticeRow)]
 
-_facts = FactRow.__table__
-_ranges = RangeRow.__table__
-_policies = PolicyRow.__table__
-_recall_events = RecallEventRow.__table__
-_claims = ClaimRow.__table__
-_returns = ReturnRow.__table__
-_decisions = DecisionRow.__table__
-_notices = RecallNoticeRow.__table__
+_facts = table_of(FactRow)
+_ranges = table_of(RangeRow)
+_policies = table_of(PolicyRow)
+_recall_events = table_of(RecallEventRow)
+_claims = table_of(ClaimRow)
+_returns = table_of(ReturnRow)
+_decisions = table_of(DecisionRow)
+_notices = table_of(RecallNoticeRow)
 
 _FACT_COLUMNS = ("sku", "location", "receipt_id", "customer_id", "agency", "case_number", "signed_by",
                  "trusted_transfer")
@@ -275,7 +275,7 @@ def _by_maker(keys: Iterable[UnitKey]) -> dict[str, list[str]]:
 
 
 def _fact(row) -> Fact:
-    values = {c: getattr(row, c, None) for c in _FACT_COLUMNS}
+    values: dict[str, Any] = {c: getattr(row, c, None) for c in _FACT_COLUMNS}
     values["trusted_transfer"] = bool(values["trusted_transfer"])  # ranges have no such column
     return Fact(time=as_utc(row.event_time), source=row.event_source, event_id=row.event_id, type=row.event_type,
                 **values)
@@ -379,7 +379,7 @@ def existing_notices(session: Session, pairs: Iterable[tuple[str, UnitKey]]) -> 
     by_recall: dict[str, list[UnitKey]] = {}
     for recall_id, key in pairs:
         by_recall.setdefault(recall_id, []).append(key)
-    found = set()
+    found: set[tuple[str, UnitKey]] = set()
     for recall_id, keys in by_recall.items():
         for part in chunks(sorted(set(keys))):
             rows = session.execute(select(_notices.c.manufacturer, _notices.c.serial).where(

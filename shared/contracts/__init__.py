@@ -24,11 +24,11 @@ from .base import (
     Text,
     UnitSelection,
 )
-from .inventory import *  # noqa: F403
-from .recalls import *  # noqa: F403
-from .theft import *  # noqa: F403
-from .units import *  # noqa: F403
-from .warranty import *  # noqa: F403
+from .inventory import *
+from .recalls import *
+from .theft import *
+from .units import *
+from .warranty import *
 
 
 def _registry() -> dict[str, type[EventData]]:

@@ -40,7 +40,7 @@ def redis_as(env, user: str):
 
 def cli(env, *args, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "serialtrack.cli", *args], env=env, input=stdin,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"serialtrack {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n"
                              f"{result.stderr}")
@@ -57,7 +57,7 @@ class System:
         self.process = subprocess.Popen([sys.executable, "-m", "serialtrack.cli", "up"], env=self.env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout
-        lines = []
+        lines: list[str] = []
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
             if not line:
@@ -139,7 +139,7 @@ def test_up_publish_lookup_stop_restart_keeps_everything(system, tmp_path):
 
     unit = wait_for_unit(env, "acme", "e2e-1", 3)
     assert unit["status"] == "sold" and unit["location"] == "store-12"
-    assert [h["id"] for h in unit["history"]][0] == "rcv-1"
+    assert unit["history"][0]["id"] == "rcv-1"
     text_view = cli(env, "lookup", "acme", "E2E-1").stdout
     assert "sold" in text_view and "store-12" in text_view
 

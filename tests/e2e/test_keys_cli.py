@@ -26,6 +26,7 @@ SCRIPT = shutil.which("serialtrack", path=str(Path(sys.executable).parent)) or s
 def serialtrack(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERIALTRACK_")}
     env["SERIALTRACK_DATA_DIR"] = str(data_dir)
+    assert SCRIPT is not None, "no serialtrack script next to this Python or on PATH"
     return subprocess.run([SCRIPT, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from tests.support.running import inbox_count, publish_events, settings_env, sta
 pytestmark = pytest.mark.e2e
 
 
-def status(settings, *args: str) -> tuple[int, dict | str]:
+def status(settings, *args: str) -> tuple[int, Any]:
     done = subprocess.run([sys.executable, "-m", "serialtrack.cli", "status", *args], env=settings_env(settings),
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode in (0, 1), f"status failed: {done.returncode}\n{done.stdout}\n{done.stderr}"

@@ -13,6 +13,7 @@ from shared.keys import create_key, revoke_key
 from shared.signing import load_signer
 from tests.support import factories as f
 from tests.support.running import http, running, wait_for
+from tests.support.streams import text_entries
 
 
 async def xadd(settings, stream_type: str, body: str) -> None:
@@ -27,7 +28,7 @@ async def xadd(settings, stream_type: str, body: str) -> None:
 async def letters(settings) -> list[dict]:
     client = aioredis.from_url(settings.redis_url, decode_responses=True)
     try:
-        return [fields for _, fields in await client.xrange(settings.streams.dead_letters("inventory"))]
+        return [fields for _, fields in await text_entries(client, settings.streams.dead_letters("inventory"))]
     finally:
         await client.aclose()
 

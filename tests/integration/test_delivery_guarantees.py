@@ -21,7 +21,7 @@ from services.inventory.app import definition as inventory
 from shared.consumer import EventProcessor
 from shared.envelope import ENTRY_FIELD, make_event
 from shared.schema import migrate
-from shared.store import InboxRow, for_writing, make_engine
+from shared.store import InboxRow, for_writing, make_engine, table_of
 from tests.support import factories as f
 from tests.support.running import (
     http,
@@ -32,6 +32,7 @@ from tests.support.running import (
     wait_for,
     wait_healthy,
 )
+from tests.support.streams import text_entries
 
 
 async def pending_total(settings, event_types=inventory.event_types) -> int:
@@ -52,7 +53,7 @@ async def pending_total(settings, event_types=inventory.event_types) -> int:
 async def dead_letters(settings) -> list[dict]:
     client = aioredis.from_url(settings.redis_url, decode_responses=True)
     try:
-        return [fields for _, fields in await client.xrange(settings.streams.dead_letters("inventory"))]
+        return [fields for _, fields in await text_entries(client, settings.streams.dead_letters("inventory"))]
     finally:
         await client.aclose()
 
@@ -61,7 +62,7 @@ def count(settings, table) -> int:
     engine = make_engine(settings.database_url("inventory"))
     try:
         with Session(engine) as session:
-            return session.scalar(select(func.count()).select_from(table))
+            return session.execute(select(func.count()).select_from(table)).scalar_one()
     finally:
         engine.dispose()
 
@@ -70,7 +71,7 @@ def unit_states(settings) -> dict:
     engine = make_engine(settings.database_url("inventory"))
     try:
         with Session(engine) as session:
-            rows = session.execute(select(inventory_store.UnitRow.__table__))
+            rows = session.execute(select(table_of(inventory_store.UnitRow)))
             return {(r.manufacturer, r.serial): (r.status, r.location, r.stolen, r.theft_cases, r.recalls)
                     for r in rows}
     finally:
@@ -79,7 +80,7 @@ def unit_states(settings) -> dict:
 
 def open_anomalies(settings) -> set:
     engine = make_engine(settings.database_url("inventory"))
-    table = inventory_store.AnomalyRow.__table__
+    table = table_of(inventory_store.AnomalyRow)
     try:
         with Session(engine) as session:
             rows = session.execute(select(table.c.serial, table.c.kind, table.c.event_id).where(table.c.status == "open"))
@@ -122,7 +123,7 @@ def test_r1_no_loss_when_the_consumer_is_killed(sqlite_settings, tmp_path):
         restarted.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal (exit status -SIGTERM).
         assert restarted.wait(30) in (0, -signal.SIGTERM)
-    assert count(settings, inventory_store.HistoryRow.__table__) == len(events)
+    assert count(settings, table_of(inventory_store.HistoryRow)) == len(events)
     assert open_anomalies(settings) == set(), "an event applied twice would show as an anomaly"
     states = unit_states(settings)
     assert sum(1 for s in states.values() if s[0] == "sold") == 1000
@@ -289,7 +290,7 @@ async def test_r5_poison_is_dead_lettered_and_does_not_block_the_rest(settings):
     assert reasons == sorted(["not_json", "bad_data", "unknown_type", "bad_data", "not_json", "too_large",
                               "bad_envelope"])
     by_reason = {letter["reason"]: letter for letter in letters}
-    assert "receipt_id" in [x for x in letters if "receipt_id" in x["error"]][0]["error"]
+    assert any("receipt_id" in x["error"] for x in letters)
     assert "control characters" in " ".join(x["error"] for x in letters)
     assert by_reason["bad_envelope"]["stream"] == stream
     assert json.loads(by_reason["bad_envelope"]["original"]) == {"something": "else"}

@@ -34,7 +34,7 @@ def _claim(engine, service: str, events) -> list[tuple[str, str]]:
 
 def _inbox_rows(engine) -> int:
     with Session(engine) as session:
-        return session.scalar(select(func.count()).select_from(InboxRow))
+        return session.execute(select(func.count()).select_from(InboxRow)).scalar_one()
 
 
 def test_claim_returns_only_events_not_applied_before(engine):

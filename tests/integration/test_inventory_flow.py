@@ -11,12 +11,13 @@ from services.inventory.app import definition as inventory
 from services.inventory.store import get_unit as get_unit_row
 from services.inventory.store import unit_history
 from shared.consumer import EventProcessor
-from shared.contracts import RecallAmended, RecallClosed, RecallRemedyCompleted
+from shared.contracts import RecallAmended, RecallClosed, RecallRemedyCompleted, UnitQuarantined
 from shared.envelope import make_event
 from shared.schema import migrate
 from shared.store import for_writing, make_engine
 from tests.support import factories as f
 from tests.support.running import http, publish_events, running, wait_for
+from tests.support.streams import raw_entries
 
 
 async def get_unit(client, manufacturer, serial):
@@ -215,9 +216,9 @@ async def test_a_broadcast_is_reported_in_lists_of_quarantined_units(settings):
     client = aioredis.from_url(settings.redis_url)
 
     async def reported() -> list:
-        entries = await client.xrange(stream)
+        entries = await raw_entries(client, stream)
         events = [decode_entry(fields) for _, fields in entries]
-        return [e for e in events if e.data.recall_id == rid]
+        return [e for e in events if isinstance(e.data, UnitQuarantined) and e.data.recall_id == rid]
 
     try:
         async with running(inventory, settings):
@@ -253,7 +254,7 @@ async def test_a_broadcast_is_applied_in_steps_and_units_arriving_meanwhile_get_
 
     monkeypatch.setattr(handlers, "RECALL_STEP", 4)
     prefix, rid = f.serial("T"), f"RC-{f.serial()}"
-    sn = [f"{prefix}{n:03d}" for n in range(0, 30)]
+    sn = [f"{prefix}{n:03d}" for n in range(30)]
     scope = {"prefix": prefix, "first": 1, "last": 29, "width": 3}
     stream = settings.streams.for_type("inventory.recall.continues")
     client = aioredis.from_url(settings.redis_url)

@@ -14,7 +14,7 @@ from tests.support.running import http, running, wait_for
 
 async def test_recall_reaches_inventory_and_warranty_and_their_answers_are_counted(settings):
     prefix, rid = f.serial("W"), f"RC-{f.serial()}"
-    sn = [f"{prefix}{n:03d}" for n in range(0, 8)]
+    sn = [f"{prefix}{n:03d}" for n in range(8)]
     async with running(inventory, settings), running(warranty, settings), running(recalls, settings) as app, \
             http(app) as client:
         await publish_events(settings, [

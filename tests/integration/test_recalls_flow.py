@@ -75,7 +75,7 @@ async def test_full_fan_out_is_counted(settings):
     """recall -> inventory quarantines stock -> recalls counts it; warranty's answers and a service
     desk's remedy are counted too; a sale attempt of a quarantined unit shows in the campaign."""
     prefix, rid = f.serial("F"), f"RC-{f.serial()}"
-    sn = [f"{prefix}{n:03d}" for n in range(0, 12)]
+    sn = [f"{prefix}{n:03d}" for n in range(12)]
     async with running(inventory, settings), running(recalls, settings) as app, http(app) as client:
         await publish_events(settings, [
             f.received("acme", selection={"serial_range": span(prefix, 1, 10)}, minutes=0, sku="TV-55"),
@@ -130,7 +130,7 @@ async def test_full_fan_out_is_counted(settings):
 
 async def test_units_arriving_or_sold_after_the_broadcast_keep_counts_right(settings):
     prefix, rid = f.serial("L"), f"RC-{f.serial()}"
-    sn = [f"{prefix}{n:03d}" for n in range(0, 6)]
+    sn = [f"{prefix}{n:03d}" for n in range(6)]
     async with running(inventory, settings), running(recalls, settings) as app, http(app) as client:
         await publish_events(settings, [
             f.recall_issued("acme", minutes=0, recall_id=rid, serial_ranges=[span(prefix, 1, 4)]),
@@ -172,7 +172,7 @@ async def _known(client, serial):
 
 def _scenario(prefix, rid):
     """Facts of one campaign with their times; the expected final progress."""
-    sn = [f"{prefix}{n:03d}" for n in range(0, 10)]
+    sn = [f"{prefix}{n:03d}" for n in range(10)]
     events = [
         f.received("acme", selection={"serial_range": span(prefix, 1, 8)}, minutes=0, sku="TV-55"),
         f.recall_issued("acme", minutes=5, recall_id=rid, skus=["TV-55"], serial_ranges=[span(prefix, 1, 3)]),
@@ -267,7 +267,7 @@ async def test_read_api_gives_clear_errors(settings):
 
 async def test_reports_that_arrive_before_the_recall_are_counted_when_it_does(settings):
     prefix, rid = f.serial("P"), f"RC-{f.serial()}"
-    sn = [f"{prefix}{n:03d}" for n in range(0, 5)]
+    sn = [f"{prefix}{n:03d}" for n in range(5)]
     async with running(recalls, settings) as app, http(app) as client:
         await publish_events(settings, [
             f.received("acme", selection={"serial_range": span(prefix, 1, 4)}, minutes=0, sku="TV-55"),

@@ -61,7 +61,8 @@ async def test_sigkill_during_a_broadcast_leaves_exact_counts(settings, tmp_path
         assert final["affected"] == UNITS and final["in_stock_not_quarantined"] == 0
 
         async def drained():
-            health = httpx.get(f"{settings.service_url('recalls')}/healthz", timeout=2).json()
+            async with httpx.AsyncClient(timeout=2) as client:
+                health = (await client.get(f"{settings.service_url('recalls')}/healthz")).json()
             return health["pending_entries"] == 0
 
         await wait_for(drained, timeout=30, message="pending list empty")

@@ -14,12 +14,13 @@ from shared.contracts import ReturnRequested, TheftRecovered, TheftReported, War
 from shared.envelope import decode_entry, make_event
 from tests.support import factories as f
 from tests.support.running import http, publish_events, running, wait_for
+from tests.support.streams import raw_entries
 
 
 async def stream_events(settings, event_type: str) -> list:
     client = aioredis.from_url(settings.redis_url)
     try:
-        entries = await client.xrange(settings.streams.for_type(event_type))
+        entries = await raw_entries(client, settings.streams.for_type(event_type))
         return [decode_entry(fields, entry_id.decode()) for entry_id, fields in entries]
     finally:
         await client.aclose()

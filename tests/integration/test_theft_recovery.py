@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from services.theft import store as theft_store
 from services.theft.app import definition as theft
-from shared.contracts import TheftReported
+from shared.contracts import TheftAlertRaised, TheftReported
 from shared.envelope import decode_entry, make_event
-from shared.store import make_engine
+from shared.store import make_engine, table_of
 from shared.streams import group_for
 from tests.support import factories as f
 from tests.support.running import (
@@ -27,6 +27,7 @@ from tests.support.running import (
     wait_for,
     wait_healthy,
 )
+from tests.support.streams import raw_entries
 
 SERVICE = "theft"
 
@@ -51,8 +52,9 @@ async def pending_total(settings) -> int:
 async def published_alert_ids(settings) -> list[str]:
     client = aioredis.from_url(settings.redis_url)
     try:
-        entries = await client.xrange(settings.streams.for_type("theft.alert"))
-        return [decode_entry(fields).data.alert_id for _, fields in entries]
+        entries = await raw_entries(client, settings.streams.for_type("theft.alert"))
+        return [data.alert_id for _, fields in entries
+                if isinstance(data := decode_entry(fields).data, TheftAlertRaised)]
     finally:
         await client.aclose()
 
@@ -61,7 +63,7 @@ def alert_count(settings) -> int:
     engine = make_engine(settings.database_url(SERVICE))
     try:
         with Session(engine) as session:
-            return session.scalar(select(func.count()).select_from(theft_store.AlertRow.__table__))
+            return session.execute(select(func.count()).select_from(table_of(theft_store.AlertRow))).scalar_one()
     finally:
         engine.dispose()
 

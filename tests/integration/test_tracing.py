@@ -20,6 +20,7 @@ from shared.envelope import Event
 from shared.logs import JsonFormatter, TextFormatter
 from tests.support import factories as f
 from tests.support.running import inbox_count, publish_events, running, settings_env, wait_for, wait_healthy
+from tests.support.streams import raw_entries
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +57,7 @@ async def _anomalies(settings) -> dict[str, dict]:
     """inventory.anomaly.detected envelopes published so far, by serial."""
     client = aioredis.from_url(settings.redis_url)
     try:
-        entries = await client.xrange(settings.streams.for_type("inventory.anomaly.detected"))
+        entries = await raw_entries(client, settings.streams.for_type("inventory.anomaly.detected"))
     finally:
         await client.aclose()
     envelopes = [json.loads(fields[b"event"]) for _, fields in entries]

@@ -10,6 +10,7 @@ import httpx
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from services.warranty import store
 from services.warranty.app import definition as warranty
@@ -177,8 +178,8 @@ def _decided_count(settings) -> int:
     engine = make_engine(settings.database_url("warranty"))
     try:
         with Session(engine) as session:
-            return session.scalar(select(func.count()).select_from(store.ClaimRow)
-                                  .where(store.ClaimRow.status.is_not(None))) or 0
+            return session.execute(select(func.count()).select_from(store.ClaimRow)
+                                   .where(col(store.ClaimRow.status).is_not(None))).scalar_one()
     finally:
         engine.dispose()
 

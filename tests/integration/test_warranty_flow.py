@@ -25,13 +25,14 @@ from shared.contracts import (
 from shared.envelope import make_event
 from tests.support import factories as f
 from tests.support.running import http, publish_events, running, wait_for
+from tests.support.streams import raw_entries
 
 
 async def emitted(settings, event_type: str) -> list[dict]:
     """The envelopes the service published on one stream (through its outbox)."""
     client = aioredis.from_url(settings.redis_url)
     try:
-        entries = await client.xrange(settings.streams.for_type(event_type))
+        entries = await raw_entries(client, settings.streams.for_type(event_type))
     finally:
         await client.aclose()
     return [json.loads(fields[b"event"]) for _, fields in entries]

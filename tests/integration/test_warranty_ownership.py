@@ -63,7 +63,9 @@ def apply(engine, *events) -> None:
 
 def claim_row(engine, claim_id) -> dict:
     with Session(engine) as session:
-        return store.get_request(session, "claim", claim_id)
+        row = store.get_request(session, "claim", claim_id)
+    assert row is not None, f"no claim {claim_id}"
+    return row
 
 
 def outcome(engine, claim_id) -> tuple[str, list[str]]:
@@ -88,6 +90,7 @@ def assert_reproducible(engine, claim_id) -> None:
     with Session(engine) as session:
         stored = store.get_request(session, "claim", claim_id)
         again = reproduce(session, "claim", claim_id)
+    assert stored is not None and again is not None
     assert (again.status, list(again.reasons)) == (stored["status"], json.loads(stored["reasons"]))
     assert DecisionFacts.model_validate(again.facts) == DecisionFacts.model_validate_json(stored["facts"])
 

@@ -29,7 +29,7 @@ SYSTEM_REDIS = "/usr/bin/redis-server"
 def redis_binaries() -> list:
     """pytest params: the embedded default's binary, and a system Redis (7 on this project's CI) if any."""
     params = [pytest.param(find_redis_server(), id="embedded-redis")]
-    if os.access(SYSTEM_REDIS, os.X_OK) and os.path.realpath(SYSTEM_REDIS) != os.path.realpath(params[0].values[0]):
+    if os.access(SYSTEM_REDIS, os.X_OK) and os.path.realpath(SYSTEM_REDIS) != os.path.realpath(str(params[0].values[0])):
         params.append(pytest.param(SYSTEM_REDIS, id="system-redis"))
     return params
 

@@ -13,10 +13,14 @@ import os
 import uuid
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 from sqlalchemy import create_engine, text
 
 from serialtrack.redis_server import RedisServerProcess
+
+if TYPE_CHECKING:
+    from testcontainers.core.container import DockerContainer
 
 
 @cache
@@ -35,7 +39,7 @@ def docker_available() -> bool:
 class RedisHandle:
     url: str
     process: RedisServerProcess | None = None
-    container: object | None = None
+    container: DockerContainer | None = None
 
     def close(self) -> None:
         if self.process:
@@ -63,7 +67,7 @@ class PostgresAdmin:
     """Creates and drops one database per test on a PostgreSQL server."""
 
     admin_url: str
-    container: object | None = None
+    container: DockerContainer | None = None
 
     def create_database(self) -> str:
         name = f"serialtrack_test_{uuid.uuid4().hex[:12]}"

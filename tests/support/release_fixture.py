@@ -23,6 +23,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
@@ -142,7 +143,7 @@ def _settled(settings: Settings) -> bool:
     """Every group has read its stream to the end and acked it, and no outbox holds anything."""
     import redis as sync_redis
 
-    client = sync_redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = sync_redis.Redis.from_url(settings.resolve_redis_url(), decode_responses=True)
     try:
         for stream in client.scan_iter(f"{settings.stream_prefix}:*", _type="stream"):
             last = client.xinfo_stream(stream)["last-generated-id"]
@@ -161,11 +162,9 @@ def make(directory: Path, store: str, database_urls: dict[str, str]) -> None:
     """Tell the story to this checkout's services on one kind of store, and keep what it left."""
     work = Path(tempfile.mkdtemp(prefix="serialtrack-release-"))
     redis = RedisServerProcess(work / "redis").start()
-    settings = Settings(
-        redis_url=redis.url, data_dir=work, stream_prefix="serialtrack",
-        **{f"{s}_database_url": url for s, url in database_urls.items()},
-        **{f"{s}_port": free_port() for s in SERVICES},
-    )
+    per_service: dict[str, Any] = {**{f"{s}_database_url": url for s, url in database_urls.items()},
+                                   **{f"{s}_port": free_port() for s in SERVICES}}
+    settings = Settings(redis_url=redis.url, data_dir=work, stream_prefix="serialtrack", **per_service)
     processes = []
     try:
         for service in SERVICES:
@@ -222,7 +221,7 @@ def make(directory: Path, store: str, database_urls: dict[str, str]) -> None:
 def _no_dead_letters(settings: Settings) -> None:
     import redis as sync_redis
 
-    client = sync_redis.Redis.from_url(settings.redis_url)
+    client = sync_redis.Redis.from_url(settings.resolve_redis_url())
     try:
         for service in SERVICES:
             if client.xlen(settings.streams.dead_letters(service)):

@@ -14,6 +14,7 @@ import httpx
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from shared.publishing import publish
 from shared.service import ServiceDefinition, build_app
@@ -50,7 +51,7 @@ async def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, mes
 async def publish_events(settings: Settings, events) -> list[str]:
     """Publish Events (from make_event/factories) the way producers do: plain XADD of the wire format,
     signed (with the data dir's operator key) where the type must be signed."""
-    client = aioredis.from_url(settings.redis_url)
+    client = aioredis.from_url(settings.resolve_redis_url())
     try:
         return await publish(client, settings.streams, [e.envelope for e in events], operator_signer(settings.data_dir))
     finally:
@@ -61,7 +62,8 @@ def inbox_count(settings: Settings, service: str) -> int:
     engine = make_engine(settings.database_url(service))
     try:
         with Session(engine) as session:
-            return session.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.service == service))
+            return session.execute(select(func.count()).select_from(InboxRow)
+                                   .where(col(InboxRow.service) == service)).scalar_one()
     finally:
         engine.dispose()
 

@@ -126,7 +126,7 @@ def exported_metric_names() -> set[str]:
 
     suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
                 "gauge": ("",)}
-    names = set()
+    names: set[str] = set()
     for family in ServiceMetrics("any").registry.collect():
         names.update(family.name + suffix for suffix in suffixes[family.type])
     return names

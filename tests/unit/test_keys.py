@@ -308,7 +308,7 @@ def test_every_contract_type_is_inbound_or_internal_and_inbound_ones_have_a_role
 def _contract_classes_published_in(path: Path) -> set[str]:
     """Event types whose contract class a service module instantiates or hands to make_trusted_event."""
     by_class = {model.__name__: event_type for event_type, model in EVENT_TYPES.items()}
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call):
             names = [node.func] + (node.args[:1] if getattr(node.func, "id", None) == "make_trusted_event" else [])

@@ -27,9 +27,15 @@ def blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
 
 
-SEED = re.search(r"private key \(32-byte seed, hex\) \| `([0-9a-f]{64})`", DOC).group(1)
-PUBLIC = re.search(r"public key \(base64url\) \| `([A-Za-z0-9_-]+)`", DOC).group(1)
-KID = re.search(r"\| kid \| `([^`]+)`", DOC).group(1)
+def field(pattern: str) -> str:
+    match = re.search(pattern, DOC)
+    assert match, f"docs/signing.md lacks {pattern}"
+    return match.group(1)
+
+
+SEED = field(r"private key \(32-byte seed, hex\) \| `([0-9a-f]{64})`")
+PUBLIC = field(r"public key \(base64url\) \| `([A-Za-z0-9_-]+)`")
+KID = field(r"\| kid \| `([^`]+)`")
 ENVELOPE = json.loads(blocks(DOC, "json")[1])
 CANONICAL, SIG = (b.strip() for b in blocks(DOC, "text")[:2])
 
