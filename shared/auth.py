@@ -210,9 +210,20 @@ def is_gated(route: APIRoute) -> bool:
     return any(isinstance(call, Gate) for call in walk(route.dependant))
 
 
+def api_routes(routes: Iterable) -> Iterator[APIRoute]:
+    """The APIRoutes of an app or router, those of included routers too (FastAPI keeps an included
+    router as one entry holding the original)."""
+    for route in routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            yield from api_routes(original.routes)
+        elif isinstance(route, APIRoute):
+            yield route
+
+
 def check_every_route_is_gated(routes: Iterable) -> None:
     """Raise at start-up for a route of a read API that declares no ``allow(...)``."""
-    open_routes = [r.path for r in routes if isinstance(r, APIRoute) and not is_gated(r)]
+    open_routes = [r.path for r in api_routes(routes) if not is_gated(r)]
     if open_routes:
         raise RuntimeError(f"routes without allow(...) (shared/auth.py): {', '.join(open_routes)}")
 
