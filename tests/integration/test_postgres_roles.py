@@ -70,9 +70,8 @@ def test_each_service_owns_its_database_and_nothing_else(postgres_admin):
             own.dispose()
         foreign = create_engine(_url(postgres_admin.admin_url, role, passwords[service], f"{prefix}_{other}")
                                 .replace("postgresql://", "postgresql+psycopg://"))
-        with pytest.raises(OperationalError, match="permission denied|not permitted"):
-            with foreign.connect():
-                pass
+        with pytest.raises(OperationalError, match="permission denied|not permitted"), foreign.connect():
+            pass
         foreign.dispose()
     finally:
         with admin.connect() as conn:
