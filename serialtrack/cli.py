@@ -101,7 +101,9 @@ def _redis_client(settings: Settings):
         client = redis.Redis.from_url(url)
         client.ping()
     except (redis.RedisError, ValueError) as exc:
-        _fail(f"cannot reach Redis at {url}: {exc}; is `serialtrack up` running?")
+        from shared.redact import mask_url
+
+        _fail(f"cannot reach Redis at {mask_url(url)}: {exc}; is `serialtrack up` running?")
     return client
 
 

@@ -154,7 +154,9 @@ class Gate:
 
     def __call__(self, request: Request,
                  credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> Principal:
-        auth: Auth = request.app.state.auth
+        auth: Auth | None = getattr(request.app.state, "auth", None)
+        if auth is None:  # an app not made by build_app (tests, benches): it must set app.state.auth
+            raise RuntimeError("app.state.auth is not set: no token registry to check tokens against")
         if credentials is None:
             raise _unauthorized("this endpoint needs a token: Authorization: Bearer <token> "
                                 "(`serialtrack tokens create`)")
@@ -231,6 +233,7 @@ def check_every_route_is_gated(routes: Iterable) -> None:
 # --- customers' data: one shaping step per service -----------------------------------------------------
 
 CustomerFields = Mapping[str, str]  # JSON field name -> CUSTOMER | RECEIPT | CONTACT
+FREE_TEXT = frozenset({"detail", "note", "description", "reason", "issue"})  # prose that may quote an id
 
 
 class Shaper:
@@ -260,17 +263,19 @@ class Shaper:
             return [self.fields_of(v) for v in data]
         return data
 
-    def text_of(self, data: Any) -> Any:
-        """Free text quoting a replaced value (e.g. "3 claims by C-1042 within 30 days")."""
+    def text_of(self, data: Any, free_text: bool = False) -> Any:
+        """Free text quoting a replaced value (e.g. a fraud signal's "3 claims by C-1042 within 30
+        days"). Only fields of prose (FREE_TEXT), and only values of 3 characters or more: an id
+        like "7" must not rewrite every 7 of every date."""
         if not self.seen:
             return data
         if isinstance(data, dict):
-            return {k: self.text_of(v) for k, v in data.items()}
+            return {k: self.text_of(v, k in FREE_TEXT) for k, v in data.items()}
         if isinstance(data, list):
-            return [self.text_of(v) for v in data]
-        if isinstance(data, str) and data not in self.seen:
+            return [self.text_of(v, free_text) for v in data]
+        if free_text and isinstance(data, str):
             for value in sorted(self.seen, key=len, reverse=True):
-                if value and value in data:
+                if len(value) >= 3 and value in data:
                     data = data.replace(value, self.seen[value] or "[hidden]")
         return data
 

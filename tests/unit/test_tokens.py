@@ -114,6 +114,10 @@ def test_the_shaper_hides_pseudonymizes_and_rewrites_free_text(tmp_path):
     investigator = Shaper(fields, Principal("t", "investigator"), pseudonyms)(data)
     assert investigator["receipt_id"] == "R-1" and investigator["nested"][0]["contact"] == "555"
     assert investigator["customer_id"] is None
+    # Only prose is rewritten, and never by a value so short it would garble other text.
+    short = Shaper(fields, Principal("t", "store"), pseudonyms)({"customer_id": "7", "detail": "day 7",
+                                                                "at": "2026-07-07", "receipt_id": "R-1"})
+    assert short == {"customer_id": None, "detail": "day 7", "at": "2026-07-07", "receipt_id": None}
     assert Principal("t", "admin").sees_everything() and not Principal("t", "customer-service").sees_everything()
 
 
