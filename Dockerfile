@@ -9,6 +9,8 @@ COPY services ./services
 COPY serialtrack ./serialtrack
 RUN pip install . && useradd --create-home --uid 10001 serialtrack
 USER serialtrack
+# 0.0.0.0 inside the container is needed for the port mapping to reach the service; who can reach
+# that port is decided by the mapping: docker-compose.yml publishes on 127.0.0.1 only.
 ENV SERIALTRACK_HTTP_HOST=0.0.0.0 SERIALTRACK_DATA_DIR=/home/serialtrack/data
 ENTRYPOINT ["serialtrack"]
 CMD ["--help"]

@@ -18,6 +18,7 @@ from bench.harness import applied, cpu_seconds, environment, machine, service_pr
 from shared.contracts import UnitReceived
 from shared.envelope import make_event
 from shared.publishing import publish
+from shared.tokens import ensure_admin_token
 
 
 def main() -> None:
@@ -45,9 +46,11 @@ def main() -> None:
                 time.sleep(0.05)
             elapsed = time.perf_counter() - started
             service_cpu = cpu_seconds(service.pid) - cpu_before
-            last = httpx.get(f"{settings.service_url('inventory')}/units/acme/BULK{args.serials:08d}").json()
-            total = httpx.get(f"{settings.service_url('inventory')}/units", params={"sku": "LAPTOP-13",
-                                                                                    "limit": 1}).json()["total"]
+            headers = {"Authorization": f"Bearer {ensure_admin_token(settings.data_dir, settings.tokens_dir)}"}
+            last = httpx.get(f"{settings.service_url('inventory')}/units/acme/BULK{args.serials:08d}",
+                             headers=headers).json()
+            total = httpx.get(f"{settings.service_url('inventory')}/units", params={"sku": "LAPTOP-13", "limit": 1},
+                              headers=headers).json()["total"]
         engine.dispose()
     assert last["status"] == "in_stock" and total == args.serials, (last, total)
     print(f"machine: {machine()}; store: {'sqlite' if not args.database_url else args.database_url.split(':')[0]}")

@@ -39,6 +39,7 @@ from shared.envelope import make_event
 from shared.publishing import publish
 from shared.settings import Settings
 from shared.signing import operator_signer
+from shared.tokens import ensure_admin_token
 
 SERVICES = ("inventory", "warranty", "recalls")
 POLL_S = 0.2  # how often progress is read: the polling itself costs CPU the services share
@@ -86,7 +87,8 @@ def main() -> None:
 
         cpu_before = {s: cpu_seconds(p.pid) for s, p in processes.items()}
         cpu_before["redis"], cpu_before["this benchmark (polling)"] = cpu_seconds(redis.process.pid), cpu_seconds(os.getpid())
-        http = stack.enter_context(httpx.Client(timeout=10))  # one connection, not one per poll
+        token = ensure_admin_token(settings.data_dir, settings.tokens_dir)
+        http = stack.enter_context(httpx.Client(timeout=10, headers={"Authorization": f"Bearer {token}"}))  # one connection
         started = time.perf_counter()
         asyncio.run(send(settings, [recall]))
         url = f"{settings.service_url('recalls')}/recalls/RC-BENCH"

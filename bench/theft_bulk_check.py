@@ -28,8 +28,10 @@ from sqlalchemy.orm import Session
 
 from services.theft import api, store
 from services.theft.app import definition
+from shared.auth import Auth
 from shared.schema import migrate
 from shared.store import insert_rows, make_engine, table_of
+from shared.tokens import create_token
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -68,9 +70,13 @@ def check_items(reports: int, count: int) -> list[dict]:
 
 async def time_http(engine, items: list[dict], runs: int) -> tuple[list[float], dict]:
     app = FastAPI()
+    tokens = Path(tempfile.mkdtemp(prefix="bench-tokens-"))
+    app.state.auth = Auth(tokens)  # the read API alone, called with a token as in production
     app.include_router(api.read_api(engine))
+    token, _ = create_token(tokens, "store", name="bench-desk")
     timings, body = [], {}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench",
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
         for _ in range(runs):
             started = time.perf_counter()
             response = await client.post("/checks", json={"items": items})

@@ -5,7 +5,10 @@ HTTP goes through the ASGI app over httpx (no socket). Measured:
 
 1. seeding: a policy, one range receipt and N sales, published and applied (events/s);
 2. the counter's synchronous path: sequential ``POST /claims/decisions`` and ``POST /returns/decisions``
-   (publish the request as its event, wait for the committed decision): p50 / p99 / max latency;
+   (publish the request as its event, wait for the committed decision): p50 / p99 / max latency, with
+   authentication (a ``store`` token: HTTPBearer, registry lookup, SHA-256, role check) against without
+   (the same routes with the token check overridden by a fixed ``store`` caller, so the response
+   shaping is the same), interleaved in blocks of 25 requests in the same run;
 3. asynchronous throughput: M claims published at once until all are decided (claims/s);
 4. a receipt of 1,000,000 serials by range: publish until a serial in it reads ``in_stock``.
 
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import redis.asyncio as aioredis
+from fastapi import Request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -36,6 +40,7 @@ from sqlmodel import col
 from serialtrack.redis_server import RedisServerProcess
 from services.warranty import store
 from services.warranty.app import definition
+from shared.auth import Gate, Principal, api_routes
 from shared.contracts import UnitReceived, UnitSold, WarrantyClaimSubmitted, WarrantyPolicySet
 from shared.envelope import make_event
 from shared.publishing import publish
@@ -43,8 +48,12 @@ from shared.service import build_app
 from shared.settings import Settings
 from shared.signing import operator_signer
 from shared.store import InboxRow
+from shared.tokens import create_token
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# The counter decides at the server's clock: the story ends now (sales 19 days ago, 90 days of
+# coverage, 30 days to return), so the counter's requests are all inside coverage and the window.
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=20)
+AUTH_BLOCK = 25
 MAKER, SKU = "acme", "TV-55"
 
 
@@ -67,7 +76,26 @@ async def wait_until(predicate, timeout: float, what: str) -> None:
     raise SystemExit(f"timed out after {timeout}s waiting for {what}")
 
 
+def gates(app) -> list[Gate]:
+    def walk(dependant):
+        for dep in dependant.dependencies:
+            yield dep.call
+            yield from walk(dep)
+    return [call for route in api_routes(app.routes) for call in walk(route.dependant) if isinstance(call, Gate)]
+
+
+def without_authentication(app, caller: Principal) -> None:
+    """Every route's token check replaced by a fixed caller (what the API cost before tokens)."""
+    def fixed(request: Request) -> Principal:
+        request.state.principal = caller  # the shaping step still sees the caller's role
+        return caller
+    for gate in gates(app):
+        app.dependency_overrides[gate] = fixed
+
+
 async def run(settings: Settings, units: int, sync_requests: int, async_claims: int) -> None:
+    token, record = create_token(settings.tokens_dir, "store", name="bench-counter")
+    caller = Principal.of(record)
     app = build_app(definition, settings)
     runtime = app.state.runtime
     engine = runtime.engine
@@ -76,7 +104,8 @@ async def run(settings: Settings, units: int, sync_requests: int, async_claims: 
     serials = [f"BW{n:07d}" for n in range(units)]
 
     async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://warranty", timeout=30) as client:
+            transport=httpx.ASGITransport(app=app), base_url="http://warranty", timeout=30,
+            headers={"Authorization": f"Bearer {token}"}) as client:
         # 1. seeding
         seed = [
             make_event(WarrantyPolicySet(policy_id="P-1", manufacturer=MAKER, coverage_days=365,
@@ -95,40 +124,52 @@ async def run(settings: Settings, units: int, sync_requests: int, async_claims: 
         print(f"seeding: {len(seed)} events (1 policy, 1 range receipt, {units} sales) applied in {seeding:.2f} s "
               f"= {len(seed) / seeding:,.0f} events/s")
 
-        # 2. synchronous counter path
-        claim_latency, return_latency = [], []
+        # 2. synchronous counter path, with and without authentication, interleaved
+        latency: dict[tuple[str, str], list[float]] = {
+            (kind, mode): [] for kind in ("claim", "return") for mode in ("auth", "no auth")}
         statuses: dict[str, int] = {}
-        for n in range(sync_requests):
-            s = serials[n]
-            body = {"claim_id": f"SYNC-{n}", "manufacturer": MAKER, "serial": s, "customer_id": f"C-{n}",
-                    "issue": "no picture", "location": f"store-{n % 40}",
-                    "time": (T0 + timedelta(days=60, seconds=n)).isoformat()}
+
+        async def ask(kind: str, n: int, mode: str) -> None:
+            if kind == "claim":
+                s = serials[n]
+                path, body = "/claims/decisions", {
+                    "claim_id": f"SYNC-{n}", "manufacturer": MAKER, "serial": s, "customer_id": f"C-{n}",
+                    "issue": "no picture", "location": f"store-{n % 40}"}
+            else:
+                s = serials[sync_requests + n]
+                path, body = "/returns/decisions", {"request_id": f"SYNC-R-{n}", "manufacturer": MAKER, "serial": s,
+                                                    "receipt_id": f"R-{s}", "location": "store-1"}
             t = time.perf_counter()
-            response = await client.post("/claims/decisions", json=body)
-            claim_latency.append((time.perf_counter() - t) * 1000)
+            response = await client.post(path, json=body)
+            latency[(kind, mode)].append((time.perf_counter() - t) * 1000)
             if response.status_code != 200:
-                raise SystemExit(f"claim {n}: {response.status_code} {response.text}")
+                raise SystemExit(f"{kind} {n} ({mode}): {response.status_code} {response.text}")
             statuses[response.json()["status"]] = statuses.get(response.json()["status"], 0) + 1
-        for n in range(sync_requests):
-            s = serials[sync_requests + n]
-            body = {"request_id": f"SYNC-R-{n}", "manufacturer": MAKER, "serial": s, "receipt_id": f"R-{s}",
-                    "location": "store-1", "time": (T0 + timedelta(days=5, seconds=n)).isoformat()}
-            t = time.perf_counter()
-            response = await client.post("/returns/decisions", json=body)
-            return_latency.append((time.perf_counter() - t) * 1000)
-            if response.status_code != 200:
-                raise SystemExit(f"return {n}: {response.status_code} {response.text}")
-            statuses[response.json()["status"]] = statuses.get(response.json()["status"], 0) + 1
-        for name, values in (("POST /claims/decisions", claim_latency), ("POST /returns/decisions", return_latency)):
-            print(f"sync {name}: n={len(values)} p50={statistics.median(values):.1f} ms "
-                  f"p99={percentile(values, 99):.1f} ms max={max(values):.1f} ms")
+
+        for kind in ("claim", "return"):
+            for start in range(0, sync_requests, AUTH_BLOCK):
+                mode = "auth" if (start // AUTH_BLOCK) % 2 == 0 else "no auth"
+                if mode == "no auth":
+                    without_authentication(app, caller)
+                for n in range(start, min(start + AUTH_BLOCK, sync_requests)):
+                    await ask(kind, n, mode)
+                app.dependency_overrides.clear()
+        for (kind, mode), values in latency.items():
+            path = "/claims/decisions" if kind == "claim" else "/returns/decisions"
+            print(f"sync POST {path} {mode:>7}: n={len(values)} p50={statistics.median(values):.2f} ms "
+                  f"p99={percentile(values, 99):.2f} ms max={max(values):.1f} ms")
         print(f"sync outcomes: {statuses}")
+        started = time.perf_counter()
+        for _ in range(2000):
+            app.state.auth.tokens.verify(token)
+        print(f"token check alone (registry lookup + SHA-256 + constant-time compare): "
+              f"{(time.perf_counter() - started) / 2000 * 1e6:.1f} us")
 
         # 3. asynchronous throughput
         claims = [make_event(WarrantyClaimSubmitted(
             claim_id=f"ASYNC-{n}", manufacturer=MAKER, serial=serials[n % units], customer_id=f"C-{n % units}",
             issue=f"issue {n % 7}", location=f"store-{n % 40}"), source="bench/desk",
-            time=T0 + timedelta(days=90, seconds=n)) for n in range(async_claims)]
+            time=T0 + timedelta(days=19, seconds=n)) for n in range(async_claims)]
         decided = select(func.count()).select_from(store.ClaimRow).where(
             col(store.ClaimRow.claim_id).like("ASYNC-%"), col(store.ClaimRow.status).is_not(None))
         started = time.perf_counter()
@@ -144,7 +185,7 @@ async def run(settings: Settings, units: int, sync_requests: int, async_claims: 
         await publish(redis, settings.streams, [make_event(UnitReceived(
             manufacturer=MAKER, sku=SKU, location="dc-1",
             serial_range={"prefix": prefix, "first": 1, "last": 1_000_000, "width": 7}),
-            source="bench/wms", time=T0 + timedelta(days=100)).envelope])
+            source="bench/wms", time=T0 + timedelta(days=19, hours=12)).envelope])
         while True:
             response = await client.get(f"/warranties/{MAKER}/{prefix}0999999")
             if response.status_code == 200 and response.json()["status"] == "in_stock":

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 from .asyncapi_cli import asyncapi as asyncapi_command  # typer only at import: the work is imported when run
 from .credentials_cli import credentials_app  # likewise
 from .keys_cli import keys_app  # likewise
+from .tokens_cli import tokens_app  # likewise
 
 app = typer.Typer(
     help="serialtrack: track every serialized unit (inventory, warranty, theft watch, recalls) "
@@ -108,7 +109,7 @@ def _redis_url(settings: Settings, user: str = "operator", credential: Path | No
 def _redis_client(settings: Settings, user: str = "operator", credential: Path | None = None):
     import redis
 
-    from shared.redis_clients import sync_client, user_of, without_password
+    from shared.redis_clients import sync_client, user_of
 
     url = _redis_url(settings, user, credential)
     try:
@@ -118,7 +119,9 @@ def _redis_client(settings: Settings, user: str = "operator", credential: Path |
         _fail(f"Redis refused the credential of user {user_of(url) or 'default'} ({exc}); it was revoked, or "
               f"its password is wrong")
     except (redis.RedisError, ValueError) as exc:
-        _fail(f"cannot reach Redis at {without_password(url)}: {exc}; is `serialtrack up` running?")
+        from shared.redact import mask_url
+
+        _fail(f"cannot reach Redis at {mask_url(url)}: {exc}; is `serialtrack up` running?")
     return client
 
 
@@ -419,9 +422,11 @@ def fetch_unit(settings: Settings, manufacturer: str, serial: str) -> dict:
     import httpx
 
     from services.registry import load
+    from shared.tokens import client_headers
 
     report: dict = {}
-    with httpx.Client(timeout=10) as client:
+    # The data dir's admin token (written by `serialtrack up`), or $SERIALTRACK_TOKEN.
+    with httpx.Client(timeout=10, headers=client_headers(settings.data_dir)) as client:
         for name in INSTALLED:
             url = settings.service_url(name) + load(name).lookup_path.format(manufacturer=manufacturer, serial=serial)
             try:
@@ -431,6 +436,10 @@ def fetch_unit(settings: Settings, manufacturer: str, serial: str) -> dict:
                                       "is `serialtrack up` running?") from None
             if response.status_code == 404:
                 report[name] = None
+            elif response.status_code in (401, 403):
+                raise PermissionError(f"the {name} service refused the lookup ({response.status_code}: "
+                                      f"{response.json().get('detail', '')}); send an API token with "
+                                      "SERIALTRACK_TOKEN=... (`serialtrack tokens create`)")
             elif response.status_code == 400:
                 raise ValueError(response.json().get("detail", response.text))
             else:
@@ -457,7 +466,7 @@ def lookup(
         _fail(str(exc))
     try:
         report = fetch_unit(_settings(data_dir), manufacturer, serial)
-    except (ConnectionError, ValueError) as exc:
+    except (ConnectionError, ValueError, PermissionError) as exc:
         _fail(str(exc))
     unknown_to = [name for name, document in report.items() if not _knows(name, document)]
     if as_json:
@@ -499,7 +508,7 @@ def demo(data_dir: DataDir = None, as_json: JsonFlag = False, credential: Creden
     try:
         result = run_demo(settings, redis_url, say=(lambda _line: None) if as_json else
                           say)
-    except (ConnectionError, TimeoutError) as exc:
+    except (ConnectionError, TimeoutError, PermissionError) as exc:
         _fail(str(exc))
     except redis.exceptions.NoPermissionError as exc:  # a credential whose role may not publish the whole story
         _fail(f"Redis refused the demo's events: {exc}; the demo publishes every inbound type, as the operator")
@@ -651,6 +660,7 @@ def status(
 
 app.add_typer(keys_app, name="keys")
 app.add_typer(credentials_app, name="credentials")
+app.add_typer(tokens_app, name="tokens")
 app.command("asyncapi")(asyncapi_command)
 
 

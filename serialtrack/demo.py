@@ -281,7 +281,10 @@ def _campaign(settings: Settings, recall_id: str) -> dict | None:
     """The recall campaign as the recalls service reports it (None where that service is not installed)."""
     if "recalls" not in INSTALLED:
         return None
-    response = httpx.get(f"{settings.service_url('recalls')}/recalls/{recall_id}", timeout=10)
+    from shared.tokens import client_headers
+
+    response = httpx.get(f"{settings.service_url('recalls')}/recalls/{recall_id}", timeout=10,
+                         headers=client_headers(settings.data_dir))
     return response.json() if response.status_code == 200 else {"progress": {}}
 
 

@@ -19,9 +19,12 @@ import httpx
 
 from services.registry import INSTALLED
 from shared import acl
+from shared.redact import mask_url
 from shared.settings import CREDENTIALS_DIR, REDIS_URL_FILE, Settings
+from shared.tokens import admin_token_path, ensure_admin_token
 
 from .credentials import EmbeddedUsers, prepare_embedded
+from .private import make_private
 from .redis_server import RedisServerProcess, free_port, port_is_free
 
 RESTART_BACKOFF_S = 2.0
@@ -58,11 +61,11 @@ class System:
 
     def start(self, timeout: float = 60.0) -> None:
         data_dir = self.settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(data_dir)  # 0700, files 0600: for us, the services and the embedded Redis
         url_file = data_dir / REDIS_URL_FILE
         if self.settings.redis_url:
             redis_url = self.settings.redis_url
-            self.say(f"redis      {redis_url} (REDIS_URL)")
+            self.say(f"redis      {mask_url(redis_url)} (REDIS_URL)")
         else:
             port = self.settings.embedded_redis_port
             if not port_is_free(port):
@@ -76,9 +79,14 @@ class System:
             url_file.parent.mkdir(parents=True, exist_ok=True)
             # The address only: whoever reads it still needs a credential (credentials/<user>.url).
             url_file.write_text(redis_url + "\n")
-            self.say(f"redis      {redis_url} (embedded, AOF in {(data_dir / 'redis').resolve()}; users in "
+            self.say(f"redis      {mask_url(redis_url)} (embedded, AOF in {(data_dir / 'redis').resolve()}; users in "
                      f"{self.users.acl_file.resolve()}, credentials in {(data_dir / CREDENTIALS_DIR).resolve()})")
         self._redis_url = redis_url
+        # The services refuse requests without a token: the CLI on this machine (lookup, demo)
+        # sends this one, so a new user types nothing extra.
+        ensure_admin_token(data_dir, self.settings.tokens_dir)
+        self.say(f"api token  {admin_token_path(data_dir).resolve()} (admin; the CLI sends it, "
+                 "`serialtrack tokens create` makes others)")
         for service in INSTALLED:
             child = Child(service, self.settings.service_url(service))
             self._spawn(child)

@@ -13,6 +13,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from .redact import redact
 from .tracing import current_trace_id
 
 
@@ -29,7 +30,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(f"%(asctime)s {service} %(levelname)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact(super().format(record))  # an API token never reaches a log, whoever logs it
         traces = _trace_ids(record)
         return f"{line} trace_id={','.join(traces)}" if traces else line
 
@@ -45,7 +46,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         traces = _trace_ids(record)
         if len(traces) == 1:
@@ -56,7 +57,7 @@ class JsonFormatter(logging.Formatter):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 

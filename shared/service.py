@@ -21,6 +21,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine, Table
 from sqlalchemy.orm import Session
 
+from .auth import Auth, check_every_route_is_gated
 from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
 from .metrics import HttpMetricsMiddleware, ServiceMetrics
@@ -118,8 +119,15 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
         lifespan=lifespan,
     )
     app.state.runtime = ServiceRuntime(definition, settings, engine, consumer, relay, metrics)
+    # Tokens: every route of the read API says who may call it (shared/auth.py); only /healthz,
+    # /metrics and the API docs below are open.
+    app.state.auth = Auth(settings.tokens_dir)
+    say = log.info if app.state.auth.tokens.path.exists() else log.warning
+    say("%s: %s", definition.name, app.state.auth.describe())
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
-    app.include_router(definition.read_api(for_reading(engine)))
+    router = definition.read_api(for_reading(engine))
+    check_every_route_is_gated(router.routes)
+    app.include_router(router)
 
     def read_outbox() -> tuple[int, float | None]:
         with Session(engine) as session:
@@ -159,6 +167,8 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
         # A broken registry file keeps the last good keys (and their revocations): worth an alarm, not an outage.
         report["key_registry"] = {"keys": len(registry), "revoked": sum(k.is_revoked for k in registry.values()),
                                   "error": keys.error}
+        tokens = app.state.auth.tokens
+        report["token_registry"] = {"tokens": len(tokens.current()), "error": tokens.error}
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     return app

@@ -19,6 +19,8 @@
 | SERIALTRACK_REQUIRE_SIGNATURES | false | require a valid signature on every inbound type, not only theft, recall, policy and owner events |
 | SERIALTRACK_LOG_FORMAT | text | service log lines: `text`, or `json` (one object per line: time, level, service, logger, message, trace_id) |
 | SERIALTRACK_LINGER_MS | 5 | after a read that was not full, wait this long before the next read of that stream |
+| SERIALTRACK_TOKENS_DIR | <data dir>/tokens | HTTP API token registry (registry.json) and pseudonym key; e.g. a mounted secret |
+| SERIALTRACK_TOKEN | (none) | CLI: the API token to send; else $SERIALTRACK_TOKEN_FILE, else <data dir>/credentials/admin.token |
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class Settings(BaseSettings):
     migrate: bool = Field(default=True, validation_alias="SERIALTRACK_MIGRATE")
     require_signatures: bool = Field(default=False, validation_alias="SERIALTRACK_REQUIRE_SIGNATURES")
     log_format: Literal["text", "json"] = Field(default="text", validation_alias="SERIALTRACK_LOG_FORMAT")
+    tokens_dir_override: Path | None = Field(default=None, validation_alias="SERIALTRACK_TOKENS_DIR")
 
     @property
     def streams(self) -> Streams:
@@ -79,6 +82,11 @@ class Settings(BaseSettings):
     def database_url(self, service: str) -> str:
         url = getattr(self, f"{service}_database_url")
         return url or f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    @property
+    def tokens_dir(self) -> Path:
+        """Where the HTTP API token registry and the pseudonym key are (shared/tokens.py)."""
+        return self.tokens_dir_override or self.data_dir / "tokens"
 
     def port(self, service: str) -> int:
         return getattr(self, f"{service}_port")

@@ -11,6 +11,17 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from shared.auth import (
+    ANOMALIES,
+    CUSTOMER,
+    RECEIPT,
+    UNIT_LISTS,
+    UNIT_LOOKUP,
+    Principal,
+    allow,
+    customer_data_routes,
+    manufacturer_filter,
+)
 from shared.http import Limit, Offset, Page, unit_key_or_400
 from shared.store import as_utc
 
@@ -91,12 +102,17 @@ def _anomaly(row) -> AnomalyOut:
     return AnomalyOut(**data)
 
 
+# Customers' data in inventory's answers (shared/auth.py VISIBILITY says who sees what).
+CUSTOMER_FIELDS = {"customer_id": CUSTOMER, "receipt_id": RECEIPT}
+
+
 def read_api(engine: Engine) -> APIRouter:
-    router = APIRouter(tags=["inventory"])
+    router = APIRouter(tags=["inventory"], route_class=customer_data_routes(CUSTOMER_FIELDS))
 
     @router.get("/units/{manufacturer}/{serial}", response_model=UnitDetail,
                 summary="One unit: current state, full history, anomalies",
-                responses={400: {"description": "invalid manufacturer or serial"}, 404: {"description": "unknown unit"}})
+                responses={400: {"description": "invalid manufacturer or serial"}, 404: {"description": "unknown unit"}},
+                dependencies=[allow(*UNIT_LOOKUP)])
     def get_unit(manufacturer: str, serial: str) -> UnitDetail:
         key = unit_key_or_400(manufacturer, serial)
         with Session(engine) as session:
@@ -109,6 +125,7 @@ def read_api(engine: Engine) -> APIRouter:
 
     @router.get("/units", response_model=Page[UnitOut], summary="Units, filtered, paginated")
     def list_units(
+        caller: Annotated[Principal, allow(*UNIT_LISTS)],
         sku: str | None = None,
         location: str | None = None,
         status: Annotated[Status | None, Query(description="e.g. in_stock, sold, quarantined")] = None,
@@ -116,14 +133,14 @@ def read_api(engine: Engine) -> APIRouter:
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Page[UnitOut]:
-        if manufacturer:
-            manufacturer = unit_key_or_400(manufacturer, "X")[0]
+        manufacturer = manufacturer_filter(caller, manufacturer)  # a manufacturer token: its own units only
         with Session(engine) as session:
             total, rows = store.list_units(session, sku=sku, location=location, status=status,
                                            manufacturer=manufacturer, limit=limit, offset=offset)
         return Page(total=total, limit=limit, offset=offset, items=[UnitOut(**_unit(r)) for r in rows])
 
-    @router.get("/anomalies", response_model=Page[AnomalyOut], summary="Anomalies, newest first")
+    @router.get("/anomalies", response_model=Page[AnomalyOut], summary="Anomalies, newest first",
+                dependencies=[allow(*ANOMALIES)])
     def list_anomalies(
         kind: str | None = None,
         status: Annotated[str | None, Query(pattern="^(open|withdrawn)$")] = None,

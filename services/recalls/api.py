@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from shared.auth import RECALL_CAMPAIGNS, UNIT_LOOKUP, Principal, allow, manufacturer_filter
 from shared.http import Limit, Offset, Page, unit_key_or_400
 from shared.identity import SerialRange
 from shared.store import as_utc
@@ -165,10 +166,16 @@ def _not_found(recall_id: str) -> HTTPException:
 def read_api(engine: Engine) -> APIRouter:
     router = APIRouter(tags=["recalls"])
 
-    def load_recall(session: Session, recall_id: str) -> RecallDetail:
+    def visible_recall(session: Session, recall_id: str, caller: Principal):
+        """The recall's row; 404 when unknown, or another manufacturer's for a manufacturer token
+        (the same answer: it learns nothing of others' campaigns)."""
         row = store.get_recall(session, recall_id)
-        if row is None:
+        if row is None or not caller.owns(row.manufacturer):
             raise _not_found(recall_id)
+        return row
+
+    def load_recall(session: Session, recall_id: str, caller: Principal) -> RecallDetail:
+        row = visible_recall(session, recall_id, caller)
         counts = store.status_counts(session, [recall_id])[recall_id]
         attempts = store.sale_attempt_counts(session, [recall_id]).get(recall_id, 0)
         return RecallDetail(**_recall(row, counts, attempts), sale_attempts=[
@@ -179,13 +186,13 @@ def read_api(engine: Engine) -> APIRouter:
 
     @router.get("/recalls", response_model=Page[RecallOut], summary="Campaigns with their progress, newest first")
     def list_recalls(
+        caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)],
         manufacturer: str | None = None,
         open: Annotated[bool | None, Query(description="true: open campaigns only; false: closed only")] = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Page[RecallOut]:
-        if manufacturer:
-            manufacturer = unit_key_or_400(manufacturer, "X")[0]
+        manufacturer = manufacturer_filter(caller, manufacturer)  # a manufacturer token: its own recalls only
         with Session(engine) as session:
             total, rows = store.list_recalls(session, manufacturer=manufacturer, open_=open, limit=limit,
                                              offset=offset)
@@ -197,31 +204,30 @@ def read_api(engine: Engine) -> APIRouter:
 
     @router.get("/recalls/{recall_id}", response_model=RecallDetail, summary="One campaign: scope and progress",
                 responses={404: {"description": "unknown recall"}})
-    def get_recall(recall_id: str) -> RecallDetail:
+    def get_recall(recall_id: str, caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)]) -> RecallDetail:
         with Session(engine) as session:
-            return load_recall(session, recall_id)
+            return load_recall(session, recall_id, caller)
 
     @router.get("/recalls/{recall_id}/units", response_model=Page[CampaignUnitOut],
                 summary="The campaign's units with their status, paginated (serial order)",
                 responses={404: {"description": "unknown recall"}})
     def list_campaign_units(
         recall_id: str,
+        caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)],
         status: Annotated[UnitStatus | None, Query(description="e.g. quarantined, sold_owner_unknown")] = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Page[CampaignUnitOut]:
         with Session(engine) as session:
-            if store.get_recall(session, recall_id) is None:
-                raise _not_found(recall_id)
+            visible_recall(session, recall_id, caller)
             total, rows = store.campaign_units(session, recall_id, status=status, limit=limit, offset=offset)
         return Page(total=total, limit=limit, offset=offset, items=[_unit(r) for r in rows])
 
     @router.get("/recalls/{recall_id}/report.csv", summary="Manufacturer report: every affected serial, CSV",
                 response_class=StreamingResponse, responses={404: {"description": "unknown recall"}})
-    def report_csv(recall_id: str) -> StreamingResponse:
+    def report_csv(recall_id: str, caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)]) -> StreamingResponse:
         with Session(engine) as session:
-            if store.get_recall(session, recall_id) is None:
-                raise _not_found(recall_id)
+            visible_recall(session, recall_id, caller)
 
         def rows() -> Iterator[str]:
             buffer = io.StringIO()
@@ -243,15 +249,16 @@ def read_api(engine: Engine) -> APIRouter:
 
     @router.get("/recalls/{recall_id}/report.json", summary="Manufacturer report: campaign, progress, every unit",
                 responses={404: {"description": "unknown recall"}})
-    def report_json(recall_id: str) -> dict:
+    def report_json(recall_id: str, caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)]) -> dict:
         with Session(engine) as session:
-            recall = load_recall(session, recall_id)
+            recall = load_recall(session, recall_id, caller)
             units = [_unit(r).model_dump(mode="json") for r in store.iter_campaign_units(session, recall_id)]
         return {"recall": recall.model_dump(mode="json"), "units": units}
 
     @router.get("/units/{manufacturer}/{serial}/recalls", response_model=UnitRecallsOut,
                 summary="Is this unit under an open recall, and which",
-                responses={400: {"description": "invalid manufacturer or serial"}})
+                responses={400: {"description": "invalid manufacturer or serial"}},
+                dependencies=[allow(*UNIT_LOOKUP)])
     def unit_recalls(manufacturer: str, serial: str) -> UnitRecallsOut:
         key = unit_key_or_400(manufacturer, serial)
         with Session(engine) as session:

@@ -10,12 +10,22 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from shared.auth import (
+    CONTACT,
+    RECEIPT,
+    STOLEN_CHECKS,
+    THEFT_CASES,
+    UNIT_LOOKUP,
+    allow,
+    customer_data_routes,
+    shape_records,
+)
 from shared.http import Limit, Offset, Page, unit_key_or_400
 from shared.identity import IdentityError, normalize_manufacturer, normalize_serial
 from shared.store import as_utc, table_of
@@ -25,6 +35,9 @@ from .domain import RETAILER, case_statuses
 
 MAX_CHECK_ITEMS = 10_000
 LAST_SIGHTINGS = 5
+# Customers' data in theft's answers (shared/auth.py VISIBILITY says who sees what): a sighting's
+# ``reference`` is the receipt it was seen on, a report's ``contact`` reaches whoever reported it.
+CUSTOMER_FIELDS = {"reference": RECEIPT, "contact": CONTACT}
 
 
 class SightingOut(BaseModel):
@@ -275,11 +288,12 @@ def _json_array(records: Iterator[dict]) -> Iterator[str]:
 
 
 def read_api(engine: Engine) -> APIRouter:
-    router = APIRouter(tags=["theft"])
+    router = APIRouter(tags=["theft"], route_class=customer_data_routes(CUSTOMER_FIELDS))
 
     @router.get("/stolen/{manufacturer}/{serial}", response_model=StolenOut,
                 summary="Is this unit stolen? Its reports, alerts and last sightings",
-                responses={400: {"description": "invalid manufacturer or serial"}})
+                responses={400: {"description": "invalid manufacturer or serial"}},
+                dependencies=[allow(*UNIT_LOOKUP)])
     def get_stolen(manufacturer: str, serial: str) -> StolenOut:
         key = unit_key_or_400(manufacturer, serial)
         with Session(engine) as session:
@@ -292,14 +306,16 @@ def read_api(engine: Engine) -> APIRouter:
 
     @router.post("/checks", response_model=CheckResponse,
                  summary=f"Check up to {MAX_CHECK_ITEMS:,} units at once (pawn / trade-in desk)",
-                 description="Invalid items get an `error` and `stolen: null`; the others are still checked.")
+                 description="Invalid items get an `error` and `stolen: null`; the others are still checked.",
+                 dependencies=[allow(*STOLEN_CHECKS)])
     def post_checks(request: CheckRequest) -> Response:
         with Session(engine) as session:
             result = check_units(session, request.items)
         # Serialized once, directly: re-validating 10,000 results through response_model would double the cost.
         return Response(result.model_dump_json(), media_type="application/json")
 
-    @router.get("/alerts", response_model=Page[AlertOut], summary="Alerts, newest sighting first")
+    @router.get("/alerts", response_model=Page[AlertOut], summary="Alerts, newest sighting first",
+                dependencies=[allow(*THEFT_CASES)])
     def list_alerts(
         since: Annotated[datetime | None, Query(description="seen at or after (ISO 8601; no zone = UTC)")] = None,
         until: Annotated[datetime | None, Query(description="seen before")] = None,
@@ -328,8 +344,10 @@ def read_api(engine: Engine) -> APIRouter:
                 yield _alert_record(row)
 
     @router.get("/exports/alerts.{fmt}", summary="Hits for law enforcement, as CSV or JSON (streamed)",
-                responses={200: {"content": {"text/csv": {}, "application/json": {}}}})
+                responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
+                dependencies=[allow(*THEFT_CASES)])
     def export_alerts(
+        request: Request,
         fmt: Literal["csv", "json"],
         since: Annotated[datetime | None, Query(description="seen at or after (ISO 8601; no zone = UTC)")] = None,
         until: Annotated[datetime | None, Query(description="seen before")] = None,
@@ -337,7 +355,8 @@ def read_api(engine: Engine) -> APIRouter:
         status: Annotated[Literal["open", "withdrawn"] | None, Query()] = "open",
     ) -> StreamingResponse:
         filters = _alert_filters(since, until, agency, status, None)
-        records = _alert_records(filters)
+        # Streamed, so shaped record by record (JSON answers are shaped by the route class).
+        records = shape_records(request, CUSTOMER_FIELDS, _alert_records(filters))
         if fmt == "csv":
             return StreamingResponse(_csv(records, ALERT_COLUMNS), media_type="text/csv",
                                      headers={"Content-Disposition": 'attachment; filename="theft-alerts.csv"'})
@@ -345,8 +364,10 @@ def read_api(engine: Engine) -> APIRouter:
 
     @router.get("/exports/retailer-reports.{fmt}",
                 summary="Units the retailer marked lost or stolen, for law enforcement, as CSV or JSON",
-                responses={200: {"content": {"text/csv": {}, "application/json": {}}}})
+                responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
+                dependencies=[allow(*THEFT_CASES)])
     def export_retailer_reports(
+        request: Request,
         fmt: Literal["csv", "json"],
         since: Annotated[datetime | None, Query(description="reported at or after")] = None,
         until: Annotated[datetime | None, Query(description="reported before")] = None,
@@ -355,7 +376,8 @@ def read_api(engine: Engine) -> APIRouter:
         since, until = _utc(since), _utc(until)
         if since and until and until <= since:
             raise HTTPException(400, detail="until must be after since")
-        records = _retailer_records(engine, since=since, until=until, location=location)
+        records = shape_records(request, CUSTOMER_FIELDS, _retailer_records(engine, since=since, until=until,
+                                                                            location=location))
         if fmt == "csv":
             return StreamingResponse(_csv(records, RETAILER_REPORT_COLUMNS), media_type="text/csv",
                                      headers={"Content-Disposition": 'attachment; filename="retailer-reports.csv"'})

@@ -16,11 +16,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from shared.auth import (
+    COUNTER,
+    CUSTOMER,
+    CUSTOMER_CASES,
+    PSEUDONYM,
+    RECEIPT,
+    UNIT_LOOKUP,
+    Principal,
+    allow,
+    customer_data_routes,
+)
 from shared.contracts import (
     Code,
     DecisionFacts,
@@ -40,6 +52,14 @@ from .handlers import claim_event_id, return_event_id
 
 MAX_WAIT_MS = 10_000
 DEFAULT_WAIT_MS = 2_000
+# The counter decides at the server's clock: a till's ``time`` is accepted only this close to it,
+# so a client cannot backdate a claim into a coverage that has ended (or before a theft report).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+# Customers' data in warranty's answers (shared/auth.py VISIBILITY says who sees what). Fields a
+# role may not see are null, hence ``str | None`` below even where the store always has a value.
+CUSTOMER_FIELDS = {"customer_id": CUSTOMER, "owner_customer_id": CUSTOMER, "sale_customer_id": CUSTOMER,
+                   "pending_owner_customer_ids": CUSTOMER, "receipt_id": RECEIPT, "sale_receipt_id": RECEIPT}
 
 
 class DecisionVersion(BaseModel):
@@ -56,7 +76,7 @@ class ClaimOut(BaseModel):
     claim_id: str
     manufacturer: str
     serial: str
-    customer_id: str
+    customer_id: str | None  # null for roles that do not see customer ids
     issue: str
     location: str | None
     submitted_at: datetime
@@ -76,7 +96,7 @@ class ReturnOut(BaseModel):
     request_id: str
     manufacturer: str
     serial: str
-    receipt_id: str
+    receipt_id: str | None  # null for roles that do not see receipts
     location: str
     customer_id: str | None
     requested_at: datetime
@@ -117,7 +137,7 @@ class CoverageOut(BaseModel):
 
 
 class OwnerOut(BaseModel):
-    customer_id: str
+    customer_id: str | None  # null for roles that do not see customer ids
     via: Literal["registration", "sale", "transfer"]  # transfer: a registration signed by a trusted key
     since: datetime
 
@@ -127,7 +147,7 @@ class OwnerPeriodOut(OwnerOut):
 
 
 class RegistrationOut(BaseModel):
-    customer_id: str
+    customer_id: str | None  # null for roles that do not see customer ids
     registered_at: datetime
     sold_here: bool  # False: registered although this retailer never sold the unit (before the registration)
     # What it did (docs/warranty.md, "Owners"): owner, transfer, confirmed, no_change, pending, closed.
@@ -141,7 +161,7 @@ class RegistrationOut(BaseModel):
 class PendingOwnershipChangeOut(BaseModel):
     """A registration naming someone other than the owner, not signed by a key trusted for transfers."""
 
-    customer_id: str
+    customer_id: str | None  # null for roles that do not see customer ids
     registered_at: datetime
     event: str
     channel: str | None
@@ -200,7 +220,9 @@ class WarrantyOut(BaseModel):
 
 
 class ClaimAsk(BaseModel):
-    """A claim at the counter: the ``warranty.claim.submitted`` data, plus the envelope's source and time."""
+    """A claim at the counter: the ``warranty.claim.submitted`` data, and optionally the till's time
+    (within MAX_CLOCK_SKEW of the server's clock). The envelope's source is the caller's token
+    (``http/<token name>``); a ``source`` in the body is ignored."""
 
     claim_id: Code
     manufacturer: str
@@ -208,8 +230,8 @@ class ClaimAsk(BaseModel):
     customer_id: Code
     issue: Text
     location: Code | None = None
-    source: str = Field(default="http/warranty", pattern=r"^[\x21-\x7e]{1,256}$")
-    time: AwareDatetime | None = None
+    time: AwareDatetime | None = Field(default=None, description="the till's clock; at most 5 minutes from the "
+                                                                  "server's, else 422. Default: the server's clock")
 
 
 class ReturnAsk(BaseModel):
@@ -221,8 +243,8 @@ class ReturnAsk(BaseModel):
     customer_id: Code | None = None
     terminal_id: Code | None = None
     reason: Note = ""
-    source: str = Field(default="http/warranty", pattern=r"^[\x21-\x7e]{1,256}$")
-    time: AwareDatetime | None = None
+    time: AwareDatetime | None = Field(default=None, description="the till's clock; at most 5 minutes from the "
+                                                                  "server's, else 422. Default: the server's clock")
 
 
 def _facts(raw: str) -> DecisionFacts | None:
@@ -310,6 +332,21 @@ def warranty_view(session: Session, key: store.UnitKey, now: datetime) -> Warran
     )
 
 
+def counter_time(at: datetime | None, now: datetime | None = None) -> datetime:
+    """The event time of a counter request: the server's clock, or the till's within MAX_CLOCK_SKEW."""
+    now = now or datetime.now(UTC)
+    if at is None:
+        return now
+    if abs(at - now) > MAX_CLOCK_SKEW:
+        # The shape of FastAPI's own 422 (HTTPValidationError), so clients read one format.
+        raise RequestValidationError([{
+            "type": "value_error", "loc": ("body", "time"), "input": at.isoformat(),
+            "msg": f"time must be within {int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes of the server's clock "
+                   f"({now.isoformat(timespec='seconds')}); the counter decides now, it does not backdate",
+        }])
+    return at
+
+
 def _contract(model, data: dict):
     try:
         return model.model_validate(data)
@@ -337,12 +374,13 @@ def _read_request(engine: Engine, kind: str, reference: str) -> dict | None:
 
 
 def read_api(engine: Engine) -> APIRouter:
-    router = APIRouter(tags=["warranty"])
+    router = APIRouter(tags=["warranty"], route_class=customer_data_routes(CUSTOMER_FIELDS))
 
     @router.get("/warranties/{manufacturer}/{serial}", response_model=WarrantyOut,
                 summary="One unit's coverage, owner, policy, recalls, claims, returns and history",
                 responses={400: {"description": "invalid manufacturer or serial"},
-                           404: {"description": "unit unknown to the warranty service"}})
+                           404: {"description": "unit unknown to the warranty service"}},
+                dependencies=[allow(*UNIT_LOOKUP)])
     def get_warranty(manufacturer: str, serial: str) -> WarrantyOut:
         key = unit_key_or_400(manufacturer, serial)
         with Session(engine) as session:
@@ -353,7 +391,7 @@ def read_api(engine: Engine) -> APIRouter:
         return found
 
     @router.get("/claims/{claim_id}", response_model=ClaimDetail, summary="One claim, its decision and versions",
-                responses={404: {"description": "unknown claim"}})
+                responses={404: {"description": "unknown claim"}}, dependencies=[allow(*CUSTOMER_CASES)])
     def get_claim(claim_id: str) -> ClaimDetail:
         with Session(engine) as session:
             row = store.get_request(session, "claim", claim_id)
@@ -363,12 +401,16 @@ def read_api(engine: Engine) -> APIRouter:
 
     @router.get("/claims", response_model=Page[ClaimOut], summary="Claims, newest first, filtered, paginated")
     def list_claims(
+        caller: Annotated[Principal, allow(*CUSTOMER_CASES)],
         status: Annotated[str | None, Query(pattern="^(approved|rejected|needs_review|pending)$")] = None,
         manufacturer: str | None = None,
         customer_id: str | None = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Page[ClaimOut]:
+        if customer_id is not None and caller.sees(CUSTOMER) == PSEUDONYM:
+            # An auditor sees pseudonyms: looking a person up by their real id would undo that.
+            raise HTTPException(403, detail=f"role {caller.role} may not filter by customer_id")
         if manufacturer:
             manufacturer = unit_key_or_400(manufacturer, "X")[0]
         with Session(engine) as session:
@@ -377,7 +419,7 @@ def read_api(engine: Engine) -> APIRouter:
         return Page(total=total, limit=limit, offset=offset, items=[ClaimOut(**claim_out(r)) for r in rows])
 
     @router.get("/returns/{request_id}", response_model=ReturnDetail, summary="One return request and its decision",
-                responses={404: {"description": "unknown request"}})
+                responses={404: {"description": "unknown request"}}, dependencies=[allow(*CUSTOMER_CASES)])
     def get_return(request_id: str) -> ReturnDetail:
         with Session(engine) as session:
             row = store.get_request(session, "return", request_id)
@@ -413,10 +455,12 @@ def read_api(engine: Engine) -> APIRouter:
                  responses={202: {"model": Pending, "description": "recorded, not decided within wait_ms"},
                             409: {"description": "the claim_id is taken by a claim on another unit"}})
     async def ask_claim(ask_body: ClaimAsk, request: Request, response: Response,
+                        caller: Annotated[Principal, allow(*COUNTER)],
                         wait_ms: Annotated[int, Query(ge=0, le=MAX_WAIT_MS)] = DEFAULT_WAIT_MS):
-        data = _contract(WarrantyClaimSubmitted, ask_body.model_dump(exclude={"source", "time"}))
-        row = await ask(request, response, "claim", data, claim_event_id(data.claim_id), ask_body.source,
-                        ask_body.time, data.claim_id, wait_ms)
+        at = counter_time(ask_body.time)
+        data = _contract(WarrantyClaimSubmitted, ask_body.model_dump(exclude={"time"}))
+        row = await ask(request, response, "claim", data, claim_event_id(data.claim_id), caller.source,
+                        at, data.claim_id, wait_ms)
         return row if isinstance(row, Pending) else ClaimOut(**claim_out(row))
 
     @router.post("/returns/decisions", response_model=ReturnOut | Pending,
@@ -424,10 +468,12 @@ def read_api(engine: Engine) -> APIRouter:
                  responses={202: {"model": Pending, "description": "recorded, not decided within wait_ms"},
                             409: {"description": "the request_id is taken by a request on another unit"}})
     async def ask_return(ask_body: ReturnAsk, request: Request, response: Response,
+                         caller: Annotated[Principal, allow(*COUNTER)],
                          wait_ms: Annotated[int, Query(ge=0, le=MAX_WAIT_MS)] = DEFAULT_WAIT_MS):
-        data = _contract(ReturnRequested, ask_body.model_dump(exclude={"source", "time"}))
-        row = await ask(request, response, "return", data, return_event_id(data.request_id), ask_body.source,
-                        ask_body.time, data.request_id, wait_ms)
+        at = counter_time(ask_body.time)
+        data = _contract(ReturnRequested, ask_body.model_dump(exclude={"time"}))
+        row = await ask(request, response, "return", data, return_event_id(data.request_id), caller.source,
+                        at, data.request_id, wait_ms)
         return row if isinstance(row, Pending) else ReturnOut(**return_out(row))
 
     return router

@@ -11,7 +11,7 @@ from shared.contracts import UnitQuarantined
 from shared.envelope import make_event
 from tests.support import factories as f
 from tests.support.recalls import assert_counts_match_rows
-from tests.support.running import publish_events, start_service_process, wait_for, wait_healthy
+from tests.support.running import auth_headers, publish_events, start_service_process, wait_for, wait_healthy
 
 UNITS = 6000
 
@@ -21,7 +21,8 @@ def start(settings, log_path) -> subprocess.Popen:
 
 def progress(settings, rid) -> dict | None:
     try:
-        response = httpx.get(f"{settings.service_url('recalls')}/recalls/{rid}", timeout=2)
+        response = httpx.get(f"{settings.service_url('recalls')}/recalls/{rid}", timeout=2,
+                             headers=auth_headers(settings))
     except httpx.HTTPError:
         return None
     return response.json()["progress"] if response.status_code == 200 else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import MetaData, select
 
 from services.registry import INSTALLED, load
+from shared.auth import Auth
 from shared.consumer import EventProcessor
 from shared.contracts import (
     RecallRemedyCompleted,
@@ -27,6 +29,7 @@ from shared.contracts import (
 from shared.envelope import make_event
 from shared.schema import prepare, state
 from shared.store import for_reading, for_writing, make_engine
+from shared.tokens import ensure_admin_token
 
 RELEASE = Path(__file__).parents[1] / "fixtures" / "release-0.1.0"
 LAPTOP = "zeta"
@@ -84,10 +87,13 @@ def kept(old, new, where: str = "") -> list[str]:
 
 
 def read_client(service: str, engine) -> TestClient:
-    """The service's read API alone (no consumers: the test applies events itself)."""
+    """The service's read API alone (no consumers: the test applies events itself), called as an admin."""
+    directory = Path(tempfile.mkdtemp(prefix="upgrade-tokens-"))
     app = FastAPI()
+    app.state.auth = Auth(directory / "tokens")
     app.include_router(load(service).read_api(for_reading(engine)))
-    return TestClient(app)
+    token = ensure_admin_token(directory, directory / "tokens")
+    return TestClient(app, headers={"Authorization": f"Bearer {token}"})
 
 
 def test_a_release_0_1_0_store_upgrades_in_place_keeping_every_row_and_every_answer(release_stores):

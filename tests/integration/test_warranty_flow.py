@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 from sqlalchemy.orm import Session
@@ -78,17 +78,20 @@ DAY = 24 * 60
 
 async def test_one_sale_fans_out_to_inventory_and_warranty_and_the_counter_gets_decisions(settings):
     sold_sn, expired_sn, boxed_sn = f.serial(), f.serial(), f.serial()
+    # The counter decides at the server's clock (a till's time only within 5 minutes of it): the
+    # story is placed before now, not at the fixed T0 of the other tests.
+    now = (datetime.now(UTC) - f.T0).total_seconds() / 60  # "now" in f.at's minutes
     async with running(inventory, settings) as inv, running(warranty, settings) as war, \
             http(inv) as inv_client, http(war) as client:
         await publish_events(settings, [
-            policy(90, minutes=-DAY),
-            *(f.received("acme", sn, minutes=0) for sn in (sold_sn, expired_sn, boxed_sn)),
-            f.sold("acme", sold_sn, minutes=10, customer_id="C-1", receipt_id="R-1"),
-            f.sold("acme", expired_sn, minutes=10, customer_id="C-2", receipt_id="R-2"),
+            policy(90, minutes=now - 200 * DAY),
+            *(f.received("acme", sn, minutes=now - 150 * DAY) for sn in (sold_sn, expired_sn, boxed_sn)),
+            f.sold("acme", sold_sn, minutes=now - 5 * DAY, customer_id="C-1", receipt_id="R-1"),
+            f.sold("acme", expired_sn, minutes=now - 91 * DAY, customer_id="C-2", receipt_id="R-2"),
         ])
         unit = await wait_for(lambda: _status(inv_client, sold_sn, "sold"), message="inventory sale")
         coverage = await wait_for(lambda: _policy_applied(client, sold_sn), message="warranty sale and policy")
-        await wait_for(lambda: _policy_applied(client, expired_sn), message="second sale")
+        await wait_for(lambda: _warranty_status(client, expired_sn, "expired"), message="second sale")
         await wait_for(lambda: _warranty_status(client, boxed_sn, "in_stock"), message="receipt")
         assert coverage["sale"]["receipt_id"] == "R-1" and coverage["owner"] == {
             "customer_id": "C-1", "via": "sale", "since": coverage["sale"]["sold_at"]}
@@ -97,7 +100,7 @@ async def test_one_sale_fans_out_to_inventory_and_warranty_and_the_counter_gets_
 
         approved = await client.post("/claims/decisions", json={
             "claim_id": f"CL-{sold_sn}", "manufacturer": "ACME", "serial": sold_sn.lower(), "customer_id": "C-1",
-            "issue": "no picture", "location": "store-1", "time": f.at(10 + 5 * DAY).isoformat()})
+            "issue": "no picture", "location": "store-1"})
         assert approved.status_code == 200, approved.text
         body = approved.json()
         assert body["status"] == "approved" and body["reasons"] == [] and body["version"] == 1
@@ -106,26 +109,28 @@ async def test_one_sale_fans_out_to_inventory_and_warranty_and_the_counter_gets_
 
         late = (await client.post("/claims/decisions", json={
             "claim_id": f"CL-{expired_sn}", "manufacturer": "acme", "serial": expired_sn, "customer_id": "C-2",
-            "issue": "no sound", "time": f.at(10 + 91 * DAY).isoformat()})).json()
+            "issue": "no sound"})).json()
         assert late["status"] == "rejected" and late["reasons"] == ["outside_coverage"]
-        assert late["facts"]["coverage_ends"].startswith(str((f.at(10) + timedelta(days=90)).date()))
+        assert late["facts"]["coverage_ends"].startswith(str((f.at(now - 91 * DAY) + timedelta(days=90)).date()))
 
+        # A till's clock a little behind the server's is accepted (returns asked 2 minutes ago).
+        till = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
         swapped = (await client.post("/returns/decisions", json={
             "request_id": f"RQ-{boxed_sn}", "manufacturer": "acme", "serial": boxed_sn, "receipt_id": "R-1",
-            "location": "store-1", "time": f.at(10 + 2 * DAY).isoformat()})).json()
+            "location": "store-1", "time": till})).json()
         assert swapped["status"] == "rejected"
         assert swapped["reasons"] == ["never_sold", "serial_not_on_receipt"]
         assert swapped["facts"]["receipt_serials"] == [sold_sn]
 
         accepted = (await client.post("/returns/decisions", json={
             "request_id": f"RQ-{sold_sn}", "manufacturer": "acme", "serial": sold_sn, "receipt_id": "R-1",
-            "location": "store-1", "time": f.at(10 + 2 * DAY).isoformat()})).json()
+            "location": "store-1", "time": till})).json()
         assert accepted["status"] == "accepted" and accepted["reasons"] == []
 
         # a retried POST is the same event: same decision, nothing new emitted
         again = await client.post("/claims/decisions", json={
             "claim_id": f"CL-{sold_sn}", "manufacturer": "acme", "serial": sold_sn, "customer_id": "C-1",
-            "issue": "no picture", "time": f.at(10 + 5 * DAY).isoformat()})
+            "issue": "no picture"})
         assert again.json()["decision_id"] == body["decision_id"]
         listed = (await client.get("/claims", params={"status": "rejected", "manufacturer": "ACME"})).json()
         assert [c["claim_id"] for c in listed["items"]] == [f"CL-{expired_sn}"]

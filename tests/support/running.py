@@ -21,18 +21,34 @@ from shared.service import ServiceDefinition, build_app
 from shared.settings import SERVICES, Settings
 from shared.signing import operator_signer
 from shared.store import InboxRow, make_engine
+from shared.tokens import ensure_admin_token
+
+
+def admin_token(settings: Settings) -> str:
+    """The test data dir's admin token, made the way `serialtrack up` makes it: services are never
+    opened up for tests, the tests authenticate."""
+    return ensure_admin_token(settings.data_dir, settings.tokens_dir)
+
+
+def auth_headers(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_token(settings)}"}
 
 
 @asynccontextmanager
 async def running(definition: ServiceDefinition, settings: Settings):
     """The service's FastAPI app with its lifespan running: consumers, relay, everything."""
+    admin_token(settings)  # the registry exists before the service starts, as under `serialtrack up`
     app = build_app(definition, settings)
     async with app.router.lifespan_context(app):
         yield app
 
 
-def http(app) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service")
+def http(app, token: str | None = None) -> httpx.AsyncClient:
+    """A client of the app, as the data dir's admin unless given another ``token`` ("" for none)."""
+    if token is None:
+        token = admin_token(app.state.runtime.settings)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service", headers=headers)
 
 
 async def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, message: str = "condition"):

@@ -50,13 +50,39 @@ def test_every_container_has_a_healthcheck_and_waits_for_healthy_dependencies():
 
 def test_one_database_per_service_and_secrets_are_required():
     init = (ROOT / "deploy" / "postgres-init.sql").read_text()
+    superuser = COMPOSE["services"]["postgres"]["environment"]["POSTGRES_USER"]
     for name, spec in APP_SERVICES.items():
         url = spec["environment"][f"{name.upper()}_DATABASE_URL"]
-        assert url.endswith(f"/{name}") and f"CREATE DATABASE {name};" in init
-        assert "${POSTGRES_PASSWORD:?" in url
+        # Its own role owning its own database, never the superuser (tests/integration/test_postgres_roles.py
+        # runs the init script for real).
+        assert url.startswith(f"postgresql://{name}:${{{name.upper()}_DB_PASSWORD:?") and url.endswith(f"/{name}")
+        assert superuser not in url and "postgres@" not in url and "${POSTGRES_PASSWORD" not in url
+        assert f"CREATE DATABASE {name} OWNER {name};" in init
+        assert re.search(rf"CREATE ROLE {name} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE\b", init)
+        assert f"REVOKE ALL ON DATABASE {name} FROM PUBLIC;" in init
+        assert f"${{{name.upper()}_DB_PASSWORD:?" in COMPOSE["services"]["postgres"]["environment"][
+            f"{name.upper()}_DB_PASSWORD"]
     text = (ROOT / "docker-compose.yml").read_text()
     literal = re.findall(r"^\s*\w*PASSWORD:[ \t]*(?!\$\{)\S.*$", text, re.MULTILINE)
     assert literal == [], "passwords come from the environment, never from the file"
+
+
+def test_no_port_is_published_on_all_interfaces():
+    for name, spec in COMPOSE["services"].items():
+        for port in spec.get("ports", []):
+            assert isinstance(port, str) and port.startswith("127.0.0.1:") and port.count(":") == 2, (name, port)
+
+
+def test_services_take_tokens_and_keys_from_secrets():
+    secrets = COMPOSE["secrets"]
+    for secret in ("api_tokens", "signing_keys"):
+        assert (ROOT / secrets[secret]["file"]).is_dir(), secret  # a directory: revocations show through
+    for name, spec in APP_SERVICES.items():
+        mounted = {s["source"]: s["target"] for s in spec["secrets"]}
+        assert mounted["api_tokens"] == spec["environment"]["SERIALTRACK_TOKENS_DIR"], name
+        assert mounted["signing_keys"] == "/home/serialtrack/data/keys", name  # <data dir>/keys (Dockerfile)
+        assert not any("TOKEN" in key and key != "SERIALTRACK_TOKENS_DIR" for key in spec["environment"]), name
+    assert "SERIALTRACK_DATA_DIR=/home/serialtrack/data" in (ROOT / "Dockerfile").read_text()
 
 
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))
@@ -68,7 +94,7 @@ def test_container_command_is_a_real_cli_command(name):
     context = subcommand.make_context(args[0], list(args[1:]))  # raises on unknown options/arguments
     assert context.params["service"] == name
     port = str(context.params["port"])
-    assert f"{port}:{port}" in APP_SERVICES[name]["ports"]
+    assert f"127.0.0.1:{port}:{port}" in APP_SERVICES[name]["ports"]
     assert f"127.0.0.1:{port}/healthz" in " ".join(APP_SERVICES[name]["healthcheck"]["test"])
 
 
