@@ -126,12 +126,12 @@ async def _status(client, serial):
 
 
 async def _stolen(client, serial):
-    return (await unit(client, serial))["stolen"]
+    return (await unit(client, serial)).get("stolen")  # None while the unit is not known yet (404)
 
 
 async def _applied(client, serial):
     state = await unit(client, serial)
-    return state if state["stolen"] and state["recalls"] else None
+    return state if state.get("stolen") and state.get("recalls") else None
 
 
 async def _at_least(awaitable, n):
