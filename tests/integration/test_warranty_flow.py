@@ -136,9 +136,10 @@ async def test_one_sale_fans_out_to_inventory_and_warranty_and_the_counter_gets_
                                   ("return", f"RQ-{boxed_sn}"), ("return", f"RQ-{sold_sn}")])
 
 
-def assert_reproducible(app, references):
+def assert_reproducible(app_or_engine, references):
     """Each stored decision, decided again from the stored facts alone, is the same decision."""
-    with Session(app.state.runtime.engine) as session:
+    engine = app_or_engine.state.runtime.engine if hasattr(app_or_engine, "state") else app_or_engine
+    with Session(engine) as session:
         for kind, reference in references:
             stored = store.get_request(session, kind, reference)
             again = reproduce(session, kind, reference)
