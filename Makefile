@@ -19,7 +19,7 @@ up: $(STAMP)
 	$(BIN)/serialtrack up
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs  # -rs: every skip prints its reason
 
 bench: $(STAMP)
 	$(BIN)/python bench/inventory_throughput.py
