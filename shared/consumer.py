@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,11 @@ log = logging.getLogger("serialtrack.consumer")
 ApplyEvents = Callable[[Session, list[Event]], None]
 
 TRANSIENT_BACKOFF_S = 1.0
+
+# Test hook, not a setting: a pause between a batch's commit and its XACK, so crash tests can kill a
+# service inside that window and prove it (tests/integration/test_delivery_guarantees.py, R1).
+# Unset in production: docs/consumer.md, "Test hooks".
+HOLD_ACK_ENV = "SERIALTRACK_TEST_HOLD_ACK_MS"
 
 
 class Applied(NamedTuple):
@@ -173,6 +179,7 @@ class StreamConsumer:
         self._waiting: list[tuple[list[_Entry], asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task | None = None
+        self._hold_ack_s = float(os.environ.get(HOLD_ACK_ENV) or 0) / 1000
 
     def start(self) -> None:
         """Start the writer. Call before the broker starts; stop it after the broker stopped."""
@@ -301,6 +308,8 @@ class StreamConsumer:
             await self._dead_letter([(entry, "conflicting_duplicate", refused[id(entry.event)].describe())
                                      for entry in entries if id(entry.event) in refused])
             entries = [entry for entry in entries if id(entry.event) not in refused]
+        if self._hold_ack_s:
+            await asyncio.sleep(self._hold_ack_s)  # the test hook above: committed, not yet acked
         await self._ack(entries)
         if applied.outgoing and self.on_outgoing:  # the relay publishes them now, not at its next tick
             self.on_outgoing()
