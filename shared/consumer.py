@@ -1,8 +1,8 @@
 """At-least-once, idempotent consumption of Redis Streams through FastStream.
 
-FastStream's defaults do not give at-least-once delivery (see
-../shared/notes/faststream-redis-streams.md), so every service consumes through
-this module, which arranges it:
+FastStream's defaults do not give at-least-once delivery (docs/consumer.md: what
+they do, what this module does instead, and the test of each guarantee), so every
+service consumes through this module, which arranges it:
 
 - groups are created at id 0 before the broker starts, so a service deployed
   after events were published still gets them;
