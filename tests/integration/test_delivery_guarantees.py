@@ -11,10 +11,8 @@ import random
 import signal
 import threading
 
-import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.inventory import store as inventory_store
@@ -322,50 +320,7 @@ async def test_r6_a_handler_that_always_fails_is_retried_then_dead_lettered(sett
     assert settings.max_deliveries <= len(attempts) <= settings.max_deliveries + 1
 
 
-@pytest.mark.postgres
-async def test_r6_a_store_outage_dead_letters_nothing_and_everything_applies_after(redis_handle, postgres_admin,
-                                                                                  tmp_path):
-    """PostgreSQL refuses connections for longer than max_deliveries x claim_idle: the events
-    must wait, not be dead-lettered, and all apply once the database is back."""
-    if postgres_admin is None:
-        pytest.skip("no PostgreSQL: set TEST_POSTGRES_URL or make a Docker engine reachable")
-    from tests.conftest import make_settings
-
-    url = postgres_admin.create_database()
-    name = url.rsplit("/", 1)[1]
-    settings = make_settings(redis_handle.url, {"inventory": url}, tmp_path)
-    admin = make_engine(postgres_admin.admin_url)
-    try:
-        async with running(inventory, settings):
-            await publish_events(settings, [f.received("acme", f.serial(), minutes=0) for _ in range(10)])
-            await wait_for(lambda: inbox_count(settings, "inventory") == 10, message="warm-up applied")
-            with admin.connect() as conn:  # the outage: this database only, never the shared ones
-                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-                conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-                conn.commit()
-            await publish_events(settings, [f.received("acme", f.serial(), minutes=1) for _ in range(40)])
-            outage = settings.max_deliveries * settings.claim_idle_ms / 1000 * 3
-            await asyncio.sleep(outage)
-            assert await pending_total(settings) > 0
-            with admin.connect() as conn:
-                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-                conn.commit()
-            await wait_for(lambda: _applied_pg(settings, 50), timeout=60, message="all 50 applied after the outage")
-            await wait_for(lambda: _zero(pending_total(settings)), timeout=30, message="nothing pending")
-        assert await dead_letters(settings) == []
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-            conn.commit()
-        admin.dispose()
-        postgres_admin.drop_database(url)
-
-
-def _applied_pg(settings, n) -> bool:
-    try:
-        return inbox_count(settings, "inventory") == n
-    except OperationalError:
-        return False
+# The store outage (R6) is shown for every service, inventory included: tests/integration/test_every_service.py.
 
 
 # R8 -------------------------------------------------------------------------------------------
