@@ -8,6 +8,7 @@ entry of its own streams here, and a handler that keeps failing on one of its ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 
@@ -132,44 +133,60 @@ async def test_a_handler_that_keeps_failing_on_one_event_is_retried_then_dead_le
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("service", INSTALLED)
-async def test_a_store_outage_dead_letters_nothing_and_everything_applies_after(redis_handle, postgres_admin,
-                                                                               tmp_path, service):
-    """R6: this service's PostgreSQL database refuses connections for longer than max_deliveries x
-    claim_idle; its events wait (transient failures are not poison) and all apply once it is back."""
+async def test_a_store_outage_dead_letters_nothing_and_everything_applies_after(redis_handle, postgres_admin, tmp_path):
+    """R6: every service's PostgreSQL database (each its own) refuses connections for longer than
+    max_deliveries x claim_idle; their events wait (transient failures are not poison) and all apply
+    once the databases are back. The four run together: one outage, four handlers."""
     if postgres_admin is None:
         pytest.skip("no PostgreSQL: set TEST_POSTGRES_URL or make a Docker engine reachable")
-    url = postgres_admin.create_database()
-    name = url.rsplit("/", 1)[1]
-    settings = make_settings(redis_handle.url, {service: url}, tmp_path)
+    urls = {service: postgres_admin.create_database() for service in INSTALLED}
+    names = [url.rsplit("/", 1)[1] for url in urls.values()]
+    settings = make_settings(redis_handle.url, urls, tmp_path)
     admin = make_engine(postgres_admin.admin_url)
 
     def allow(allowed: bool) -> None:
-        with admin.connect() as conn:  # this test's database only, never a shared one
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
-            if not allowed:
-                conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        with admin.connect() as conn:  # this test's databases only, never a shared one
+            for name in names:
+                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
+                if not allowed:
+                    conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                      f"WHERE datname = '{name}'"))
             conn.commit()
 
-    def applied(n: int) -> bool:
+    def applied(service: str, n: int) -> bool:
         try:
             return inbox_count(settings, service) == n
         except OperationalError:
             return False
 
     try:
-        async with running(load(service), settings):
-            await publish_events(settings, valid_events(service, 5))
-            await wait_for(lambda: applied(5), message=f"{service}: warm-up applied")
+        warm_up = [e for service in INSTALLED for e in valid_events(service, 5)]
+        during = [e for service in INSTALLED for e in valid_events(service, 15, minutes=1)]
+
+        def reads(service, events) -> int:  # services read each other's types too (a theft report, a receipt)
+            return sum(e.type in load(service).event_types for e in events)
+
+        async with contextlib.AsyncExitStack() as stack:
+            for service in INSTALLED:
+                await stack.enter_async_context(running(load(service), settings))
+            await publish_events(settings, warm_up)
+            for service in INSTALLED:
+                await wait_for(lambda s=service: applied(s, reads(s, warm_up)), message=f"{service}: warm-up applied")
             allow(False)
-            await publish_events(settings, valid_events(service, 15, minutes=1))
+            await publish_events(settings, during)
             await asyncio.sleep(settings.max_deliveries * settings.claim_idle_ms / 1000 * 3)
-            assert await pending_total(settings, service) > 0
+            for service in INSTALLED:
+                assert await pending_total(settings, service) > 0, f"{service} had nothing waiting"
             allow(True)
-            await wait_for(lambda: applied(20), timeout=60, message=f"{service}: all 20 applied after the outage")
-            await wait_for(lambda: _zero(pending_total(settings, service)), timeout=30, message="nothing pending")
-        assert await dead_letters(settings, service) == []
+            for service in INSTALLED:
+                await wait_for(lambda s=service: applied(s, reads(s, warm_up + during)), timeout=60,
+                               message=f"{service}: everything applied after the outage")
+                await wait_for(lambda s=service: _zero(pending_total(settings, s)), timeout=30,
+                               message=f"{service}: nothing pending")
+        for service in INSTALLED:
+            assert await dead_letters(settings, service) == [], service
     finally:
         allow(True)
         admin.dispose()
-        postgres_admin.drop_database(url)
+        for url in urls.values():
+            postgres_admin.drop_database(url)

@@ -18,7 +18,7 @@ from tests.support import factories as f
 from tests.support.recalls import assert_counts_match_rows, counts_match_rows
 from tests.support.running import kill_mid_batch, start_service_process, wait_for, wait_healthy
 
-UNITS = 6000
+UNITS = 2000  # several batches: the consumer's test hook, not the volume, puts the kill inside one
 
 def start(settings, log_path) -> subprocess.Popen:
     return start_service_process("recalls", settings, log_path)

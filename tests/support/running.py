@@ -110,7 +110,7 @@ async def kill_mid_batch(settings: Settings, service: str, process: subprocess.P
             return False
 
     try:
-        await wait_for(in_window, timeout=timeout, interval=0.02, message=f"{service}: a batch committed, not acked")
+        await wait_for(in_window, timeout=timeout, interval=0.05, message=f"{service}: a batch committed, not acked")
     finally:
         process.kill()
         process.wait()
