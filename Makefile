@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs  # -rs: every skip prints its reason
 
 bench: $(STAMP)
 	$(BIN)/python bench/inventory_throughput.py

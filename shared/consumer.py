@@ -1,8 +1,8 @@
 """At-least-once, idempotent consumption of Redis Streams through FastStream.
 
-FastStream's defaults do not give at-least-once delivery (see
-../shared/notes/faststream-redis-streams.md), so every service consumes through
-this module, which arranges it:
+FastStream's defaults do not give at-least-once delivery (docs/consumer.md: what
+they do, what this module does instead, and the test of each guarantee), so every
+service consumes through this module, which arranges it:
 
 - groups are created at id 0 before the broker starts, so a service deployed
   after events were published still gets them;
@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,11 @@ log = logging.getLogger("serialtrack.consumer")
 ApplyEvents = Callable[[Session, list[Event]], None]
 
 TRANSIENT_BACKOFF_S = 1.0
+
+# Test hook, not a setting: a pause between a batch's commit and its XACK, so crash tests can kill a
+# service inside that window and prove it (tests/integration/test_delivery_guarantees.py, R1).
+# Unset in production: docs/consumer.md, "Test hooks".
+HOLD_ACK_ENV = "SERIALTRACK_TEST_HOLD_ACK_MS"
 
 
 class Applied(NamedTuple):
@@ -182,6 +188,7 @@ class StreamConsumer:
         self._waiting: list[tuple[list[_Entry], asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task | None = None
+        self._hold_ack_s = float(os.environ.get(HOLD_ACK_ENV) or 0) / 1000
 
     def start(self) -> None:
         """Start the writer. Call before the broker starts; stop it after the broker stopped."""
@@ -311,6 +318,8 @@ class StreamConsumer:
             await self._dead_letter([(entry, "conflicting_duplicate", refused[id(entry.event)].describe())
                                      for entry in entries if id(entry.event) in refused])
             entries = [entry for entry in entries if id(entry.event) not in refused]
+        if self._hold_ack_s:
+            await asyncio.sleep(self._hold_ack_s)  # the test hook above: committed, not yet acked
         await self._ack(entries)
         if applied.outgoing and self.on_outgoing:  # the relay publishes them now, not at its next tick
             self.on_outgoing()

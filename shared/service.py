@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -141,7 +142,9 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and backlog of this service")
     async def healthz():
-        report: dict = {"service": definition.name, "status": "ok"}
+        # The pid tells a caller that the process answering is the one it started, not another one
+        # that holds the port (tests/support/running.py: wait_healthy).
+        report: dict = {"service": definition.name, "pid": os.getpid(), "status": "ok"}
         try:
             await asyncio.to_thread(ping, engine)
             report["database"] = "ok"

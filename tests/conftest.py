@@ -10,6 +10,9 @@ from serialtrack.redis_server import free_port
 from shared.settings import SERVICES, Settings
 from tests.support.infra import start_postgres, start_redis
 
+# skip_policy: PostgreSQL variants may not skip while TEST_POSTGRES_URL is set; pytester: its own test.
+pytest_plugins = ["tests.support.skip_policy", "pytester"]
+
 
 @pytest.fixture(scope="session")
 def redis_handle(tmp_path_factory):

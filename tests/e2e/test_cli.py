@@ -261,3 +261,27 @@ def test_a_tills_credential_publishes_its_roles_types_only_until_it_is_revoked(s
     assert "refused the credential" in after.stderr and made["url"].split("@")[0].split(":")[-1] not in after.stderr
     builtin = cli(env, "credentials", "revoke", "operator", check=False)
     assert builtin.returncode == 1 and "built-in" in builtin.stderr
+
+
+def test_the_supervisor_restarts_a_killed_service_and_it_applies_what_was_published_meanwhile(system):
+    """README "Command line": `serialtrack up` restarts a service that dies. SIGKILL inventory's process
+    under it: a new process (another pid) answers, and applies the event published while none ran."""
+    url = f"http://127.0.0.1:{system.ports['inventory']}/healthz"
+    before = httpx.get(url, timeout=5).json()
+    assert before["service"] == "inventory"
+    os.kill(before["pid"], signal.SIGKILL)
+    cli(system.env, "publish", "unit.received", "--data",
+        '{"manufacturer": "acme", "serial": "SUPERVISED-1", "sku": "TV-55", "location": "dc"}')
+    deadline, after = time.monotonic() + 60, None
+    while time.monotonic() < deadline:
+        try:
+            after = httpx.get(url, timeout=1).json()
+            if after.get("status") == "ok" and after["pid"] != before["pid"]:
+                break
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.2)
+    assert after and after["pid"] != before["pid"], f"inventory was not restarted: {after}"
+    assert wait_for_unit(system.env, "acme", "SUPERVISED-1", 1)["status"] == "in_stock"
+    assert system.stop() == 0
+    assert "inventory exited with code -9; restarting (restart #1)" in system.output

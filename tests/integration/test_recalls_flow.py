@@ -1,10 +1,11 @@
-"""Recalls over a real Redis and a real store (SQLite and PostgreSQL), with inventory in the loop."""
+"""Recalls over a real Redis and a real store (SQLite and PostgreSQL), with inventory in the loop. Arrival
+order, repeats, amendments and early reports (rules, not delivery) are tested without Redis in
+tests/service/test_recalls.py."""
 
 from __future__ import annotations
 
 import csv
 import io
-import random
 
 import redis.asyncio as aioredis
 from sqlalchemy import text
@@ -23,7 +24,7 @@ from shared.envelope import make_event
 from shared.store import make_engine
 from tests.support import factories as f
 from tests.support.recalls import assert_counts_match_rows
-from tests.support.running import http, inbox_count, publish_events, running, wait_for
+from tests.support.running import http, publish_events, running, wait_for
 
 
 def notified(rid, serial, *, minutes, maker="acme"):
@@ -191,64 +192,6 @@ def _scenario(prefix, rid):
     return events, expected
 
 
-async def test_shuffled_and_repeated_delivery_equals_in_order(settings):
-    """Each recall gets the same facts: one in time order, one shuffled with every event published
-    three times. Same counts, same statuses per unit."""
-    in_order, shuffled = (f.serial("O"), f"RC-{f.serial()}"), (f.serial("S"), f"RC-{f.serial()}")
-    ordered_events, expected = _scenario(*in_order)
-    shuffled_events, _ = _scenario(*shuffled)
-    chaos = shuffled_events * 3
-    random.Random(5).shuffle(chaos)
-    async with running(recalls, settings) as app, http(app) as client:
-        for event in sorted(ordered_events, key=lambda e: e.time):
-            await publish_events(settings, [event])
-        await publish_events(settings, chaos)
-        first = await wait_for(lambda: progress_is(client, in_order[1], **expected), message="in order")
-        second = await wait_for(lambda: progress_is(client, shuffled[1], **expected), message="shuffled")
-        assert first == second
-        statuses = []
-        for prefix, rid in (in_order, shuffled):
-            units = (await client.get(f"/recalls/{rid}/units")).json()["items"]
-            statuses.append([(u["serial"].removeprefix(prefix), u["status"], u["stock"], u["location"])
-                             for u in units])
-        assert statuses[0] == statuses[1]
-        assert statuses[0][0] == ("001", "quarantined", "in_stock", "store-1")
-        assert ("005", "in_stock_not_quarantined", "in_stock", "store-2") in statuses[0]
-        counts = assert_counts_match_rows(settings, in_order[1], shuffled[1])
-        assert counts[in_order[1]] == counts[shuffled[1]]
-
-
-async def test_a_narrowing_amendment_takes_units_out_of_the_counts(settings):
-    prefix, rid = f.serial("N"), f"RC-{f.serial()}"
-    async with running(recalls, settings) as app, http(app) as client:
-        await publish_events(settings, [
-            f.received("acme", selection={"serial_range": span(prefix, 1, 20)}, minutes=0),
-            f.recall_issued("acme", minutes=5, recall_id=rid, serial_ranges=[span(prefix, 1, 20)]),
-        ])
-        await wait_for(lambda: progress_is(client, rid, affected=20), message="broadcast")
-        await publish_events(settings, [amended(rid, minutes=10, serials=[f"{prefix}003", f"{prefix}017"])])
-        await wait_for(lambda: progress_is(client, rid, affected=2), message="narrowed")
-        gone = (await client.get(f"/units/acme/{prefix}004/recalls")).json()
-        assert gone["recalls"] == [] and gone["known"] is True
-        # an older amendment arriving late does not replace the newer scope
-        await publish_events(settings, [amended(rid, minutes=7, serial_ranges=[span(prefix, 1, 20)])])
-        detail = await wait_for(lambda: _amended_twice(client, rid), message="late amendment applied")
-        assert detail["progress"]["affected"] == 2
-        assert detail["scope"]["serials"] == [f"{prefix}003", f"{prefix}017"]
-        # the manufacturer broadcasts the recall again (new envelope, later): its scope is the newest
-        await publish_events(settings, [f.recall_issued("acme", minutes=12, recall_id=rid,
-                                                        serial_ranges=[span(prefix, 1, 20)])])
-        again = await wait_for(lambda: progress_is(client, rid, affected=20), message="re-broadcast")
-        assert again["in_stock_not_quarantined"] == 20
-        assert assert_counts_match_rows(settings, rid)[rid] == {"in_stock_not_quarantined": 20}
-        assert (await client.get(f"/recalls/{rid}")).json()["issued_at"].startswith(f.at(5).isoformat()[:16])
-
-
-async def _amended_twice(client, rid):
-    detail = (await client.get(f"/recalls/{rid}")).json()
-    return detail if detail["amendments"] == 2 else None
-
-
 async def test_read_api_gives_clear_errors(settings):
     async with running(recalls, settings) as app, http(app) as client:
         missing = await client.get("/recalls/RC-NOPE")
@@ -263,30 +206,6 @@ async def test_read_api_gives_clear_errors(settings):
         unknown = (await client.get("/units/acme/NEVERSEEN1/recalls")).json()
         assert unknown["known"] is False and unknown["recalls"] == []
         assert (await client.get("/healthz")).json()["status"] == "ok"
-
-
-async def test_reports_that_arrive_before_the_recall_are_counted_when_it_does(settings):
-    prefix, rid = f.serial("P"), f"RC-{f.serial()}"
-    sn = [f"{prefix}{n:03d}" for n in range(5)]
-    async with running(recalls, settings) as app, http(app) as client:
-        await publish_events(settings, [
-            f.received("acme", selection={"serial_range": span(prefix, 1, 4)}, minutes=0, sku="TV-55"),
-            f.sold("acme", sn[3], minutes=1), f.sold("acme", sn[4], minutes=2),
-            quarantined(rid, sn[1], minutes=6), quarantined(rid, sn[1], minutes=7),  # a repeat, later: no change
-            notified(rid, sn[3], minutes=6), remedied(rid, sn[2], minutes=8),
-            owner_unknown(rid, f"{prefix}777", minutes=6),  # the recall will not cover it
-        ])
-        await wait_for(lambda: inbox_count(settings, "recalls") >= 8, message="reports applied first")
-        assert (await client.get(f"/recalls/{rid}")).status_code == 404
-        await publish_events(settings, [
-            f.recall_issued("acme", minutes=5, recall_id=rid, skus=["TV-55"], serial_ranges=[span(prefix, 1, 4)]),
-        ])
-        final = await wait_for(lambda: progress_is(client, rid, affected=4), message="recall applied")
-        assert (final["quarantined"], final["remedied"], final["sold_owner_notified"], final["sold_awaiting_owner"],
-                final["sold_owner_unknown"]) == (1, 1, 1, 1, 0)
-        unit = (await client.get(f"/recalls/{rid}/units", params={"status": "quarantined"})).json()["items"][0]
-        assert unit["serial"] == sn[1] and unit["quarantined_at"].startswith(f.at(6).isoformat()[:16])
-        assert_counts_match_rows(settings, rid)
 
 
 async def test_a_large_range_receipt_after_the_broadcast_is_matched_chunk_by_chunk(settings):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
 import redis.asyncio as aioredis
@@ -20,7 +21,7 @@ from shared.publishing import publish
 from shared.service import ServiceDefinition, build_app
 from shared.settings import SERVICES, Settings
 from shared.signing import operator_signer
-from shared.store import InboxRow, make_engine
+from shared.store import InboxRow, make_engine, table_of
 from shared.tokens import ensure_admin_token
 
 
@@ -103,22 +104,105 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_service_process(service: str, settings: Settings, log_path) -> subprocess.Popen:
-    """`serialtrack serve SERVICE` as its own OS process, as production runs it."""
+def start_service_process(service: str, settings: Settings, log_path, hold_ack_ms: int = 0) -> subprocess.Popen:
+    """`serialtrack serve SERVICE` as its own OS process, as production runs it. ``hold_ack_ms``: the
+    consumer's test hook (shared/consumer.py, HOLD_ACK_ENV), a pause between each commit and its
+    XACK that a crash test kills the process in."""
+    from shared.consumer import HOLD_ACK_ENV
+
+    env = settings_env(settings)
+    env.pop(HOLD_ACK_ENV, None)
+    if hold_ack_ms:
+        env[HOLD_ACK_ENV] = str(hold_ack_ms)
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process by the caller's kill/wait
     return subprocess.Popen([sys.executable, "-m", "serialtrack.cli", "serve", service],
-                            env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT)
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_healthy(settings: Settings, service: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+async def kill_mid_batch(settings: Settings, service: str, process: subprocess.Popen, event_types,
+                         timeout: float = 60.0) -> CrashWindow:
+    """SIGKILL ``process`` once the store holds committed events whose entries are still pending
+    (start it with ``hold_ack_ms``), then read what the kill left (``crash_window``)."""
+    async def in_window():
+        try:
+            return (await asyncio.to_thread(crash_window, settings, service, event_types)).committed_not_acked > 0
+        except Exception:  # noqa: BLE001 - tables not created yet, store busy: look again
+            return False
+
+    try:
+        await wait_for(in_window, timeout=timeout, interval=0.05, message=f"{service}: a batch committed, not acked")
+    finally:
+        process.kill()
+        process.wait()
+    return crash_window(settings, service, event_types)
+
+
+def wait_healthy(settings: Settings, service: str, process: subprocess.Popen | int, timeout: float = 30.0) -> dict:
+    """Until ``service`` answers healthy from ``process`` (a Popen or a pid) itself: a port still held
+    by an earlier process, or taken by another service, also answers 200, and a test that trusted
+    it would publish to nobody. Returns the /healthz report."""
+    pid = process if isinstance(process, int) else process.pid
     deadline = time.monotonic() + timeout
+    last = None
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if not isinstance(process, int) and process.poll() is not None:
             raise AssertionError(f"{service} exited with {process.returncode}")
         try:
-            if httpx.get(settings.service_url(service) + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
+            response = httpx.get(settings.service_url(service) + "/healthz", timeout=1)
+            last = response.json()
+            if response.status_code == 200 and last.get("service") == service and last.get("pid") == pid:
+                return last
+        except (httpx.HTTPError, ValueError):
             pass
         time.sleep(0.1)
-    raise AssertionError(f"{service} not healthy after {timeout}s")
+    raise AssertionError(f"{service} (pid {pid}) not healthy after {timeout}s; last /healthz: {last}")
+
+
+@dataclass(frozen=True)
+class CrashWindow:
+    """What Redis and the store held at a kill: the proof that it landed mid-batch."""
+
+    pending: int  # entries delivered to the service's group and not acked
+    committed_not_acked: int  # of those, entries whose event the store already recorded as applied
+    applied: int  # inbox rows: events the store recorded as applied
+
+    def assert_mid_batch(self, total: int) -> None:
+        assert self.pending > 0, f"nothing was pending at the kill: {self}"
+        assert self.committed_not_acked > 0, f"no entry was committed but not acked at the kill: {self}"
+        assert self.applied < total, f"every event was applied before the kill: {self}"
+
+
+def crash_window(settings: Settings, service: str, event_types) -> CrashWindow:
+    """Compare the group's pending entries (XPENDING) with the store's inbox. Read once the process
+    is dead: nothing moves any more, so what this finds is what the kill left."""
+    import redis as sync_redis
+
+    from shared.envelope import decode_entry
+    from shared.streams import group_for
+
+    client = sync_redis.Redis.from_url(settings.resolve_redis_url())
+    keys: set[tuple[str, str]] = set()
+    pending = 0
+    try:
+        for stream in {settings.streams.for_type(t) for t in event_types}:
+            if not client.exists(stream):
+                continue
+            entries = client.xpending_range(stream, group_for(service), min="-", max="+", count=1_000_000)
+            pending += len(entries)
+            pipe = client.pipeline(transaction=False)
+            for entry in entries:
+                pipe.xrange(stream, entry["message_id"], entry["message_id"])
+            for [(_, fields)] in pipe.execute():
+                event = decode_entry(fields)
+                keys.add((event.source, event.id))
+    finally:
+        client.close()
+    engine = make_engine(settings.database_url(service))
+    try:
+        with Session(engine) as session:
+            inbox = table_of(InboxRow)
+            rows = session.execute(select(inbox.c.source, inbox.c.event_id).where(inbox.c.service == service))
+            applied = {(source, event_id) for source, event_id in rows}
+    finally:
+        engine.dispose()
+    return CrashWindow(pending, len(keys & applied), len(applied))
