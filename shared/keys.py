@@ -60,6 +60,7 @@ from nacl.signing import VerifyKey
 
 from .identity import IdentityError, normalize_manufacturer
 from .roles import ROLE_DATA_FIELD, ROLE_TYPES, ROLES
+from .watched_file import DEFAULT_POLL_SECONDS, WatchedFile
 
 log = logging.getLogger("serialtrack.keys")
 
@@ -68,7 +69,6 @@ REGISTRY_VERSION = 1
 KEYS_DIR = "keys"
 REGISTRY_FILE = "registry.json"
 PRIVATE_DIR = "private"
-DEFAULT_POLL_SECONDS = 2.0
 
 # Names become file names (private/<name>.key) and the start of a kid: keep them plain.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -503,60 +503,11 @@ def revoke_key(data_dir: Path, kid: str, *, at: datetime | None = None) -> KeyRe
 
 # --- services: picking up changes without a restart ----------------------------------------------------
 
-def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    # A rename gives a new inode; mtime, ctime and size catch an editor that rewrites in place.
-    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
-
-
-class RegistryWatcher:
-    """The current registry of ``path`` for a service: ``watcher.current()`` on every batch costs a
-    clock read, and a ``stat`` at most every ``interval`` seconds; the file is read again only when
-    the stat differs (new inode, mtime, ctime or size).
-
-    At start, a registry that cannot be read raises RegistryError: a service must not run with a
-    registry it cannot read. Later, a broken file (a hand edit gone wrong) is logged and the last
-    good registry kept: revocations already loaded stay in force, and the next valid file is picked
-    up as usual. ``error`` holds the message while the file on disk is broken."""
+class RegistryWatcher(WatchedFile[KeyRegistry]):
+    """The key registry of ``path`` for a service (shared/watched_file.py): re-read within
+    ``interval`` seconds of a change; a broken file keeps the last good keys and their revocations."""
 
     def __init__(self, path: Path, interval: float = DEFAULT_POLL_SECONDS, clock=time.monotonic):
-        self.path = Path(path)
-        self.interval = interval
-        self._clock = clock
-        self._identity = _file_identity(self.path)
-        self._registry = load_registry(self.path)
-        self._checked_at = clock()
-        self.error: str | None = None
-
-    def current(self) -> KeyRegistry:
-        now = self._clock()
-        if now - self._checked_at >= self.interval:
-            self._checked_at = now
-            self._reload_if_changed()
-        return self._registry
-
-    def fresh(self) -> KeyRegistry:
-        """The registry as the file is now: for a kid the loaded registry does not know, which may
-        have been registered a moment ago (a stat; the file is read only if it changed)."""
-        self._checked_at = self._clock()
-        self._reload_if_changed()
-        return self._registry
-
-    def _reload_if_changed(self) -> None:
-        identity = _file_identity(self.path)
-        if identity == self._identity:
-            return
-        try:
-            registry = load_registry(self.path)
-        except RegistryError as exc:
-            if self.error != str(exc):
-                log.error("key registry not reloaded, keeping the %d keys loaded before: %s", len(self._registry), exc)
-            self.error = str(exc)
-            self._identity = identity  # the same broken file is not read again until it changes
-            return
-        self._identity, self._registry, self.error = identity, registry, None
-        log.info("key registry reloaded: %d keys (%d revoked)", len(registry),
-                 sum(k.is_revoked for k in registry.values()))
+        super().__init__(path, load_registry, RegistryError, what="key registry", log=log, interval=interval,
+                         clock=clock, describe=lambda registry: f"{len(registry)} keys "
+                                                                f"({sum(k.is_revoked for k in registry.values())} revoked)")

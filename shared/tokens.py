@@ -50,6 +50,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .watched_file import DEFAULT_POLL_SECONDS, WatchedFile
+
 log = logging.getLogger("serialtrack.tokens")
 
 ADMIN = "admin"
@@ -64,7 +66,6 @@ PSEUDONYM_KEY_FILE = "pseudonym.key"
 CREDENTIALS_DIR = "credentials"
 ADMIN_TOKEN_FILE = "admin.token"
 LOCAL_ADMIN = "local-admin"
-DEFAULT_POLL_SECONDS = 2.0
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _TOKEN_RE = re.compile(r"^st_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -400,60 +401,20 @@ def pseudonym_key(directory: Path) -> bytes:
 
 # --- services: picking up changes without a restart ----------------------------------------------------
 
-def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
-
-
-class TokenWatcher:
-    """The current token registry of ``path`` for a service, like shared.keys.RegistryWatcher: a stat
-    at most every ``interval`` seconds, a read only when the file changed. No file: no token works
-    (every request but the open ones is 401). A token id the loaded registry does not know makes
-    it look at once (a stat), so a token created a moment ago works at once.
-
-    At start, a file that cannot be read raises TokenRegistryError. Later, a broken file is logged
-    and the last good registry kept (its revocations stay in force); ``error`` says why."""
+class TokenWatcher(WatchedFile[TokenRegistry]):
+    """The token registry of ``path`` for a service (shared/watched_file.py): re-read within
+    ``interval`` seconds of a change. No file: no token works (every request but the open ones is
+    401). A broken file keeps the last good registry and its revocations."""
 
     def __init__(self, path: Path, interval: float = DEFAULT_POLL_SECONDS, clock=time.monotonic):
-        self.path = Path(path)
-        self.interval = interval
-        self._clock = clock
-        self._identity = _file_identity(self.path)
-        self._registry = load_registry(self.path)
-        self._checked_at = clock()
-        self.error: str | None = None
-
-    def current(self) -> TokenRegistry:
-        now = self._clock()
-        if now - self._checked_at >= self.interval:
-            self._checked_at = now
-            self._reload_if_changed()
-        return self._registry
+        super().__init__(path, load_registry, TokenRegistryError, what="token registry", log=log,
+                         interval=interval, clock=clock, describe=lambda registry: f"{len(registry)} tokens")
 
     def verify(self, token: str) -> TokenRecord | None:
+        """A token id the loaded registry does not know makes it look at once (a stat), so a token
+        created a moment ago works at once."""
         registry = self.current()
         match = _TOKEN_RE.fullmatch(token) if isinstance(token, str) else None
         if match is not None and not registry.has_id(match.group(1)):
-            self._checked_at = self._clock()
-            self._reload_if_changed()
-            registry = self._registry
+            registry = self.fresh()
         return registry.verify(token)
-
-    def _reload_if_changed(self) -> None:
-        identity = _file_identity(self.path)
-        if identity == self._identity:
-            return
-        try:
-            registry = load_registry(self.path)
-        except TokenRegistryError as exc:
-            if self.error != str(exc):
-                log.error("token registry not reloaded, keeping the %d tokens loaded before: %s",
-                          len(self._registry), exc)
-            self.error = str(exc)
-            self._identity = identity
-            return
-        self._identity, self._registry, self.error = identity, registry, None
-        log.info("token registry reloaded: %d tokens", len(registry))
