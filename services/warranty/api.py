@@ -355,7 +355,10 @@ def _contract(model, data: dict):
 
 
 async def _wait_for_decision(engine: Engine, kind: str, reference: str, wait_ms: int) -> dict | None:
-    """Poll the committed decision (cheap primary-key reads), backing off from 2 ms to 20 ms."""
+    """Poll the committed decision (cheap primary-key reads), backing off from 2 ms to 20 ms. wait_ms=0
+    does not look: the caller asked not to wait (202 at once), whatever the consumer did meanwhile."""
+    if wait_ms == 0:
+        return None
     deadline = time.monotonic() + wait_ms / 1000
     delay = 0.002
     while True:
