@@ -16,6 +16,8 @@ import typer
 
 from services.registry import INSTALLED
 
+from .options import DataDir, JsonFlag, fail
+
 if TYPE_CHECKING:
     from shared.settings import Settings
 
@@ -34,9 +36,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Where data lives (SQLite files, embedded Redis). Default: $SERIALTRACK_DATA_DIR or ./serialtrack-data")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 SignWith = Annotated[str | None, typer.Option(
     "--sign-with", metavar="KEY", help="Sign with this key (a name from `serialtrack keys list`, or a private key "
                                        "file). Theft, recall, policy and owner events must be signed.")]
@@ -57,9 +56,7 @@ def red(text: str) -> str:
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    """An expected failure: one line on stderr, no traceback."""
-    say(f"{red('error:')} {message}", err=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def wide_console():

@@ -17,21 +17,19 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from .options import DataDir, JsonFlag, fail
+
 credentials_app = typer.Typer(
     help="Redis users for producers: create (prints the redis:// URL once), list, revoke.\n\n"
          "A credential of role ROLE may publish the types of that role and nothing else: Redis refuses the rest.",
     no_args_is_help=True,
 )
 
-DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Where data lives. Default: $SERIALTRACK_DATA_DIR or ./serialtrack-data")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 ADMIN_URL_VARIABLE = "SERIALTRACK_REDIS_ADMIN_URL"
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _context(data_dir: Path | None):

@@ -13,15 +13,14 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from .options import DataDir, JsonFlag, fail
+
 keys_app = typer.Typer(
     help="Signing keys producers sign envelopes with: create, add, list, revoke.\n\n"
          "Services read the registry (<data dir>/keys/registry.json) and pick up changes within seconds.",
     no_args_is_help=True,
 )
 
-DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Where data lives. Default: $SERIALTRACK_DATA_DIR or ./serialtrack-data")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 RoleOption = Annotated[str, typer.Option("--role", help="pos, warehouse, service-desk, owner-registry, "
                                                         "law-enforcement, manufacturer or operator")]
 SourcePrefix = Annotated[str | None, typer.Option(
@@ -38,8 +37,7 @@ TransfersOwnership = Annotated[bool, typer.Option(
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _data_dir(data_dir: Path | None) -> Path:

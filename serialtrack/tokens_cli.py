@@ -11,6 +11,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from .options import DataDir, JsonFlag, fail
+
 tokens_app = typer.Typer(
     help="API tokens for the services' HTTP APIs: create, list, revoke.\n\n"
          "Services read the registry (<data dir>/tokens/registry.json, or $SERIALTRACK_TOKENS_DIR) and pick up "
@@ -18,14 +20,10 @@ tokens_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Where data lives. Default: $SERIALTRACK_DATA_DIR or ./serialtrack-data")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _tokens_dir(data_dir: Path | None) -> Path:
