@@ -16,7 +16,7 @@ import typer
 
 from services.registry import INSTALLED
 
-from .options import DataDir, JsonFlag, fail
+from .options import DataDir, JsonFlag, describe_failure, fail, say_failure
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -254,7 +254,7 @@ def _publish_one(event_type: str, data: str | None, *, source: str, event_id: st
         report = publish_lines([(1, envelope)], _publisher(client, settings), report=FileReport("--data", "json"),
                                body_of=body_of)
     except redis.RedisError as exc:
-        _fail(f"Redis failed: {exc}; nothing was published", 1)
+        _fail(f"{describe_failure(exc)[0]}; nothing was published", 1)
     finally:
         client.close()
     [line] = report.lines
@@ -322,7 +322,7 @@ def _publish_file(parsed, *, path: str, format: str, handle, data_dir: Path | No
                           on_batch=lambda: advance(_position(handle)))
     except redis.RedisError as exc:
         done = report.count("published")
-        _fail(f"Redis failed after {done} line(s) were published: {exc}; publishing the file again "
+        _fail(f"{describe_failure(exc)[0]}, after {done} line(s) were published; publishing the file again "
               "publishes only the rest")
     finally:
         client.close()
@@ -509,8 +509,8 @@ def demo(data_dir: DataDir = None, as_json: JsonFlag = False, credential: Creden
         _fail(str(exc))
     except redis.exceptions.NoPermissionError as exc:  # a credential whose role may not publish the whole story
         _fail(f"Redis refused the demo's events: {exc}; the demo publishes every inbound type, as the operator")
-    except redis.RedisError as exc:
-        _fail(f"Redis failed: {exc}")
+    except redis.RedisError as exc:  # unreachable (it died, `serialtrack up` restarts it), ...
+        _fail(describe_failure(exc)[0])
     if as_json:
         print_json(result)
 
@@ -697,8 +697,46 @@ def theft_import(
     _print_report(report, as_json)
 
 
+@app.callback()
+def _global_options(
+    debug: Annotated[bool, typer.Option(
+        "--debug", envvar="SERIALTRACK_DEBUG",
+        help="On an unexpected failure, show the traceback instead of one line.")] = False,
+) -> None:
+    _debug[0] = debug
+
+
+_debug = [False]  # set by --debug (before the command runs), read by main() when a command fails
+
+
 def main() -> None:
-    app()
+    """Run the CLI: every failure is one line on stderr and a non-zero exit code, never a traceback
+    (unless --debug): a bad argument (exit 2), an expected failure a command reports itself
+    (options.fail), and any other exception, described by options.describe_failure."""
+    # typer vendors click: its exceptions are these, not the click package's.
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `serialtrack` alone, `serialtrack keys`: the help
+        exc.show()
+        code = exc.exit_code
+    except UsageError as exc:  # a bad argument: one line that says where the help is
+        command = f"{exc.ctx.command_path} --help" if exc.ctx else "serialtrack --help"
+        say_failure(f"{exc.format_message()} (see `{command}`)")
+        code = exc.exit_code
+    except ClickException as exc:
+        say_failure(exc.format_message())
+        code = exc.exit_code
+    except typer.Abort:
+        say_failure("aborted")
+        code = 1
+    except Exception as exc:  # turned into one line: the point of this function
+        if _debug[0]:
+            raise
+        message, code = describe_failure(exc)
+        say_failure(message)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from .options import DataDir, JsonFlag, fail
+from .options import DataDir, JsonFlag, describe_failure, fail
 
 credentials_app = typer.Typer(
     help="Redis users for producers: create (prints the redis:// URL once), list, revoke.\n\n"
@@ -73,6 +73,8 @@ def _explain(exc: Exception) -> str:
         return f"Redis refused the admin credential ({exc})"
     if isinstance(exc, redis.exceptions.NoPermissionError):
         return f"Redis refused: the admin URL is not the admin user's ({exc})"
+    if isinstance(exc, redis.RedisError):  # unreachable, loading, ...: said as every command says it
+        return describe_failure(exc)[0]
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 

@@ -10,7 +10,7 @@ backlog it is leaving behind):
 - each service's dead-letter stream: how many, why (over the newest ``DEAD_LETTER_SCAN`` entries),
   the newest one's age;
 - each service's outbox backlog (from its /healthz);
-- Redis memory.
+- Redis memory against its maxmemory (unhealthy from 90%: with noeviction, Redis refuses writes at 100%).
 
 Unhealthy (exit code 1): Redis or a service unreachable or degraded; a group further behind than
 ``max_lag_seconds`` (the oldest undelivered entry is older: the group is not reading, or reads
@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 
 from shared.redis_clients import async_client
 from shared.settings import Settings
-from shared.stream_stats import group_stats, stream_info
+from shared.stream_stats import MEMORY_WARNING_FRACTION, group_stats, redis_memory, stream_info
 from shared.streams import group_for
 
 DEAD_LETTER_SCAN = 1000  # newest dead letters whose reasons are counted; the total is XLEN
@@ -126,9 +126,11 @@ async def _dead_letters(redis: aioredis.Redis, settings: Settings, services) -> 
 async def _redis_memory(redis: aioredis.Redis) -> dict:
     memory = await redis.info("memory")
     server = await redis.info("server")
+    usage = redis_memory(memory)
     return {"reachable": True, "version": server.get("redis_version"),
             "used_memory_bytes": memory.get("used_memory"), "used_memory_human": memory.get("used_memory_human"),
-            "maxmemory_bytes": memory.get("maxmemory")}
+            "maxmemory_bytes": memory.get("maxmemory"), "used_fraction": usage["used_fraction"],
+            "maxmemory_policy": usage["policy"]}
 
 
 async def gather(settings: Settings, redis_url: str, timeout: float = 3.0) -> dict:
@@ -161,6 +163,9 @@ def evaluate(report: dict, thresholds: Thresholds) -> dict:
     problems, warnings = [], []
     if not report["redis"].get("reachable"):
         problems.append(f"redis unreachable: {report['redis'].get('error')}")
+    elif (report["redis"].get("used_fraction") or 0) >= MEMORY_WARNING_FRACTION:  # noeviction: writes fail at 100%
+        problems.append(f"redis memory at {report['redis']['used_fraction']:.0%} of its maxmemory: at the limit "
+                        "it refuses new events")
     for name, service in report["services"].items():
         if service["status"] != "ok":
             problems.append(f"{name} is {service['status']}: {service.get('error')}")
@@ -214,7 +219,8 @@ def render(report: dict):
     header = Text.assemble("serialtrack status at ", report["checked_at"], ": ", verdict)
     redis = report["redis"]
     redis_line = (Text(f"redis {redis.get('version')}: memory {redis.get('used_memory_human')}"
-                       + (f" of {redis['maxmemory_bytes']} bytes" if redis.get("maxmemory_bytes") else " (no maxmemory)"))
+                       + (f" of {redis['maxmemory_bytes']} bytes ({redis['used_fraction']:.0%})" if redis.get("maxmemory_bytes")
+                          else " (no maxmemory)"))
                   if redis.get("reachable") else Text(f"redis unreachable: {redis.get('error')}", style="red"))
 
     services = Table("service", "status", "pending", "outbox", "oldest outbox row", "detail",

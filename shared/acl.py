@@ -49,9 +49,10 @@ CONNECT = ("+ping", "+hello", "+auth")
 LEDGER_COMMANDS = ("+evalsha", "+script|load", "+script|exists", "+hget", "+hset")
 # The consumer (shared/consumer.py) and FastStream's stream subscribers: group creation at start,
 # XREADGROUP, XAUTOCLAIM of a crashed consumer's entries, XACK after commit, XPENDING for the
-# delivery count and /healthz, XLEN / XINFO GROUPS / XRANGE for the lag metrics.
+# delivery count and /healthz, XLEN / XINFO GROUPS / XRANGE for the lag metrics, INFO for /healthz's
+# memory use against maxmemory (INFO reads server statistics, no key or value).
 READER_COMMANDS = ("+xgroup|create", "+xreadgroup", "+xautoclaim", "+xclaim", "+xack", "+xpending",
-                   "+xlen", "+xinfo|groups", "+xrange")
+                   "+xlen", "+xinfo|groups", "+xrange", "+info")
 # `serialtrack status` (serialtrack/status.py, shared/stream_stats.py) and `serialtrack deadletters`.
 OPERATOR_READ_COMMANDS = ("+scan", "+info", "+xlen", "+xinfo|groups", "+xrange", "+xrevrange", "+xpending")
 

@@ -27,9 +27,11 @@ from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
 from .metrics import HttpMetricsMiddleware, ServiceMetrics
 from .outbox import OutboxRelay
+from .parent_watch import stop_this_process, supervisor_pid, watch_parent
 from .schema import Migrations, prepare
 from .settings import Settings
 from .store import for_reading, for_writing, make_engine, outbox_backlog, ping
+from .stream_stats import redis_memory
 
 log = logging.getLogger("serialtrack.service")
 
@@ -101,9 +103,15 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
         await broker.start()
         relay.start()
         log.info("%s: consuming %d streams as %s", definition.name, len(consumer.stream_names), consumer.consumer_name)
+        # Started by `serialtrack up`: stop when it is gone (shared/parent_watch.py), not live on as an
+        # orphan that holds the port.
+        supervisor = supervisor_pid()
+        parent_watch = asyncio.create_task(watch_parent(supervisor, stop_this_process)) if supervisor else None
         try:
             yield
         finally:
+            if parent_watch is not None:
+                parent_watch.cancel()
             await broker.stop()  # waits for in-flight batches (graceful_timeout)
             await consumer.stop()
             await relay.stop()
@@ -158,6 +166,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
                 pending += int(info["pending"])
             report["redis"] = "ok"
             report["pending_entries"] = pending
+            report["redis_memory"] = redis_memory(await redis.info("memory"))
         except Exception as exc:  # noqa: BLE001 - reported as degraded, not raised
             report["redis"] = f"error: {exc}"[:300]
             report["status"] = "degraded"

@@ -15,6 +15,8 @@
 | SERIALTRACK_MAX_DELIVERIES | 5 | deliveries of an entry whose handler fails before it is dead-lettered |
 | SERIALTRACK_WORKER_ID | 0 | distinguishes processes of one service; the consumer name is <service>-<host>-<worker id> |
 | SERIALTRACK_EMBEDDED_REDIS_PORT | 6390 | port of the embedded Redis started by `serialtrack up` |
+| SERIALTRACK_REDIS_MAXMEMORY | 25% | memory limit of the embedded Redis (`maxmemory`, with `noeviction`: at the limit it refuses writes instead of dropping entries): a share of this machine's RAM (`25%`) or a size (`4gb`, `512mb`, bytes) |
+| SERIALTRACK_RESTART_BACKOFF_MAX_S | 60 | `serialtrack up`: longest wait before restarting a child (a service, the embedded Redis) that keeps dying; the wait doubles from 1 s with each death in a row |
 | SERIALTRACK_MIGRATE | true | migrate the service's database at start; false: refuse to start on a database that is behind (run `serialtrack migrate`) |
 | SERIALTRACK_REQUIRE_SIGNATURES | false | require a valid signature on every inbound type, not only theft, recall, policy and owner events |
 | SERIALTRACK_LOG_FORMAT | text | service log lines: `text`, or `json` (one object per line: time, level, service, logger, message, trace_id) |
@@ -70,6 +72,9 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=5, ge=1, validation_alias="SERIALTRACK_MAX_DELIVERIES")
     worker_id: str = Field(default="0", validation_alias="SERIALTRACK_WORKER_ID")
     embedded_redis_port: int = Field(default=6390, validation_alias="SERIALTRACK_EMBEDDED_REDIS_PORT")
+    redis_maxmemory: str = Field(default="25%", pattern=r"(?i)^\s*\d+(\.\d+)?\s*(%|b|k|kb|m|mb|g|gb)?\s*$",
+                                 validation_alias="SERIALTRACK_REDIS_MAXMEMORY")
+    restart_backoff_max_s: float = Field(default=60.0, ge=1.0, validation_alias="SERIALTRACK_RESTART_BACKOFF_MAX_S")
     migrate: bool = Field(default=True, validation_alias="SERIALTRACK_MIGRATE")
     require_signatures: bool = Field(default=False, validation_alias="SERIALTRACK_REQUIRE_SIGNATURES")
     log_format: Literal["text", "json"] = Field(default="text", validation_alias="SERIALTRACK_LOG_FORMAT")

@@ -12,6 +12,8 @@
 - ``pending``: delivered, not yet acked; ``oldest_pending_idle_seconds``: how long ago the oldest
   of them (lowest id) was last delivered. Far beyond SERIALTRACK_CLAIM_IDLE_MS it means no live
   consumer reclaims it.
+- ``redis_memory``: Redis's memory use against its ``maxmemory`` (`serialtrack up` sets one, with
+  ``noeviction``: at the limit Redis refuses writes, loudly, instead of dropping entries).
 - A group that does not exist yet (its service never started) is reported as it will be created:
   at id 0, so everything in the stream is its lag.
 """
@@ -96,3 +98,15 @@ async def group_stats(redis: aioredis.Redis, stream: str, group: str,
         if oldest:
             idle = int(oldest[0]["time_since_delivered"]) / 1000
     return GroupStats(stream, group, True, length, lag, exact, lag_seconds, pending, idle)
+
+
+MEMORY_WARNING_FRACTION = 0.9  # `serialtrack status` calls Redis unhealthy from here on
+
+
+def redis_memory(info: dict) -> dict:
+    """INFO memory -> used, limit (None: no maxmemory, Redis grows until the machine runs out),
+    their ratio and the policy."""
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)) or None
+    return {"used_bytes": used, "maxmemory_bytes": limit,
+            "used_fraction": round(used / limit, 4) if limit else None,
+            "policy": _text(info.get("maxmemory_policy", "")) or None}
