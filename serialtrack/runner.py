@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -51,8 +52,10 @@ LOCK_FILE = "run/up.lock"
 CHILDREN_FILE = "run/children.json"
 FIRST_RESTART_DELAY_S = 1.0
 STABLE_AFTER_S = 30.0  # a child that ran this long before it died starts its backoff afresh
-LAST_LINES = 20
+LAST_LINES = 200  # of a child's stderr, per run: its error and the shutdown that followed
 LEFTOVER_STOP_TIMEOUT_S = 15.0
+_ERROR = re.compile(r"error|exception|refused|denied|failed|cannot|no such", re.IGNORECASE)
+_LOGGED_ERROR = re.compile(r" (ERROR|CRITICAL) |\"level\": ?\"(ERROR|CRITICAL)\"")  # text or JSON log lines (shared/logs.py)
 
 
 class AlreadyRunning(RuntimeError):
@@ -170,9 +173,16 @@ class Supervised:
     _partial: bytes = b""
 
     def error_line(self) -> str:
+        """Why its last run ended, from what it wrote: the first line logged at ERROR (what follows is
+        often the shutdown it caused), else the last line that reads like an error (a traceback ends
+        with one), else its last line."""
         if self.last_error is not None:
             return self.last_error()
-        return next((line for line in reversed(self.last_lines) if line.strip()), "")
+        lines = [line.strip() for line in self.last_lines if line.strip() and not line[:1].isspace()]
+        logged = [line for line in lines if _LOGGED_ERROR.search(line)]
+        if logged:
+            return logged[0]
+        return next((line for line in reversed(lines) if _ERROR.search(line)), lines[-1] if lines else "")
 
 
 class System:
@@ -287,6 +297,7 @@ class System:
 
     def _start(self, child: Supervised) -> None:
         child.restart_at = None
+        child.last_lines.clear()  # the last error of this run, not of an earlier one
         child.started_at = time.monotonic()
         try:
             child.process = child.launch()
