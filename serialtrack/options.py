@@ -61,7 +61,7 @@ def _redis_failure(exc, redis) -> tuple[str, int]:
         return "Redis is loading its data after a restart: try again in a few seconds", 2
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         return f"cannot reach Redis: {exc}; {START_HINT} (it restarts a Redis that died)", 2
-    if str(exc).startswith("OOM"):
+    if isinstance(exc, redis.OutOfMemoryError) or "OOM command not allowed" in str(exc):  # also from a script
         return (f"Redis is full ({exc}): its maxmemory is reached and it refuses new entries; raise "
                 "SERIALTRACK_REDIS_MAXMEMORY, or let retention trim what is archived"), 1
     return f"Redis failed: {exc}", 1

@@ -37,6 +37,13 @@ def test_redis_keeps_an_append_only_file():
     assert "redis-data:/data" in COMPOSE["services"]["redis"]["volumes"]
 
 
+def test_redis_is_bounded_and_refuses_writes_at_the_limit_instead_of_evicting():
+    command = COMPOSE["services"]["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    limit = command[command.index("--maxmemory") + 1]
+    assert re.fullmatch(r"\$\{REDIS_MAXMEMORY:-\d+[mg]b\}", limit), limit  # a setting, with a default
+
+
 def test_every_container_has_a_healthcheck_and_waits_for_healthy_dependencies():
     for name, spec in COMPOSE["services"].items():
         assert "healthcheck" in spec, name
