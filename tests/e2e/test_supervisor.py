@@ -257,8 +257,8 @@ def test_leftovers_of_a_killed_up_are_stopped_at_the_next_start_and_nothing_else
         assert stop_leftovers(data_dir, said.append) == ["redis"]
         assert leftover.process.wait(5) == 0  # SIGTERM: Redis wrote its AOF and exited
         assert stranger.poll() is None
-        assert said == [f"redis: stopping pid {leftover.process.pid}, left running by an earlier `serialtrack up` "
-                        "on this data dir"]
+        assert said == [f"redis: stopping pid {leftover.process.pid}, left running by an earlier "
+                        + "`serialtrack up` on this data dir"]
         assert not (data_dir / CHILDREN_FILE).exists()
     finally:
         stranger.kill()
