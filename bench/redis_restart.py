@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -91,18 +92,29 @@ def main() -> None:
                 except Exception:  # noqa: BLE001 - not back yet
                     time.sleep(0.05)
             back = time.monotonic()
-            again = cli(env, "publish", "--file", str(feed), "--json", timeout=900)
-            report = json.loads(again.stdout)
-            republished = time.monotonic()
-
             stores = {s: data / f"{s}.db" for s in INSTALLED}
-            drained = None
+
+            def applied_counts() -> dict[str, int]:
+                return {s: count(db, "SELECT count(*) FROM inbox WHERE service = ?", s) for s, db in stores.items()}
+
+            at_back = applied_counts()
+            # The feed again, while the services catch up: when had every service applied what the
+            # stream held at the restart, and when everything?
+            again = subprocess.Popen([sys.executable, "-m", "serialtrack.cli", "publish", "--file", str(feed),
+                                      "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            caught_up = republished = drained = None
             while time.monotonic() - started < args.timeout:
-                applied = {s: count(db, "SELECT count(*) FROM inbox WHERE service = ?", s) for s, db in stores.items()}
+                if republished is None and again.poll() is not None:
+                    republished = time.monotonic()
+                applied = applied_counts()
+                if caught_up is None and all(n >= in_stream_after_restart for n in applied.values()):
+                    caught_up = time.monotonic()
                 if all(n >= args.events for n in applied.values()):
                     drained = time.monotonic()
                     break
                 time.sleep(0.5)
+            report = json.loads(again.communicate(timeout=900)[0])
+            republished = republished or time.monotonic()
             # Entries delivered before the kill whose XACK was lost stay pending until the reclaimer takes
             # them (SERIALTRACK_CLAIM_IDLE_MS) and finds them applied: the last of the backlog.
             settled = None
@@ -118,25 +130,30 @@ def main() -> None:
             up.send_signal(signal.SIGINT)
             up.wait(120)
             log.seek(0)
-            restarts = [line.strip() for line in log if line.startswith("redis ")]
+            supervisor = re.compile(rf"^({'|'.join(['redis', *INSTALLED])}) (was|exited|restarted|could)")
+            restarts = [line.strip() for line in log if supervisor.match(line)]
 
         inventory = stores["inventory"]
         print(f"machine: {machine()}")
         print(f"feed: {args.events} unit.received through `serialtrack up` (4 services, SQLite); Redis SIGKILLed "
               f"at {args.kill_at} entries, {killed - started:.1f} s into the feed")
         print(f"feed's publish after the kill: {feed_error}")
-        print(f"supervisor: {' | '.join(restarts[1:])}")
+        print(f"supervisor: {' | '.join(restarts)}")
         print(f"Redis back {back - killed:.1f} s after the kill, holding {in_stream_after_restart} entries")
         print(f"publish again: {report['published']} published, {report['already_published']} already published, "
-              f"{report['rejected']} rejected ({republished - back:.1f} s)")
+              f"{report['rejected']} rejected (done {republished - back:.1f} s after Redis was back)")
         print(f"stream length {stream_length} (events {args.events}); ")
         print("applied (inbox rows): " + ", ".join(f"{s} {n}" for s, n in applied.items()))
         print(f"inventory: {count(inventory, 'SELECT count(*) FROM inventory_units')} units, "
               f"{count(inventory, 'SELECT count(*) FROM inventory_history')} history rows")
+        print("applied when Redis was back: " + ", ".join(f"{s} {n}" for s, n in at_back.items()))
+        print(f"every service had applied what the stream held at the restart {caught_up - back:.1f} s after Redis "
+              "was back" if caught_up else "")
         print(f"no entry pending {settled - back:.1f} s after Redis was back" if settled else
               f"{pending} entries still pending after {args.timeout} s")
-        print(f"backlog drained {drained - back:.1f} s after Redis was back ({drained - started:.1f} s after the "
-              f"feed began)" if drained else f"NOT drained within {args.timeout} s")
+        print(f"backlog drained {drained - back:.1f} s after Redis was back, {drained - republished:+.1f} s after the "
+              f"feed's last event was published ({drained - started:.1f} s after the feed began)" if drained else
+              f"NOT drained within {args.timeout} s")
 
 
 if __name__ == "__main__":

@@ -325,13 +325,22 @@ class System:
         self.say(f"{child.name} {what}{in_a_row}; restarting in {delay:.0f} s"
                  + (f"; last error: {error}" if error else ""))
 
+    def _drain(self, child: Supervised) -> None:
+        """Read what a dead child wrote last, and stop watching its pipe."""
+        assert child.process is not None
+        if child.process.stderr is not None and not child.process.stderr.closed:
+            self._read_output(child, child.process.stderr, until_end=True)
+            self._close_output(child.process.stderr)
+
+    def _close_output(self, stream) -> None:
+        if not stream.closed:
+            self._output.unregister(stream)
+            stream.close()
+
     def _died(self, child: Supervised) -> None:
         assert child.process is not None
         code = child.process.returncode
-        if child.process.stderr is not None:
-            self._read_output(child, child.process.stderr, until_end=True)
-            self._output.unregister(child.process.stderr)
-            child.process.stderr.close()
+        self._drain(child)
         if code < 0:  # killed (by the OOM killer, by hand): what it wrote last says nothing about why
             self._schedule_restart(child, f"was killed by {signal.Signals(-code).name}", show_error=False)
         else:
@@ -352,10 +361,11 @@ class System:
                 chunk = os.read(stream.fileno(), 65536)
             except BlockingIOError:
                 return
-            if not chunk:
+            if not chunk:  # the end: it exited (its exit code is read by the supervise loop)
                 if child._partial:
                     self._emit(child, child._partial)
                     child._partial = b""
+                self._close_output(stream)
                 return
             *lines, child._partial = (child._partial + chunk).split(b"\n")
             for line in lines:
@@ -370,15 +380,19 @@ class System:
         sys.stderr.flush()
 
     def _wait_healthy(self, child: Supervised, url: str, deadline: float) -> None:
+        """Until the child itself answers healthy: another process on its port (the pid differs) does not count."""
         while time.monotonic() < deadline:
             if child.process is None or child.process.poll() is not None:
+                how = "could not start"
                 if child.process is not None:
-                    self._died(child)
-                raise RuntimeError(f"{child.name} did not start: {child.error_line() or 'no error shown'}")
+                    self._drain(child)
+                    how = f"exited with code {child.process.returncode} at start"
+                raise RuntimeError(f"{child.name} {how}: {child.error_line() or 'no error shown'}")
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                response = httpx.get(f"{url}/healthz", timeout=1)
+                if response.status_code == 200 and response.json().get("pid") == child.process.pid:
                     return
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             self._pump(0.2)
         raise RuntimeError(f"{child.name} did not become healthy at {url}")
@@ -407,15 +421,15 @@ class System:
         for child in services:
             if child.process and child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and any(c.process and c.process.poll() is None for c in services):
+            self._pump(0.1)  # their last words pass through: a full pipe would hold them up
         for child in services:
             if child.process:
-                try:
-                    child.process.wait(45)
-                except subprocess.TimeoutExpired:
+                if child.process.poll() is None:
                     child.process.kill()
                     child.process.wait()
-                if child.process.stderr is not None:
-                    self._read_output(child, child.process.stderr, until_end=True)
+                self._drain(child)
         if self.redis:
             self.redis.stop()
             (self.settings.data_dir / REDIS_URL_FILE).unlink(missing_ok=True)

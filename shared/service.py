@@ -166,10 +166,14 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
                 pending += int(info["pending"])
             report["redis"] = "ok"
             report["pending_entries"] = pending
-            report["redis_memory"] = redis_memory(await redis.info("memory"))
         except Exception as exc:  # noqa: BLE001 - reported as degraded, not raised
             report["redis"] = f"error: {exc}"[:300]
             report["status"] = "degraded"
+        if report["redis"] == "ok":
+            try:
+                report["redis_memory"] = redis_memory(await redis.info("memory"))
+            except Exception as exc:  # noqa: BLE001 - a user without INFO (an older ACL): reported, not degraded
+                report["redis_memory"] = {"error": f"{exc}"[:300]}
         if report["database"] == "ok":
             unpublished, oldest = await asyncio.to_thread(read_outbox)
             report["outbox_unpublished"] = unpublished

@@ -144,6 +144,8 @@ def test_the_embedded_redis_killed_comes_back_with_its_data_and_the_services_hea
     reports = wait_all_healthy(system)
     memory = reports["inventory"]["redis_memory"]  # bounded, loudly (issue 12, fault 4)
     assert memory["policy"] == "noeviction" and 0 < memory["used_bytes"] < memory["maxmemory_bytes"]
+    status = json.loads(cli(env, "status", "--json", check=False).stdout)["redis"]
+    assert status["maxmemory_policy"] == "noeviction" and status["maxmemory_bytes"] == memory["maxmemory_bytes"]
     old_redis, mark = system.children["redis"], len(system.lines)
 
     os.kill(old_redis, signal.SIGKILL)
