@@ -100,8 +100,9 @@ def main() -> None:
             at_back = applied_counts()
             # The feed again, while the services catch up: when had every service applied what the
             # stream held at the restart, and when everything?
+            report_file = (Path(tmp) / "again.json").open("w+")  # a file: a full pipe would hold the CLI up
             again = subprocess.Popen([sys.executable, "-m", "serialtrack.cli", "publish", "--file", str(feed),
-                                      "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                      "--json"], env=env, stdout=report_file, stderr=subprocess.DEVNULL, text=True)
             caught_up = republished = drained = None
             while time.monotonic() - started < args.timeout:
                 if republished is None and again.poll() is not None:
@@ -113,8 +114,10 @@ def main() -> None:
                     drained = time.monotonic()
                     break
                 time.sleep(0.5)
-            report = json.loads(again.communicate(timeout=900)[0])
+            again.wait(900)
             republished = republished or time.monotonic()
+            report_file.seek(0)
+            report = json.load(report_file)
             # Entries delivered before the kill whose XACK was lost stay pending until the reclaimer takes
             # them (SERIALTRACK_CLAIM_IDLE_MS) and finds them applied: the last of the backlog.
             settled = None
