@@ -105,7 +105,7 @@ def main() -> None:
                                       "--json"], env=env, stdout=report_file, stderr=subprocess.DEVNULL, text=True)
             caught_up = republished = drained = None
             while time.monotonic() - started < args.timeout:
-                if republished is None and again.poll() is not None:
+                if republished is None and client.xlen(stream) >= args.events:  # the feed's last event is in
                     republished = time.monotonic()
                 applied = applied_counts()
                 if caught_up is None and all(n >= in_stream_after_restart for n in applied.values()):
@@ -114,10 +114,6 @@ def main() -> None:
                     drained = time.monotonic()
                     break
                 time.sleep(0.5)
-            again.wait(900)
-            republished = republished or time.monotonic()
-            report_file.seek(0)
-            report = json.load(report_file)
             # Entries delivered before the kill whose XACK was lost stay pending until the reclaimer takes
             # them (SERIALTRACK_CLAIM_IDLE_MS) and finds them applied: the last of the backlog.
             settled = None
@@ -129,6 +125,10 @@ def main() -> None:
                 time.sleep(0.5)
             stream_length = client.xlen(stream)
             client.close()
+            again.wait(900)
+            republished = republished or time.monotonic()
+            report_file.seek(0)
+            report = json.load(report_file)
         finally:
             up.send_signal(signal.SIGINT)
             up.wait(120)
@@ -144,8 +144,8 @@ def main() -> None:
         print(f"supervisor: {' | '.join(restarts)}")
         print(f"Redis back {back - killed:.1f} s after the kill, holding {in_stream_after_restart} entries")
         print(f"publish again: {report['published']} published, {report['already_published']} already published, "
-              f"{report['rejected']} rejected (done {republished - back:.1f} s after Redis was back)")
-        print(f"stream length {stream_length} (events {args.events}); ")
+              f"{report['rejected']} rejected (the last in the stream {republished - back:.1f} s after Redis was back)")
+        print(f"stream length {stream_length} (events {args.events})")
         print("applied (inbox rows): " + ", ".join(f"{s} {n}" for s, n in applied.items()))
         print(f"inventory: {count(inventory, 'SELECT count(*) FROM inventory_units')} units, "
               f"{count(inventory, 'SELECT count(*) FROM inventory_history')} history rows")
@@ -154,7 +154,7 @@ def main() -> None:
               "was back" if caught_up else "")
         print(f"no entry pending {settled - back:.1f} s after Redis was back" if settled else
               f"{pending} entries still pending after {args.timeout} s")
-        print(f"backlog drained {drained - back:.1f} s after Redis was back, {drained - republished:+.1f} s after the "
+        print(f"backlog drained {drained - back:.1f} s after Redis was back, {drained - republished:.1f} s after the "
               f"feed's last event was published ({drained - started:.1f} s after the feed began)" if drained else
               f"NOT drained within {args.timeout} s")
 
