@@ -97,16 +97,16 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Started by `serialtrack up`: stop when it is gone (shared/parent_watch.py), not live on as an
+        # orphan that holds the port. From the start: a start that waits for Redis is watched too.
+        supervisor = supervisor_pid()
+        parent_watch = asyncio.create_task(watch_parent(supervisor, stop_this_process)) if supervisor else None
         _tune_garbage_collector()
         await consumer.ensure_groups()
         consumer.start()
         await broker.start()
         relay.start()
         log.info("%s: consuming %d streams as %s", definition.name, len(consumer.stream_names), consumer.consumer_name)
-        # Started by `serialtrack up`: stop when it is gone (shared/parent_watch.py), not live on as an
-        # orphan that holds the port.
-        supervisor = supervisor_pid()
-        parent_watch = asyncio.create_task(watch_parent(supervisor, stop_this_process)) if supervisor else None
         try:
             yield
         finally:
