@@ -492,7 +492,8 @@ def read_api(engine: Engine) -> APIRouter:
                  responses={202: {"model": Pending, "description": "recorded, not decided within wait_ms"},
                             **errors({400: "the body is not text (not UTF-8)",
                                       409: "the claim_id is taken by a claim on another unit",
-                                      503: "Redis is unavailable: the claim is not recorded"})})
+                                      503: "Redis is unavailable (the claim is not recorded), or "
+                                           "pseudonyms are not (no key in the tokens dir)"})})
     async def ask_claim(ask_body: ClaimAsk, request: Request, response: Response,
                         caller: Annotated[Principal, allow(*COUNTER)],
                         wait_ms: Annotated[int, Query(ge=0, le=MAX_WAIT_MS)] = DEFAULT_WAIT_MS):
@@ -507,7 +508,8 @@ def read_api(engine: Engine) -> APIRouter:
                  responses={202: {"model": Pending, "description": "recorded, not decided within wait_ms"},
                             **errors({400: "the body is not text (not UTF-8)",
                                       409: "the request_id is taken by a request on another unit",
-                                      503: "Redis is unavailable: the request is not recorded"})})
+                                      503: "Redis is unavailable (the request is not recorded), or "
+                                           "pseudonyms are not (no key in the tokens dir)"})})
     async def ask_return(ask_body: ReturnAsk, request: Request, response: Response,
                          caller: Annotated[Principal, allow(*COUNTER)],
                          wait_ms: Annotated[int, Query(ge=0, le=MAX_WAIT_MS)] = DEFAULT_WAIT_MS):
