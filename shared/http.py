@@ -49,12 +49,11 @@ def errors(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorOut, "description": text} for code, text in described.items()}
 
 
-# Every route of a read API: all are gated (shared/auth.py), and any request may carry a body.
-COMMON_ERRORS = errors({
-    401: "no token, or a token unknown, expired or revoked",
-    403: "the token's role may not call this endpoint",
-    413: f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB",
-})
+# Any request may carry a body: every route, /healthz and /metrics too, may answer 413.
+BODY_TOO_LARGE = errors({413: f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB"})
+# Every route of a read API: all are gated (shared/auth.py).
+COMMON_ERRORS = {**errors({401: "no token, or a token unknown, expired or revoked",
+                           403: "the token's role may not call this endpoint"}), **BODY_TOO_LARGE}
 # Routers whose answers carry customers' data shaped by role (shared/auth.py customer_data_routes).
 SHAPED_ERRORS = {**COMMON_ERRORS, **errors({503: "pseudonyms are not available (no key in the tokens dir)"})}
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from .auth import Auth, check_every_route_is_gated
 from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
-from .http import MAX_BODY_BYTES, errors
+from .http import BODY_TOO_LARGE
 from .http import install as install_http_edge
 from .metrics import HttpMetricsMiddleware, ServiceMetrics
 from .outbox import OutboxRelay
@@ -138,12 +138,10 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
         with Session(engine) as session:
             return outbox_backlog(session, definition.name)
 
-    too_large = errors({413: f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB"})
-
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this service (README: Metrics)",
              response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                              "description": "the Prometheus text format"}, **too_large})
+                              "description": "the Prometheus text format"}, **BODY_TOO_LARGE})
     async def prometheus_metrics():
         await metrics.refresh(redis, consumer.stream_names, consumer.group, read_outbox)
         body, content_type = metrics.exposition()
@@ -152,7 +150,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
     @app.get("/healthz", tags=["operations"], summary="Liveness and backlog of this service",
              responses={200: {"description": "the service, its store and Redis answer"},
                         503: {"description": "degraded: the same report, naming what does not answer"},
-                        **too_large})
+                        **BODY_TOO_LARGE})
     async def healthz():
         # The pid tells a caller that the process answering is the one it started, not another one
         # that holds the port (tests/support/running.py: wait_healthy).
