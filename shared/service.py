@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session
 from .auth import Auth, check_every_route_is_gated
 from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
+from .http import BODY_TOO_LARGE
+from .http import install as install_http_edge
 from .metrics import HttpMetricsMiddleware, ServiceMetrics
 from .outbox import OutboxRelay
 from .parent_watch import stop_this_process, supervisor_pid, watch_parent
@@ -133,6 +135,8 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
     app.state.auth = Auth(settings.tokens_dir)
     say = log.info if app.state.auth.tokens.path.exists() else log.warning
     say("%s: %s", definition.name, app.state.auth.describe())
+    # The request cap and the 422 shape (shared/http.py); metrics outside, so a 413 is counted too.
+    install_http_edge(app)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     router = definition.read_api(for_reading(engine))
     check_every_route_is_gated(router.routes)
@@ -142,13 +146,19 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
         with Session(engine) as session:
             return outbox_backlog(session, definition.name)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this service (README: Metrics)")
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this service (README: Metrics)",
+             response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "the Prometheus text format"}, **BODY_TOO_LARGE})
     async def prometheus_metrics():
         await metrics.refresh(redis, consumer.stream_names, consumer.group, read_outbox)
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness and backlog of this service")
+    @app.get("/healthz", tags=["operations"], summary="Liveness and backlog of this service",
+             responses={200: {"description": "the service, its store and Redis answer"},
+                        503: {"description": "degraded: the same report, naming what does not answer"},
+                        **BODY_TOO_LARGE})
     async def healthz():
         # The pid tells a caller that the process answering is the one it started, not another one
         # that holds the port (tests/support/running.py: wait_healthy).

@@ -22,7 +22,19 @@ from shared.auth import (
     customer_data_routes,
     manufacturer_filter,
 )
-from shared.http import Limit, Offset, Page, unit_key_or_400
+from shared.http import (
+    SHAPED_ERRORS,
+    Filter,
+    Limit,
+    ManufacturerFilter,
+    ManufacturerPath,
+    Offset,
+    Page,
+    SerialPath,
+    errors,
+    manufacturer_or_400,
+    unit_key_or_400,
+)
 from shared.store import as_utc
 
 from . import store
@@ -107,13 +119,15 @@ CUSTOMER_FIELDS = {"customer_id": CUSTOMER, "receipt_id": RECEIPT}
 
 
 def read_api(engine: Engine) -> APIRouter:
-    router = APIRouter(tags=["inventory"], route_class=customer_data_routes(CUSTOMER_FIELDS))
+    router = APIRouter(tags=["inventory"], route_class=customer_data_routes(CUSTOMER_FIELDS),
+                       responses=SHAPED_ERRORS)
 
     @router.get("/units/{manufacturer}/{serial}", response_model=UnitDetail,
                 summary="One unit: current state, full history, anomalies",
-                responses={400: {"description": "invalid manufacturer or serial"}, 404: {"description": "unknown unit"}},
+                responses=errors({400: "invalid manufacturer or serial",
+                                  404: "unknown unit, or another manufacturer's (manufacturer tokens)"}),
                 dependencies=[allow(*UNIT_LOOKUP)])
-    def get_unit(manufacturer: str, serial: str) -> UnitDetail:
+    def get_unit(manufacturer: ManufacturerPath, serial: SerialPath) -> UnitDetail:
         key = unit_key_or_400(manufacturer, serial)
         with Session(engine) as session:
             row = store.get_unit(session, key)
@@ -123,13 +137,15 @@ def read_api(engine: Engine) -> APIRouter:
             return UnitDetail(**_unit(row), history=[_history(h) for h in store.unit_history(session, key)],
                               anomalies=[_anomaly(a) for a in store.unit_anomalies(session, key)])
 
-    @router.get("/units", response_model=Page[UnitOut], summary="Units, filtered, paginated")
+    @router.get("/units", response_model=Page[UnitOut], summary="Units, filtered, paginated",
+                responses=errors({400: "invalid manufacturer",
+                                  404: "another manufacturer's units (manufacturer tokens)"}))
     def list_units(
         caller: Annotated[Principal, allow(*UNIT_LISTS)],
-        sku: str | None = None,
-        location: str | None = None,
+        sku: Filter = None,
+        location: Filter = None,
         status: Annotated[Status | None, Query(description="e.g. in_stock, sold, quarantined")] = None,
-        manufacturer: str | None = None,
+        manufacturer: ManufacturerFilter = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Page[UnitOut]:
@@ -140,16 +156,16 @@ def read_api(engine: Engine) -> APIRouter:
         return Page(total=total, limit=limit, offset=offset, items=[UnitOut(**_unit(r)) for r in rows])
 
     @router.get("/anomalies", response_model=Page[AnomalyOut], summary="Anomalies, newest first",
-                dependencies=[allow(*ANOMALIES)])
+                responses=errors({400: "invalid manufacturer"}), dependencies=[allow(*ANOMALIES)])
     def list_anomalies(
-        kind: str | None = None,
+        kind: Filter = None,
         status: Annotated[str | None, Query(pattern="^(open|withdrawn)$")] = None,
-        manufacturer: str | None = None,
+        manufacturer: ManufacturerFilter = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Page[AnomalyOut]:
         if manufacturer:
-            manufacturer = unit_key_or_400(manufacturer, "X")[0]
+            manufacturer = manufacturer_or_400(manufacturer)
         with Session(engine) as session:
             total, rows = store.list_anomalies(session, kind=kind, status=status, manufacturer=manufacturer,
                                                limit=limit, offset=offset)

@@ -18,7 +18,18 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from shared.auth import RECALL_CAMPAIGNS, UNIT_LOOKUP, Principal, allow, manufacturer_filter
-from shared.http import Limit, Offset, Page, unit_key_or_400
+from shared.http import (
+    COMMON_ERRORS,
+    Limit,
+    ManufacturerFilter,
+    ManufacturerPath,
+    Offset,
+    Page,
+    SerialPath,
+    errors,
+    id_path,
+    unit_key_or_400,
+)
 from shared.identity import SerialRange
 from shared.store import as_utc
 
@@ -151,6 +162,9 @@ def _unit(row) -> CampaignUnitOut:
     )
 
 
+RecallId = Annotated[str, id_path("recall id")]
+
+
 def _csv_cell(value) -> str:
     if value is None:
         return ""
@@ -164,7 +178,8 @@ def _not_found(recall_id: str) -> HTTPException:
 
 
 def read_api(engine: Engine) -> APIRouter:
-    router = APIRouter(tags=["recalls"])
+    router = APIRouter(tags=["recalls"], responses=COMMON_ERRORS)
+    unknown_recall = errors({404: "unknown recall, or another manufacturer's (manufacturer tokens)"})
 
     def visible_recall(session: Session, recall_id: str, caller: Principal):
         """The recall's row; 404 when unknown, or another manufacturer's for a manufacturer token
@@ -184,10 +199,12 @@ def read_api(engine: Engine) -> APIRouter:
             for a in store.sale_attempts(session, recall_id)
         ])
 
-    @router.get("/recalls", response_model=Page[RecallOut], summary="Campaigns with their progress, newest first")
+    @router.get("/recalls", response_model=Page[RecallOut], summary="Campaigns with their progress, newest first",
+                responses=errors({400: "invalid manufacturer",
+                                  404: "another manufacturer's recalls (manufacturer tokens)"}))
     def list_recalls(
         caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)],
-        manufacturer: str | None = None,
+        manufacturer: ManufacturerFilter = None,
         open: Annotated[bool | None, Query(description="true: open campaigns only; false: closed only")] = None,
         limit: Limit = 100,
         offset: Offset = 0,
@@ -203,16 +220,16 @@ def read_api(engine: Engine) -> APIRouter:
         return Page(total=total, limit=limit, offset=offset, items=items)
 
     @router.get("/recalls/{recall_id}", response_model=RecallDetail, summary="One campaign: scope and progress",
-                responses={404: {"description": "unknown recall"}})
-    def get_recall(recall_id: str, caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)]) -> RecallDetail:
+                responses=unknown_recall)
+    def get_recall(recall_id: RecallId, caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)]) -> RecallDetail:
         with Session(engine) as session:
             return load_recall(session, recall_id, caller)
 
     @router.get("/recalls/{recall_id}/units", response_model=Page[CampaignUnitOut],
                 summary="The campaign's units with their status, paginated (serial order)",
-                responses={404: {"description": "unknown recall"}})
+                responses=unknown_recall)
     def list_campaign_units(
-        recall_id: str,
+        recall_id: RecallId,
         caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)],
         status: Annotated[UnitStatus | None, Query(description="e.g. quarantined, sold_owner_unknown")] = None,
         limit: Limit = 100,
@@ -224,8 +241,10 @@ def read_api(engine: Engine) -> APIRouter:
         return Page(total=total, limit=limit, offset=offset, items=[_unit(r) for r in rows])
 
     @router.get("/recalls/{recall_id}/report.csv", summary="Manufacturer report: every affected serial, CSV",
-                response_class=StreamingResponse, responses={404: {"description": "unknown recall"}})
-    def report_csv(recall_id: str, caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)]) -> StreamingResponse:
+                response_class=StreamingResponse,
+                responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                                 "description": "one row per affected serial"}, **unknown_recall})
+    def report_csv(recall_id: RecallId, caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)]) -> StreamingResponse:
         with Session(engine) as session:
             visible_recall(session, recall_id, caller)
 
@@ -248,8 +267,8 @@ def read_api(engine: Engine) -> APIRouter:
                                  headers={"Content-Disposition": f'attachment; filename="recall-{safe}.csv"'})
 
     @router.get("/recalls/{recall_id}/report.json", summary="Manufacturer report: campaign, progress, every unit",
-                responses={404: {"description": "unknown recall"}})
-    def report_json(recall_id: str, caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)]) -> dict:
+                responses=unknown_recall)
+    def report_json(recall_id: RecallId, caller: Annotated[Principal, allow(*RECALL_CAMPAIGNS)]) -> dict:
         with Session(engine) as session:
             recall = load_recall(session, recall_id, caller)
             units = [_unit(r).model_dump(mode="json") for r in store.iter_campaign_units(session, recall_id)]
@@ -257,9 +276,10 @@ def read_api(engine: Engine) -> APIRouter:
 
     @router.get("/units/{manufacturer}/{serial}/recalls", response_model=UnitRecallsOut,
                 summary="Is this unit under an open recall, and which",
-                responses={400: {"description": "invalid manufacturer or serial"}},
+                responses=errors({400: "invalid manufacturer or serial",
+                                  404: "another manufacturer's unit (manufacturer tokens)"}),
                 dependencies=[allow(*UNIT_LOOKUP)])
-    def unit_recalls(manufacturer: str, serial: str) -> UnitRecallsOut:
+    def unit_recalls(manufacturer: ManufacturerPath, serial: SerialPath) -> UnitRecallsOut:
         key = unit_key_or_400(manufacturer, serial)
         with Session(engine) as session:
             unit = store.get_unit(session, key)

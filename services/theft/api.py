@@ -7,7 +7,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -26,7 +26,22 @@ from shared.auth import (
     customer_data_routes,
     shape_records,
 )
-from shared.http import Limit, Offset, Page, unit_key_or_400
+from shared.http import (
+    MAX_BODY_BYTES,
+    SHAPED_ERRORS,
+    Filter,
+    Limit,
+    ManufacturerFilter,
+    ManufacturerPath,
+    Offset,
+    Page,
+    QueryTime,
+    SerialPath,
+    errors,
+    manufacturer_or_400,
+    time_query,
+    unit_key_or_400,
+)
 from shared.identity import IdentityError, normalize_manufacturer, normalize_serial
 from shared.store import as_utc, table_of
 
@@ -164,13 +179,6 @@ def _alert_out(row) -> AlertOut:
     )
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Query dates without a zone are taken as UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 # Already-normal names (the common case: scanners and feeds send them so) skip the full normalizer.
 _NORMAL_SERIAL = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,63}")
 _NORMAL_MANUFACTURER = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -287,14 +295,20 @@ def _json_array(records: Iterator[dict]) -> Iterator[str]:
     yield "]"
 
 
+def _check_window(since: datetime | None, until: datetime | None) -> None:
+    if since and until and until <= since:
+        raise HTTPException(400, detail=f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
+
+
 def read_api(engine: Engine) -> APIRouter:
-    router = APIRouter(tags=["theft"], route_class=customer_data_routes(CUSTOMER_FIELDS))
+    router = APIRouter(tags=["theft"], route_class=customer_data_routes(CUSTOMER_FIELDS), responses=SHAPED_ERRORS)
 
     @router.get("/stolen/{manufacturer}/{serial}", response_model=StolenOut,
                 summary="Is this unit stolen? Its reports, alerts and last sightings",
-                responses={400: {"description": "invalid manufacturer or serial"}},
+                responses=errors({400: "invalid manufacturer or serial",
+                                  404: "another manufacturer's unit (manufacturer tokens)"}),
                 dependencies=[allow(*UNIT_LOOKUP)])
-    def get_stolen(manufacturer: str, serial: str) -> StolenOut:
+    def get_stolen(manufacturer: ManufacturerPath, serial: SerialPath) -> StolenOut:
         key = unit_key_or_400(manufacturer, serial)
         with Session(engine) as session:
             rows = store.registry_rows(session, [key]).get(key, [])
@@ -306,7 +320,10 @@ def read_api(engine: Engine) -> APIRouter:
 
     @router.post("/checks", response_model=CheckResponse,
                  summary=f"Check up to {MAX_CHECK_ITEMS:,} units at once (pawn / trade-in desk)",
-                 description="Invalid items get an `error` and `stolen: null`; the others are still checked.",
+                 description=f"Invalid items get an `error` and `stolen: null`; the others are still checked. "
+                             f"At most {MAX_CHECK_ITEMS:,} items and {MAX_BODY_BYTES // (1024 * 1024)} MiB per call "
+                             "(422, 413 beyond): split a larger check into calls of that size.",
+                 responses=errors({400: "the body is not text (not UTF-8)"}),
                  dependencies=[allow(*STOLEN_CHECKS)])
     def post_checks(request: CheckRequest) -> Response:
         with Session(engine) as session:
@@ -315,13 +332,14 @@ def read_api(engine: Engine) -> APIRouter:
         return Response(result.model_dump_json(), media_type="application/json")
 
     @router.get("/alerts", response_model=Page[AlertOut], summary="Alerts, newest sighting first",
+                responses=errors({400: "invalid manufacturer, or until not after since"}),
                 dependencies=[allow(*THEFT_CASES)])
     def list_alerts(
-        since: Annotated[datetime | None, Query(description="seen at or after (ISO 8601; no zone = UTC)")] = None,
-        until: Annotated[datetime | None, Query(description="seen before")] = None,
-        agency: str | None = None,
+        since: Annotated[QueryTime, time_query("seen at or after")] = None,
+        until: Annotated[QueryTime, time_query("seen before")] = None,
+        agency: Filter = None,
         status: Annotated[Literal["open", "withdrawn"] | None, Query()] = None,
-        manufacturer: str | None = None,
+        manufacturer: ManufacturerFilter = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Page[AlertOut]:
@@ -331,11 +349,9 @@ def read_api(engine: Engine) -> APIRouter:
         return Page(total=total, limit=limit, offset=offset, items=[_alert_out(r) for r in rows])
 
     def _alert_filters(since, until, agency, status, manufacturer) -> dict:
-        since, until = _utc(since), _utc(until)
-        if since and until and until <= since:
-            raise HTTPException(400, detail=f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
+        _check_window(since, until)
         if manufacturer:
-            manufacturer = unit_key_or_400(manufacturer, "X")[0]
+            manufacturer = manufacturer_or_400(manufacturer)
         return {"since": since, "until": until, "agency": agency, "status": status, "manufacturer": manufacturer}
 
     def _alert_records(filters: dict) -> Iterator[dict]:
@@ -344,14 +360,15 @@ def read_api(engine: Engine) -> APIRouter:
                 yield _alert_record(row)
 
     @router.get("/exports/alerts.{fmt}", summary="Hits for law enforcement, as CSV or JSON (streamed)",
-                responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
+                responses={200: {"content": {"text/csv": {}, "application/json": {}}},
+                           **errors({400: "until not after since"})},
                 dependencies=[allow(*THEFT_CASES)])
     def export_alerts(
         request: Request,
         fmt: Literal["csv", "json"],
-        since: Annotated[datetime | None, Query(description="seen at or after (ISO 8601; no zone = UTC)")] = None,
-        until: Annotated[datetime | None, Query(description="seen before")] = None,
-        agency: str | None = None,
+        since: Annotated[QueryTime, time_query("seen at or after")] = None,
+        until: Annotated[QueryTime, time_query("seen before")] = None,
+        agency: Filter = None,
         status: Annotated[Literal["open", "withdrawn"] | None, Query()] = "open",
     ) -> StreamingResponse:
         filters = _alert_filters(since, until, agency, status, None)
@@ -364,18 +381,17 @@ def read_api(engine: Engine) -> APIRouter:
 
     @router.get("/exports/retailer-reports.{fmt}",
                 summary="Units the retailer marked lost or stolen, for law enforcement, as CSV or JSON",
-                responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
+                responses={200: {"content": {"text/csv": {}, "application/json": {}}},
+                           **errors({400: "until not after since"})},
                 dependencies=[allow(*THEFT_CASES)])
     def export_retailer_reports(
         request: Request,
         fmt: Literal["csv", "json"],
-        since: Annotated[datetime | None, Query(description="reported at or after")] = None,
-        until: Annotated[datetime | None, Query(description="reported before")] = None,
-        location: str | None = None,
+        since: Annotated[QueryTime, time_query("reported at or after")] = None,
+        until: Annotated[QueryTime, time_query("reported before")] = None,
+        location: Filter = None,
     ) -> StreamingResponse:
-        since, until = _utc(since), _utc(until)
-        if since and until and until <= since:
-            raise HTTPException(400, detail="until must be after since")
+        _check_window(since, until)
         records = shape_records(request, CUSTOMER_FIELDS, _retailer_records(engine, since=since, until=until,
                                                                             location=location))
         if fmt == "csv":

@@ -41,10 +41,26 @@ from shared.contracts import (
     Text,
     WarrantyClaimSubmitted,
 )
-from shared.envelope import describe_validation_error, make_event
-from shared.http import Limit, Offset, Page, unit_key_or_400
+from shared.envelope import make_event
+from shared.http import (
+    NAME_PATTERN,
+    SHAPED_ERRORS,
+    Filter,
+    Limit,
+    ManufacturerFilter,
+    ManufacturerPath,
+    Offset,
+    Page,
+    SerialPath,
+    errors,
+    id_path,
+    invalid_body,
+    manufacturer_or_400,
+    unit_key_or_400,
+)
 from shared.publishing import publish
 from shared.store import as_utc
+from shared.time_window import event_time_problem
 
 from . import store
 from .domain import fold_unit, open_recalls_covering, policy_for, recall_states
@@ -225,8 +241,8 @@ class ClaimAsk(BaseModel):
     (``http/<token name>``); a ``source`` in the body is ignored."""
 
     claim_id: Code
-    manufacturer: str
-    serial: str
+    manufacturer: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
+    serial: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
     customer_id: Code
     issue: Text
     location: Code | None = None
@@ -236,8 +252,8 @@ class ClaimAsk(BaseModel):
 
 class ReturnAsk(BaseModel):
     request_id: Code
-    manufacturer: str
-    serial: str
+    manufacturer: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
+    serial: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
     receipt_id: Code
     location: Code
     customer_id: Code | None = None
@@ -270,6 +286,18 @@ def _versions(session: Session, kind: str, reference: str) -> list[DecisionVersi
             for r in store.decision_versions(session, kind, reference)]
 
 
+LATEST_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+def _plus_days(time: datetime, days: int) -> datetime:
+    """``time`` + ``days``, or the latest time there is: a sale stored with a date near 9999 (which
+    versions before the event-time window accepted) must still show, not fail the whole view."""
+    try:
+        return time + timedelta(days=days)
+    except OverflowError:
+        return LATEST_TIME
+
+
 def warranty_view(session: Session, key: store.UnitKey, now: datetime) -> WarrantyOut | None:
     facts = store.load_facts(session, [key])[key]
     claims = store.requests_of_units(session, "claim", [key])
@@ -280,11 +308,11 @@ def warranty_view(session: Session, key: store.UnitKey, now: datetime) -> Warran
     coverage = None
     if view.sale is not None:
         policy = policy_for(store.load_policies(session, [key[0]]), key[0], view.sku, view.sale.time)
-        ends = view.sale.time + timedelta(days=policy.coverage_days)
+        ends = _plus_days(view.sale.time, policy.coverage_days)
         coverage = CoverageOut(
             policy_id=policy.policy_id, coverage_days=policy.coverage_days,
             return_window_days=policy.return_window_days, starts=view.sale.time, ends=ends,
-            return_window_ends=view.sale.time + timedelta(days=policy.return_window_days),
+            return_window_ends=_plus_days(view.sale.time, policy.return_window_days),
             status="ended_by_return" if view.returned else ("active" if now < ends else "expired"))
     if view.sale is None:
         status = "in_stock" if view.received else "not_sold_here"
@@ -337,13 +365,14 @@ def counter_time(at: datetime | None, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     if at is None:
         return now
-    if abs(at - now) > MAX_CLOCK_SKEW:
+    problem = event_time_problem(at, now)
+    if problem is None and abs(at - now) > MAX_CLOCK_SKEW:
+        problem = (f"time must be within {int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes of the server's clock "
+                   f"({now.isoformat(timespec='seconds')}); the counter decides now, it does not backdate")
+    if problem:
         # The shape of FastAPI's own 422 (HTTPValidationError), so clients read one format.
-        raise RequestValidationError([{
-            "type": "value_error", "loc": ("body", "time"), "input": at.isoformat(),
-            "msg": f"time must be within {int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes of the server's clock "
-                   f"({now.isoformat(timespec='seconds')}); the counter decides now, it does not backdate",
-        }])
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", "time"), "input": at.isoformat(),
+                                       "msg": problem}])
     return at
 
 
@@ -351,7 +380,7 @@ def _contract(model, data: dict):
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise HTTPException(422, detail=describe_validation_error(exc)) from None
+        raise invalid_body(exc) from None
 
 
 async def _wait_for_decision(engine: Engine, kind: str, reference: str, wait_ms: int) -> dict | None:
@@ -377,14 +406,16 @@ def _read_request(engine: Engine, kind: str, reference: str) -> dict | None:
 
 
 def read_api(engine: Engine) -> APIRouter:
-    router = APIRouter(tags=["warranty"], route_class=customer_data_routes(CUSTOMER_FIELDS))
+    router = APIRouter(tags=["warranty"], route_class=customer_data_routes(CUSTOMER_FIELDS),
+                       responses=SHAPED_ERRORS)
 
     @router.get("/warranties/{manufacturer}/{serial}", response_model=WarrantyOut,
                 summary="One unit's coverage, owner, policy, recalls, claims, returns and history",
-                responses={400: {"description": "invalid manufacturer or serial"},
-                           404: {"description": "unit unknown to the warranty service"}},
+                responses=errors({400: "invalid manufacturer or serial",
+                                  404: "unit unknown to the warranty service, or another manufacturer's "
+                                       "(manufacturer tokens)"}),
                 dependencies=[allow(*UNIT_LOOKUP)])
-    def get_warranty(manufacturer: str, serial: str) -> WarrantyOut:
+    def get_warranty(manufacturer: ManufacturerPath, serial: SerialPath) -> WarrantyOut:
         key = unit_key_or_400(manufacturer, serial)
         with Session(engine) as session:
             found = warranty_view(session, key, datetime.now(UTC))
@@ -394,20 +425,23 @@ def read_api(engine: Engine) -> APIRouter:
         return found
 
     @router.get("/claims/{claim_id}", response_model=ClaimDetail, summary="One claim, its decision and versions",
-                responses={404: {"description": "unknown claim"}}, dependencies=[allow(*CUSTOMER_CASES)])
-    def get_claim(claim_id: str) -> ClaimDetail:
+                responses=errors({404: "unknown claim"}), dependencies=[allow(*CUSTOMER_CASES)])
+    def get_claim(claim_id: Annotated[str, id_path("claim id")]) -> ClaimDetail:
         with Session(engine) as session:
             row = store.get_request(session, "claim", claim_id)
             if row is None:
                 raise HTTPException(404, detail=f"claim {claim_id!r} is not known (not submitted, or not applied yet)")
             return ClaimDetail(**claim_out(row), versions=_versions(session, "claim", claim_id))
 
-    @router.get("/claims", response_model=Page[ClaimOut], summary="Claims, newest first, filtered, paginated")
+    @router.get("/claims", response_model=Page[ClaimOut], summary="Claims, newest first, filtered, paginated",
+                responses=errors({400: "invalid manufacturer",
+                                  403: "the token's role may not call this endpoint, or may not filter by "
+                                       "customer_id (auditor: it sees pseudonyms)"}))
     def list_claims(
         caller: Annotated[Principal, allow(*CUSTOMER_CASES)],
         status: Annotated[str | None, Query(pattern="^(approved|rejected|needs_review|pending)$")] = None,
-        manufacturer: str | None = None,
-        customer_id: str | None = None,
+        manufacturer: ManufacturerFilter = None,
+        customer_id: Filter = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Page[ClaimOut]:
@@ -415,15 +449,15 @@ def read_api(engine: Engine) -> APIRouter:
             # An auditor sees pseudonyms: looking a person up by their real id would undo that.
             raise HTTPException(403, detail=f"role {caller.role} may not filter by customer_id")
         if manufacturer:
-            manufacturer = unit_key_or_400(manufacturer, "X")[0]
+            manufacturer = manufacturer_or_400(manufacturer)
         with Session(engine) as session:
             total, rows = store.list_claims(session, status=status, manufacturer=manufacturer,
                                             customer_id=customer_id, limit=limit, offset=offset)
         return Page(total=total, limit=limit, offset=offset, items=[ClaimOut(**claim_out(r)) for r in rows])
 
     @router.get("/returns/{request_id}", response_model=ReturnDetail, summary="One return request and its decision",
-                responses={404: {"description": "unknown request"}}, dependencies=[allow(*CUSTOMER_CASES)])
-    def get_return(request_id: str) -> ReturnDetail:
+                responses=errors({404: "unknown request"}), dependencies=[allow(*CUSTOMER_CASES)])
+    def get_return(request_id: Annotated[str, id_path("return request id")]) -> ReturnDetail:
         with Session(engine) as session:
             row = store.get_request(session, "return", request_id)
             if row is None:
@@ -456,7 +490,10 @@ def read_api(engine: Engine) -> APIRouter:
     @router.post("/claims/decisions", response_model=ClaimOut | Pending,
                  summary="Submit a claim and wait (bounded) for its decision",
                  responses={202: {"model": Pending, "description": "recorded, not decided within wait_ms"},
-                            409: {"description": "the claim_id is taken by a claim on another unit"}})
+                            **errors({400: "the body is not text (not UTF-8)",
+                                      409: "the claim_id is taken by a claim on another unit",
+                                      503: "Redis is unavailable (the claim is not recorded), or "
+                                           "pseudonyms are not (no key in the tokens dir)"})})
     async def ask_claim(ask_body: ClaimAsk, request: Request, response: Response,
                         caller: Annotated[Principal, allow(*COUNTER)],
                         wait_ms: Annotated[int, Query(ge=0, le=MAX_WAIT_MS)] = DEFAULT_WAIT_MS):
@@ -469,7 +506,10 @@ def read_api(engine: Engine) -> APIRouter:
     @router.post("/returns/decisions", response_model=ReturnOut | Pending,
                  summary="Ask at the counter whether a return is accepted; waits (bounded) for the decision",
                  responses={202: {"model": Pending, "description": "recorded, not decided within wait_ms"},
-                            409: {"description": "the request_id is taken by a request on another unit"}})
+                            **errors({400: "the body is not text (not UTF-8)",
+                                      409: "the request_id is taken by a request on another unit",
+                                      503: "Redis is unavailable (the request is not recorded), or "
+                                           "pseudonyms are not (no key in the tokens dir)"})})
     async def ask_return(ask_body: ReturnAsk, request: Request, response: Response,
                          caller: Annotated[Principal, allow(*COUNTER)],
                          wait_ms: Annotated[int, Query(ge=0, le=MAX_WAIT_MS)] = DEFAULT_WAIT_MS):

@@ -29,6 +29,7 @@ from services.registry import load
 from shared.auth import Auth
 from shared.consumer import Applied, EventProcessor
 from shared.envelope import Event, decode_envelope_bytes
+from shared.http import install as install_http_edge
 from shared.schema import migrate
 from shared.service import ServiceDefinition
 from shared.store import OutboxRow, for_reading, for_writing, forget_outbox, make_engine, table_of
@@ -101,6 +102,7 @@ class ServiceStore:
         if self._client is None:
             app = FastAPI()
             app.state.auth = Auth(self.directory / "tokens")
+            install_http_edge(app)  # the body cap and the 422 shape, as build_app gives every service
             app.include_router(self.definition.read_api(for_reading(self.engine)))
             token = ensure_admin_token(self.directory, self.directory / "tokens")  # an admin sees everything
             self._client = TestClient(app, headers={"Authorization": f"Bearer {token}"})
