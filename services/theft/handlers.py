@@ -47,7 +47,8 @@ from .domain import (
 
 SERVICE = "theft"
 SOURCE = "serialtrack/theft"
-EVENT_TYPES = ("theft.reported", "theft.recovered", "unit.adjusted", *SIGHTING_TYPES)
+# customer.erasure.requested is applied around this module by shared/erasure.py (ServiceDefinition.customer_data).
+EVENT_TYPES = ("theft.reported", "theft.recovered", "unit.adjusted", *SIGHTING_TYPES, "customer.erasure.requested")
 
 
 def sightings_of(event: Event) -> Iterator[tuple[store.UnitKey, Sighting]]:
