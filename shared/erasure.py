@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Engine, Table, or_, select, update
 from sqlalchemy.orm import Session
 
 from .contracts import CustomerErasureCompleted, CustomerErasureRequested
@@ -250,21 +250,70 @@ class DeadLetterRewriter:
 
     def rewrite(self, replace_text: Replacer, erasure_id: str) -> int:
         rewritten = 0
-        last = "-"
+        after = "-"
         while True:
-            entries = self.client.xrange(self.stream, min=last, max="+", count=500)
-            if last != "-":
-                entries = entries[1:]  # the entry ``last`` itself was seen
+            entries = self.client.xrange(self.stream, min=after, max="+", count=500)
             if not entries:
                 return rewritten
             for entry_id, raw in entries:
                 fields = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
                 new = {k: replace_text(v) for k, v in fields.items()}
-                if new != fields:
+                if new != fields:  # the copy lands at the end, is read again below and left as it is
                     self.client.xadd(self.stream, {**new, "erasure_id": erasure_id})
                     self.client.xdel(self.stream, entry_id)
                     rewritten += 1
-            last = entries[-1][0].decode() if isinstance(entries[-1][0], bytes) else entries[-1][0]
+            last = entries[-1][0]
+            after = "(" + (last.decode() if isinstance(last, bytes) else last)
+
+
+class DeadLetterScrubber:
+    """``StreamConsumer.scrub_dead_letters``: a dead letter about to be written, without the values this
+    service erased. Every string of the original entry (its envelope's values, parsed where it is
+    JSON) is a candidate; their pseudonyms are looked up in ``erased_values``. Costs one query per
+    dead-lettered batch while nothing was erased, two after."""
+
+    def __init__(self, engine: Engine, service: str, pseudonymize: Pseudonymize):
+        self.engine = engine
+        self.service = service
+        self.pseudonymize = pseudonymize
+
+    def __call__(self, letters: list[dict[str, str]]) -> list[dict[str, str]]:
+        with Session(self.engine) as session:
+            if not anything_erased(session, self.service):
+                return letters
+            candidates = {value for letter in letters for value in _strings_in(letter.get("original", ""))
+                          if 0 < len(value) <= 64 and not is_pseudonym(value)}
+            pseudonyms = {value: self.pseudonymize(value) for value in candidates}
+            erased = erased_among(session, self.service, pseudonyms.values())
+        if not erased:
+            return letters
+        replace_text = Replacer({v: p for v, p in pseudonyms.items() if p in erased})
+        return [{k: replace_text(v) for k, v in letter.items()} for letter in letters]
+
+
+def _strings_in(text: str) -> list[str]:
+    """Every string value in ``text`` read as JSON, and in JSON strings nested in it (a dead letter's
+    ``original`` holds the entry's ``event`` field, itself JSON); ``text`` itself if it is not JSON."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [text]
+    found: list[str] = []
+
+    def walk(item: Any) -> None:
+        if isinstance(item, str):
+            found.append(item)
+            if item[:1] in "{[":
+                found.extend(_strings_in(item))
+        elif isinstance(item, list):
+            for v in item:
+                walk(v)
+        elif isinstance(item, dict):
+            for v in item.values():
+                walk(v)
+
+    walk(value)
+    return found
 
 
 def completion_event(service: str, request: Event, report: Report) -> Event:

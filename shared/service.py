@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from .auth import Auth, check_every_route_is_gated
 from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
-from .erasure import CustomerColumns, DeadLetterRewriter, applier
+from .erasure import CustomerColumns, DeadLetterRewriter, DeadLetterScrubber, applier
 from .metrics import HttpMetricsMiddleware, ServiceMetrics
 from .outbox import OutboxRelay
 from .pseudonyms import Pseudonyms
@@ -90,7 +90,8 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
     # Erasure on request around the service's own handler; the dead letters it rewrites are the
     # writer's (a sync client: it runs in the consumer's worker thread).
     dead_letter_client = sync_client(writer_url)
-    apply = applier(definition.name, definition.customer_data, definition.apply, Pseudonyms(settings.tokens_dir),
+    pseudonyms = Pseudonyms(settings.tokens_dir)
+    apply = applier(definition.name, definition.customer_data, definition.apply, pseudonyms,
                     DeadLetterRewriter(dead_letter_client, settings.streams.dead_letters(definition.name)))
     relay = OutboxRelay(definition.name, for_writing(engine), writer, settings.streams, on_published=metrics.published)
     consumer = StreamConsumer(
@@ -103,6 +104,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
         metrics=metrics,
         writer=writer,
     )
+    consumer.scrub_dead_letters = DeadLetterScrubber(engine, definition.name, pseudonyms)
     consumer.attach(broker)
 
     @asynccontextmanager
