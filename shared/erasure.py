@@ -38,7 +38,7 @@ from sqlalchemy import Engine, Table, or_, select, update
 from sqlalchemy.orm import Session
 
 from .contracts import CustomerErasureCompleted, CustomerErasureRequested
-from .envelope import Event, make_event
+from .envelope import ENTRY_FIELD, Event, make_event
 from .pseudonyms import is_pseudonym
 from .store import ErasedRow, OutboxRow, add_to_outbox, chunks, insert_ignore, table_of, utcnow
 
@@ -167,12 +167,13 @@ def _erase_table(session: Session, columns: CustomerColumns, customers: Mapping[
     return len(changed)
 
 
-def erased_among(session: Session, service: str, pseudonyms: Iterable[str]) -> set[str]:
-    """Which of these pseudonyms name values this service erased."""
-    wanted, found = sorted(set(pseudonyms)), set[str]()
+def erased_among(session: Session, service: str, pseudonyms: Iterable[str]) -> dict[str, str]:
+    """Which of these pseudonyms name values this service erased: pseudonym -> customer | receipt."""
+    wanted, found = sorted(set(pseudonyms)), dict[str, str]()
     for part in chunks(wanted):
-        found.update(p for (p,) in session.execute(
-            select(_erased.c.pseudonym).where(_erased.c.service == service, _erased.c.pseudonym.in_(part))))
+        found.update((p, kind) for p, kind in session.execute(
+            select(_erased.c.pseudonym, _erased.c.kind).where(_erased.c.service == service,
+                                                              _erased.c.pseudonym.in_(part))))
     return found
 
 
@@ -235,7 +236,9 @@ def _rewritten(event: Event, replace_text: Replacer) -> Event:
         if new != value:
             changed[name] = new
     new_data = event.data.model_copy(update=changed)
-    envelope = event.envelope.model_copy(update={"data": {**event.envelope.data, **changed}})
+    # A decoded entry's envelope holds the typed data itself (shared/envelope.py), a made one its JSON.
+    held = event.envelope.data
+    envelope = event.envelope.model_copy(update={"data": new_data if held is event.data else {**held, **changed}})
     return replace(event, envelope=envelope, data=new_data)
 
 
@@ -281,14 +284,31 @@ class DeadLetterScrubber:
         with Session(self.engine) as session:
             if not anything_erased(session, self.service):
                 return letters
-            candidates = {value for letter in letters for value in _strings_in(letter.get("original", ""))
-                          if 0 < len(value) <= 64 and not is_pseudonym(value)}
-            pseudonyms = {value: self.pseudonymize(value) for value in candidates}
+            strings = [[v for v in _strings_in(letter.get("original", "")) if 0 < len(v) <= 64 and not is_pseudonym(v)]
+                       for letter in letters]
+            pseudonyms = {value: self.pseudonymize(value) for values in strings for value in values}
             erased = erased_among(session, self.service, pseudonyms.values())
         if not erased:
             return letters
-        replace_text = Replacer({v: p for v, p in pseudonyms.items() if p in erased})
-        return [{k: replace_text(v) for k, v in letter.items()} for letter in letters]
+        scrubbed = []
+        for letter, values in zip(letters, strings, strict=True):
+            hits = {v: pseudonyms[v] for v in values if pseudonyms[v] in erased}
+            if any(erased[p] == CUSTOMER for p in hits.values()):
+                # The erased customer's entry: its receipt is theirs, even one no service has seen yet.
+                hits.update((r, self.pseudonymize(r)) for r in _receipts_in(letter.get("original", "")))
+            scrubbed.append({k: Replacer(hits)(v) for k, v in letter.items()} if hits else letter)
+        return scrubbed
+
+
+def _receipts_in(original: str) -> list[str]:
+    """The receipt fields of the event in a dead letter's ``original`` (an entry's fields, JSON)."""
+    try:
+        data = json.loads(json.loads(original)[ENTRY_FIELD]).get("data")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    return [v for name in RECEIPT_FIELDS if isinstance(v := data.get(name), str) and not is_pseudonym(v)]
 
 
 def _strings_in(text: str) -> list[str]:
