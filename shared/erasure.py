@@ -21,7 +21,7 @@ hold a customer id, a receipt id, or text that may quote either); the rest is he
   (``customer.erasure.completed``: counts and the pseudonym, never the id).
 
 What it does not reach: the Redis streams the events came in on keep what producers published
-until they are trimmed (README, "Customers' data").
+until they are trimmed (README, "Erasure on request").
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ _PRODUCER_TYPES: dict[str, tuple[str, ...]] = {
 }
 # Inbound types only the operator publishes (the CLI; the warranty service on behalf of a
 # customer-service token, shared/acl.py HTTP_SUBMISSIONS): no till or feed may erase a customer.
-_OPERATOR_ONLY_TYPES: tuple[str, ...] = ("customer.erasure.requested",)
+OPERATOR_ONLY_TYPES: tuple[str, ...] = ("customer.erasure.requested",)
 
 # Every service reports each erasure it applied (shared/erasure.py), under one type.
 REPORTED_BY_EVERY_SERVICE: tuple[str, ...] = ("customer.erasure.completed",)
@@ -53,7 +53,7 @@ SERVICE_TYPES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
 })
 
 INBOUND_TYPES: frozenset[str] = frozenset(
-    [*(t for types in _PRODUCER_TYPES.values() for t in types), *_OPERATOR_ONLY_TYPES])
+    [*(t for types in _PRODUCER_TYPES.values() for t in types), *OPERATOR_ONLY_TYPES])
 INTERNAL_TYPES: frozenset[str] = frozenset(t for types in SERVICE_TYPES.values() for t in types)
 
 OPERATOR = "operator"

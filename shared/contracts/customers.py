@@ -1,4 +1,4 @@
-"""Customers' rights: erasure on request, and each service's report of it (README, "Customers' data")."""
+"""Customers' rights: erasure on request, and each service's report of it (README, "Erasure on request")."""
 
 from __future__ import annotations
 
