@@ -65,7 +65,7 @@ def _every_value(settings, service: str) -> list[tuple[str, str, str]]:
     try:
         metadata = MetaData()
         metadata.reflect(engine)
-        found = []
+        found: list[tuple[str, str, str]] = []
         with engine.connect() as conn:
             for table in metadata.sorted_tables:
                 for row in conn.execute(select(table)):
