@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Engine, Table, or_, select, update
+from sqlalchemy import Engine, Table, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from .contracts import CustomerErasureCompleted, CustomerErasureRequested
@@ -119,6 +119,12 @@ def receipts_of(session: Session, data: Sequence[CustomerColumns], customer_id: 
 def erase(session: Session, service: str, data: Sequence[CustomerColumns], request: CustomerErasureRequested,
           pseudonymize: Pseudonymize) -> tuple[Report, Replacer]:
     """Pseudonymize the customer and their receipts in every declared column; remember the pseudonyms."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Every batch reads erased_values before it applies (pseudonymize_arrivals), and PostgreSQL
+        # holds that read's lock until the batch commits: so a batch of another process of this
+        # service that is applying a sale of this customer commits before the rows are rewritten,
+        # and one that starts later waits and sees the erasure. (SQLite has one writer at a time.)
+        session.execute(text("LOCK TABLE erased_values IN ACCESS EXCLUSIVE MODE"))
     customer = request.customer_id
     pseudonym = pseudonymize(customer)
     already = session.execute(select(_erased.c.pseudonym).where(
