@@ -36,3 +36,12 @@ def test_a_dead_letters_original_is_searched_to_the_nested_event():
     original = json.dumps({"event": json.dumps({"type": "unit.sold", "data": {"customer_id": "C-9"}})})
     assert "C-9" in _strings_in(original)
     assert _strings_in("not json") == ["not json"]
+
+
+def test_a_token_registry_is_made_with_its_pseudonym_key(tmp_path):
+    """A registry made for a mounted secret (compose) carries the key: services never write it there."""
+    from shared.tokens import create_token
+
+    create_token(tmp_path / "tokens", "admin")
+    key = tmp_path / "tokens" / "pseudonym.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_bytes()) == 32
