@@ -45,6 +45,8 @@ from .store import ErasedRow, OutboxRow, add_to_outbox, chunks, insert_ignore, t
 log = logging.getLogger("serialtrack.erasure")
 
 ERASURE_REQUESTED = CustomerErasureRequested.event_type
+ERASURE_COMPLETED = CustomerErasureCompleted.event_type
+ERASURE_TYPES = frozenset({ERASURE_REQUESTED, ERASURE_COMPLETED})
 CUSTOMER, RECEIPT = "customer", "receipt"
 # Fields of inbound events (shared/contracts) that hold a customer id or a receipt id.
 CUSTOMER_FIELDS = ("customer_id",)
@@ -97,7 +99,7 @@ class Replacer:
 @dataclass
 class Report:
     pseudonym: str
-    receipts: int
+    receipts: list[str]  # the receipts' pseudonyms
     rows: dict[str, int]
     already_erased: bool
     dead_letters: int = 0
@@ -143,7 +145,32 @@ def erase(session: Session, service: str, data: Sequence[CustomerColumns], reque
     insert_ignore(session, _erased, [
         {"service": service, "pseudonym": p, "kind": CUSTOMER if v == customer else RECEIPT,
          "erasure_id": request.erasure_id, "erased_at": now} for v, p in values.items()])
-    return Report(pseudonym, len(receipts), rows, already), replace_text
+    return Report(pseudonym, sorted(values[r] for r in receipts), rows, already), replace_text
+
+
+def erase_receipts_reported(session: Session, service: str, data: Sequence[CustomerColumns],
+                            report: CustomerErasureCompleted, pseudonymize: Pseudonymize) -> tuple[dict[str, int], Replacer]:
+    """Another service's report of an erasure: the receipts whose pseudonyms it names, found here by
+    pseudonymizing each distinct receipt this service keeps (theft keeps receipts, never customers).
+    Rows changed per table, and the replacer for the dead letters."""
+    wanted = set(report.receipt_pseudonyms) - set(erased_among(session, service, report.receipt_pseudonyms))
+    found: dict[str, str] = {}
+    for columns in data:
+        for name in columns.receipt:
+            column = columns.table.c[name]
+            for (value,) in session.execute(select(column).distinct().where(column.is_not(None))):
+                if not is_pseudonym(value) and (p := pseudonymize(value)) in wanted:
+                    found[value] = p
+    replace_text = Replacer(found)
+    rows: dict[str, int] = {}
+    if found:
+        for columns in (*data, OUTBOX):
+            changed = _erase_table(session, columns, {}, found, replace_text)
+            if changed:
+                rows[columns.table.name] = rows.get(columns.table.name, 0) + changed
+    insert_ignore(session, _erased, [{"service": service, "pseudonym": p, "kind": RECEIPT, "erasure_id": report.erasure_id,
+                                      "erased_at": utcnow()} for p in wanted])
+    return rows, replace_text
 
 
 def _erase_table(session: Session, columns: CustomerColumns, customers: Mapping[str, str],
@@ -347,8 +374,8 @@ def completion_event(service: str, request: Event, report: Report) -> Event:
     assert isinstance(data, CustomerErasureRequested)
     return make_event(
         CustomerErasureCompleted(erasure_id=data.erasure_id, service=service, pseudonym=report.pseudonym,
-                                 receipts=report.receipts, rows=report.rows, dead_letters=report.dead_letters,
-                                 already_erased=report.already_erased),
+                                 receipts=len(report.receipts), receipt_pseudonyms=report.receipts, rows=report.rows,
+                                 dead_letters=report.dead_letters, already_erased=report.already_erased),
         source=f"serialtrack/{service}",
         # Deterministic: the same request applied again after a crash reports under the same id.
         id=str(uuid.uuid5(_IDS, f"{service}/{request.source}/{request.id}")))
@@ -363,7 +390,8 @@ def applier(service: str, data: Sequence[CustomerColumns], apply: Callable[[Sess
 
     def apply_with_erasure(session: Session, events: list[Event]) -> None:
         requests = [e for e in events if e.type == ERASURE_REQUESTED]
-        others = [e for e in events if e.type != ERASURE_REQUESTED] if requests else events
+        reported = [e for e in events if e.type == ERASURE_COMPLETED]
+        others = [e for e in events if e.type not in ERASURE_TYPES] if requests or reported else events
         if others:
             apply(session, pseudonymize_arrivals(session, service, others, pseudonymize))
         for request in requests:
@@ -374,7 +402,16 @@ def applier(service: str, data: Sequence[CustomerColumns], apply: Callable[[Sess
             add_to_outbox(session, service, [completion_event(service, request, report)])
             # The pseudonym and counts only: logs never hold a customer id.
             log.info("%s: erasure %s applied to %s: %d receipts, rows %s, %d dead letters rewritten%s", service,
-                     request.data.erasure_id, report.pseudonym, report.receipts, report.rows, report.dead_letters,
-                     " (erased before)" if report.already_erased else "")
+                     request.data.erasure_id, report.pseudonym, len(report.receipts), report.rows,
+                     report.dead_letters, " (erased before)" if report.already_erased else "")
+        for event in reported:  # a service that reads other services' reports (theft): their receipts
+            assert isinstance(event.data, CustomerErasureCompleted)
+            if event.data.service == service or not event.data.receipt_pseudonyms:
+                continue
+            rows, replace_text = erase_receipts_reported(session, service, data, event.data, pseudonymize)
+            letters = dead_letters.rewrite(replace_text, event.data.erasure_id) if dead_letters and rows else 0
+            if rows or letters:
+                log.info("%s: erasure %s (reported by %s): rows %s, %d dead letters rewritten", service,
+                         event.data.erasure_id, event.data.service, rows, letters)
 
     return apply_with_erasure

@@ -20,7 +20,8 @@ definition = ServiceDefinition(
     lookup_path="/stolen/{manufacturer}/{serial}",
     migrations_dir=Path(__file__).parent / "migrations",
     # No customer ids here: a sighting's reference is a receipt (or a claim or request id), erased
-    # when the request names it (POST /erasures names every receipt warranty ties to the customer).
+    # when the request names it, or when inventory's or warranty's report of the erasure names its
+    # pseudonym (they tie receipts to customers; theft reads their customer.erasure.completed).
     customer_data=(
         CustomerColumns(table_of(store.SightingRow), receipt=("reference",)),
         CustomerColumns(table_of(store.AlertRow), text=("sightings",)),

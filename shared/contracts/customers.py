@@ -24,7 +24,8 @@ class CustomerErasureRequested(EventData):
     customer_id: Code
     # Receipts of the customer's purchases the requester knows (POST /erasures names every one the
     # warranty service knows): erased too, also where a service stores a receipt without its customer
-    # (theft's sightings). Each service adds the receipts its own rows tie to the customer.
+    # (theft's sightings). Each service adds the receipts its own rows tie to the customer, and theft
+    # those the other services' reports name.
     receipt_ids: list[Code] = Field(default_factory=list, max_length=1000)
     note: Note = ""  # why, or the ticket of the request; never the customer's identity
 
@@ -39,6 +40,9 @@ class CustomerErasureCompleted(EventData):
     service: Code
     pseudonym: Code  # anon-<16 hex>: the value that replaced the customer id everywhere
     receipts: int = Field(ge=0)  # receipt ids of the customer's purchases pseudonymized with it
+    # Their pseudonyms: a service that keeps receipts without customers (theft) erases the receipts
+    # whose pseudonyms these are when it reads this report (shared/erasure.py).
+    receipt_pseudonyms: list[Code] = Field(default_factory=list, max_length=10_000)
     rows: dict[str, int]  # table -> rows changed
     dead_letters: int = Field(ge=0)  # dead-letter entries rewritten
     already_erased: bool  # this customer was erased here before (a repeated request changes what is left)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from shared.contracts import CustomerErasureRequested, WarrantyOwnerRegistered
+from services.theft.store import SightingRow
+from shared.contracts import CustomerErasureCompleted, CustomerErasureRequested, WarrantyOwnerRegistered
 from shared.envelope import make_event
 from shared.pseudonyms import Pseudonyms
 from shared.store import ErasedRow, table_of
@@ -106,3 +107,27 @@ def test_theft_erases_the_receipts_the_request_names(make_store):
     assert theft.get("/alerts")["items"][0]["sightings"][0]["reference"] == pseudonym
     [alert] = [e.data for e in theft.outbox() if e.type == "theft.alert"]
     assert "R-T" not in alert.model_dump_json() and pseudonym in alert.model_dump_json()
+
+
+def test_theft_erases_the_receipts_another_services_report_names(make_store):
+    """`serialtrack erase` names no receipts: theft finds the customer's receipts from the pseudonyms
+    in inventory's or warranty's report, pseudonymizing each receipt it keeps to compare."""
+    theft = make_store("theft")
+    sn, other = f.serial(), f.serial()
+    theft.apply_each([f.sold("acme", sn, minutes=10, customer_id="C-R", receipt_id="R-R"),
+                      f.sold("acme", other, minutes=10, customer_id="C-KEEP", receipt_id="R-KEEP"),
+                      f.theft_reported("acme", sn, minutes=20, case_number="CASE-R")])
+    theft.publish_outbox()
+    pseudonym = Pseudonyms(theft.directory / "tokens")
+    theft.apply(make_event(CustomerErasureCompleted(
+        erasure_id="erasure-r", service="warranty", pseudonym=pseudonym("C-R"), receipts=1,
+        receipt_pseudonyms=[pseudonym("R-R")], rows={}, dead_letters=0, already_erased=False),
+        source="serialtrack/warranty"))
+    assert theft.get("/alerts")["items"][0]["sightings"][0]["reference"] == pseudonym("R-R")
+    with theft.session() as session:
+        references = set(session.execute(select(table_of(SightingRow).c.reference)).scalars())
+    assert references == {pseudonym("R-R"), "R-KEEP"}
+    # A later return on that receipt arrives pseudonymized.
+    theft.apply(f.returned("acme", sn, minutes=30, receipt_id="R-R"))
+    with theft.session() as session:
+        assert "R-R" not in set(session.execute(select(table_of(SightingRow).c.reference)).scalars())
