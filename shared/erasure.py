@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from .contracts import CustomerErasureCompleted, CustomerErasureRequested
 from .envelope import ENTRY_FIELD, Event, make_event
 from .pseudonyms import is_pseudonym
-from .store import ErasedRow, OutboxRow, add_to_outbox, chunks, insert_ignore, table_of, utcnow
+from .store import ErasedRow, OutboxRow, add_to_outbox, chunks, driver_rows, insert_ignore, table_of, utcnow
 
 log = logging.getLogger("serialtrack.erasure")
 
@@ -201,12 +201,12 @@ def _erase_table(session: Session, columns: CustomerColumns, customers: Mapping[
 
 
 def erased_among(session: Session, service: str, pseudonyms: Iterable[str]) -> dict[str, str]:
-    """Which of these pseudonyms name values this service erased: pseudonym -> customer | receipt."""
+    """Which of these pseudonyms name values this service erased: pseudonym -> customer | receipt.
+    Straight through the driver: once something was erased, every batch asks."""
     wanted, found = sorted(set(pseudonyms)), dict[str, str]()
     for part in chunks(wanted):
-        found.update((p, kind) for p, kind in session.execute(
-            select(_erased.c.pseudonym, _erased.c.kind).where(_erased.c.service == service,
-                                                              _erased.c.pseudonym.in_(part))))
+        found.update(driver_rows(session, f"SELECT pseudonym, kind FROM erased_values WHERE service = ? AND pseudonym "
+                                          f"IN ({', '.join('?' * len(part))})", [service, *part]))
     return found
 
 
