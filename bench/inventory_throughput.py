@@ -7,6 +7,7 @@
     .venv/bin/python -m bench.inventory_throughput --backlog --workers 2         # drain a backlog
     .venv/bin/python -m bench.inventory_throughput --backlog --random-ids        # UUIDv4 event ids
     .venv/bin/python -m bench.inventory_throughput --backlog --signed            # every event signed
+    .venv/bin/python -m bench.inventory_throughput --backlog --erased 1000       # after 1,000 erasures
 
 Mixes:
 - steady (default): half receipts of new units, half sales of units received before the run
@@ -40,7 +41,7 @@ from shared.publishing import publish_raw
 from shared.store import InboxRow, as_utc
 
 
-def events_for(serials: list[str], kind: str, random_ids: bool = False) -> list:
+def events_for(serials: list[str], kind: str, random_ids: bool = False, customers: bool = False) -> list:
     # A sale happens after its receipt (1 ms later): in-order history, as in a real store.
     now = datetime.now(UTC) + (timedelta(milliseconds=1) if kind == "sold" else timedelta())
 
@@ -51,8 +52,19 @@ def events_for(serials: list[str], kind: str, random_ids: bool = False) -> list:
         return [make_event(UnitReceived(manufacturer="acme", serial=s, sku="TV-55", location="dc-1"),
                            source="bench/wms", time=now, id=new_id()) for s in serials]
     return [make_event(UnitSold(manufacturer="acme", serial=s, sku="TV-55", location="store-1",
-                                terminal_id="till-1", receipt_id=f"R-{s}"), source="bench/pos", time=now, id=new_id())
+                                terminal_id="till-1", receipt_id=f"R-{s}", customer_id=f"C-{s}" if customers else None),
+                       source="bench/pos", time=now, id=new_id())
             for s in serials]
+
+
+def erase_others(engine, count: int) -> None:
+    """``count`` customers (none of the run's) erased before the run, as their pseudonyms."""
+    from shared.store import ErasedRow, insert_rows, table_of, utcnow
+
+    rows = [{"service": "inventory", "pseudonym": f"anon-{n:016x}", "kind": "customer", "erasure_id": "bench",
+             "erased_at": utcnow()} for n in range(count)]
+    with Session(engine) as session, session.begin():
+        insert_rows(session, table_of(ErasedRow), rows)
 
 
 async def publish_stock(settings, count: int) -> None:
@@ -77,7 +89,7 @@ def bench_signers(settings) -> dict[str, object]:
 
 
 async def publish_all(settings, total: int, rate: float | None, mix: str, chunk: int = 1000,
-                      random_ids: bool = False, signers: dict | None = None) -> float:
+                      random_ids: bool = False, signers: dict | None = None, customers: bool = False) -> float:
     client = aioredis.from_url(settings.redis_url)
     streams = settings.streams
 
@@ -93,7 +105,7 @@ async def publish_all(settings, total: int, rate: float | None, mix: str, chunk:
     sold_units = new_units if mix == "same-units" else [f"S{n:09d}" for n in range(half)]
     for start in range(0, half, chunk // 2):
         batch = (events_for(new_units[start:start + chunk // 2], "received", random_ids)
-                 + events_for(sold_units[start:start + chunk // 2], "sold", random_ids))
+                 + events_for(sold_units[start:start + chunk // 2], "sold", random_ids, customers))
         await publish_raw(client, [(streams.for_type(e.type), body(e)) for e in batch])
         sent += len(batch)
         if rate:
@@ -128,6 +140,9 @@ def main() -> None:
     parser.add_argument("--signed", action="store_true",
                         help="sign every event (a warehouse key for receipts, a POS key for sales): "
                              "what verifying signatures costs the service")
+    parser.add_argument("--erased", type=int, default=0,
+                        help="sales carry customer ids, and the service has erased this many other customers "
+                             "before the run: what pseudonymizing on arrival costs (shared/erasure.py)")
     args = parser.parse_args()
 
     with environment(args.database_url, batch_size=args.batch_size) as settings:
@@ -140,12 +155,14 @@ def main() -> None:
                 while applied(engine, "inventory") < 1:
                     time.sleep(0.05)
             baseline = applied(engine, "inventory")
+            if args.erased:
+                erase_others(engine, args.erased)
             wall_clock_start = datetime.now(UTC) - timedelta(seconds=1)
             if args.backlog:  # stop the service, publish everything, start the services again
                 stack.close()
                 published_in = time.perf_counter()
                 asyncio.run(publish_all(settings, args.events, None, args.mix, random_ids=args.random_ids,
-                                        signers=signers))
+                                        signers=signers, customers=bool(args.erased)))
                 published_in = time.perf_counter() - published_in
                 services = [stack.enter_context(service_process("inventory", settings, worker=n))
                             for n in range(args.workers)]
@@ -158,7 +175,7 @@ def main() -> None:
                 # Paced: small bursts (1/100 s of traffic each), as many tills would send them.
                 chunk = max(2, int(args.rate // 100)) if args.rate else 1000
                 started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix, chunk, args.random_ids,
-                                                  signers))
+                                                  signers, bool(args.erased)))
                 published_in = time.perf_counter() - started
             while applied(engine, "inventory") < args.events + baseline:
                 time.sleep(0.05)
@@ -171,7 +188,8 @@ def main() -> None:
           f"mix {args.mix}), "
           f"batch size {args.batch_size}, publisher {f'paced at {args.rate:.0f}/s' if args.rate else 'flat out'}, "
           f"event ids {'random (UUIDv4)' if args.random_ids else 'time-ordered (UUIDv7)'}, "
-          f"{'every event signed (Ed25519)' if args.signed else 'unsigned'}")
+          f"{'every event signed (Ed25519)' if args.signed else 'unsigned'}"
+          + (f", sales with customer ids, {args.erased} customers erased before" if args.erased else ""))
     mode = f"backlog drained by {args.workers} process(es)" if args.backlog else f"{args.workers} process(es), live"
     print(f"{mode}: published in {published_in:.2f}s; all applied {elapsed:.2f}s after "
           f"{'the services started' if args.backlog else 'the first publish'}")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 from .asyncapi_cli import asyncapi as asyncapi_command  # typer only at import: the work is imported when run
 from .credentials_cli import credentials_app  # likewise
+from .erase_cli import erase as erase_command  # likewise
 from .keys_cli import keys_app  # likewise
 from .tokens_cli import tokens_app  # likewise
 
@@ -655,6 +656,7 @@ def status(
                          say_json, wide_console()))
 
 
+app.command(name="erase")(erase_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(tokens_app, name="tokens")

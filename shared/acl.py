@@ -58,9 +58,14 @@ OPERATOR_READ_COMMANDS = ("+scan", "+info", "+xlen", "+xinfo|groups", "+xrange",
 
 # Inbound types a service's HTTP API publishes itself, on behalf of the counter that asked
 # (services/warranty/api.py: a claim or a return asked over HTTP is recorded as its event).
+# And the erasure a customer-service token asks for (POST /erasures).
 HTTP_SUBMISSIONS: Mapping[str, tuple[str, ...]] = {
-    "warranty": ("warranty.claim.submitted", "return.requested"),
+    "warranty": ("warranty.claim.submitted", "return.requested", "customer.erasure.requested"),
 }
+# An erasure rewrites the service's own dead letters that name the customer (shared/erasure.py):
+# read them, add the rewritten copy, delete the original. On Redis 6.2 these apply to every key of
+# the writer, so it may also XRANGE/XDEL the streams it publishes (it could already forge entries there).
+DEAD_LETTER_REWRITE = ("+xrange", "+xdel")
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 _GLOB = re.compile(r"([*?\[\]\\])")
@@ -120,7 +125,8 @@ def reader_rules(consumed_types: Iterable[str], streams: Streams) -> tuple[str, 
 
 def writer_rules(service: str, streams: Streams) -> tuple[str, ...]:
     published = sorted({*SERVICE_TYPES[service], *HTTP_SUBMISSIONS.get(service, ())})
-    return _rules([*(streams.for_type(t) for t in published), streams.dead_letters(service)], ["+xadd"])
+    return _rules([*(streams.for_type(t) for t in published), streams.dead_letters(service)],
+                  ["+xadd", *DEAD_LETTER_REWRITE])
 
 
 def operator_reader_rules(streams: Streams) -> tuple[str, ...]:

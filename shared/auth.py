@@ -21,8 +21,6 @@ same way. The README's "Who may see what" is this table.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -37,7 +35,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter
 
 from .identity import IdentityError, normalize_manufacturer
-from .tokens import ADMIN, ROLES, TokenRecord, TokensError, TokenWatcher, pseudonym_key, registry_path
+from .pseudonyms import Pseudonyms as StoredPseudonyms
+from .tokens import ADMIN, ROLES, TokenRecord, TokensError, TokenWatcher, registry_path
 
 log = logging.getLogger("serialtrack.auth")
 
@@ -98,22 +97,18 @@ class Principal:
 
 
 class Pseudonyms:
-    """``anon-<16 hex>``: HMAC-SHA256 of the value with the installation's key. Stable (the same
-    customer is the same pseudonym in every service and every response, so an auditor can still
-    count and link), and not reversible without the key. The key is read on first use."""
+    """The installation's pseudonyms (shared/pseudonyms.py) for answers: a missing key is a 503."""
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self._key: bytes | None = None
+        self._pseudonyms = StoredPseudonyms(directory)
 
     def __call__(self, value: str) -> str:
-        if self._key is None:
-            try:
-                self._key = pseudonym_key(self.directory)
-            except (OSError, TokensError) as exc:
-                log.error("no pseudonym key in %s: %s", self.directory, exc)
-                raise HTTPException(503, detail="pseudonyms are not available (see the service's log)") from None
-        return "anon-" + hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+        try:
+            return self._pseudonyms(value)
+        except (OSError, TokensError) as exc:
+            log.error("no pseudonym key in %s: %s", self.directory, exc)
+            raise HTTPException(503, detail="pseudonyms are not available (see the service's log)") from None
 
 
 class Auth:

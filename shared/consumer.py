@@ -189,6 +189,10 @@ class StreamConsumer:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task | None = None
         self._hold_ack_s = float(os.environ.get(HOLD_ACK_ENV) or 0) / 1000
+        # Erasure (shared/erasure.py): dead letters are rewritten without the values the service
+        # erased before they are written (blocking: runs in a worker thread). Failing, it raises:
+        # the entries stay pending rather than be dead-lettered with an erased customer in them.
+        self.scrub_dead_letters: Callable[[list[dict[str, str]]], list[dict[str, str]]] | None = None
 
     def start(self) -> None:
         """Start the writer. Call before the broker starts; stop it after the broker stopped."""
@@ -364,14 +368,14 @@ class StreamConsumer:
         now = datetime.now(UTC).isoformat()
         # Copy first, ack after, as two users (see the module docstring): a crash in between
         # dead-letters the entry again, it never loses it.
-        pipe = self.writer.pipeline(transaction=False)
+        letters: list[dict[str, str]] = []
         acks: dict[str, list[str]] = {}
         for entry, reason, detail in items:
             original = {
                 k.decode("utf-8", "replace"): v[:MAX_ENTRY_BYTES // 10].decode("utf-8", "replace")
                 for k, v in entry.fields.items()
             }
-            pipe.xadd(self.dead_letter_stream, {
+            letters.append({
                 "stream": entry.stream,
                 "entry_id": entry.entry_id,
                 "group": self.group,
@@ -382,6 +386,11 @@ class StreamConsumer:
                 "original": json.dumps(original),
             })
             acks.setdefault(entry.stream, []).append(entry.entry_id)
+        if self.scrub_dead_letters is not None:
+            letters = await asyncio.to_thread(self.scrub_dead_letters, letters)
+        pipe = self.writer.pipeline(transaction=False)
+        for letter in letters:
+            pipe.xadd(self.dead_letter_stream, letter)  # type: ignore[arg-type]
         await pipe.execute()
         pipe = self.redis.pipeline(transaction=False)
         for stream, ids in acks.items():

@@ -33,26 +33,33 @@ _PRODUCER_TYPES: dict[str, tuple[str, ...]] = {
     "law-enforcement": ("theft.reported", "theft.recovered"),
     "manufacturer": ("recall.issued", "recall.amended", "recall.closed", "warranty.policy.set"),
 }
+# Inbound types only the operator publishes (the CLI; the warranty service on behalf of a
+# customer-service token, shared/acl.py HTTP_SUBMISSIONS): no till or feed may erase a customer.
+OPERATOR_ONLY_TYPES: tuple[str, ...] = ("customer.erasure.requested",)
+
+# Every service reports each erasure it applied (shared/erasure.py), under one type.
+REPORTED_BY_EVERY_SERVICE: tuple[str, ...] = ("customer.erasure.completed",)
 
 # What each service publishes (through its outbox; services/<name>/handlers.py). The warranty
 # service's HTTP API also publishes the inbound types warranty.claim.submitted and return.requested
 # on behalf of the counter: those stay inbound (a service desk or POS may publish them as well).
 SERVICE_TYPES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     "inventory": ("unit.quarantined", "inventory.recall.continues", "inventory.anomaly.detected",
-                  "inventory.anomaly.withdrawn"),
+                  "inventory.anomaly.withdrawn", *REPORTED_BY_EVERY_SERVICE),
     "warranty": ("warranty.claim.decided", "return.decided", "warranty.stolen_unit_presented",
-                 "recall.owner_notified", "recall.owner_unknown"),
-    "theft": ("theft.alert", "theft.alert.withdrawn"),
-    "recalls": (),  # listens and counts only
+                 "recall.owner_notified", "recall.owner_unknown", *REPORTED_BY_EVERY_SERVICE),
+    "theft": ("theft.alert", "theft.alert.withdrawn", *REPORTED_BY_EVERY_SERVICE),
+    "recalls": REPORTED_BY_EVERY_SERVICE,  # otherwise listens and counts only
 })
 
-INBOUND_TYPES: frozenset[str] = frozenset(t for types in _PRODUCER_TYPES.values() for t in types)
+INBOUND_TYPES: frozenset[str] = frozenset(
+    [*(t for types in _PRODUCER_TYPES.values() for t in types), *OPERATOR_ONLY_TYPES])
 INTERNAL_TYPES: frozenset[str] = frozenset(t for types in SERVICE_TYPES.values() for t in types)
 
 OPERATOR = "operator"
 # role -> the types its keys (and its Redis users) may publish. ``operator`` may publish any inbound
-# type (imports, replays, the CLI on the embedded default) but no internal one: nobody outside a
-# service speaks for it.
+# type (imports, replays, the CLI on the embedded default, erasures) but no internal one: nobody
+# outside a service speaks for it.
 ROLE_TYPES: MappingProxyType[str, frozenset[str]] = MappingProxyType({
     **{role: frozenset(types) for role, types in _PRODUCER_TYPES.items()},
     OPERATOR: INBOUND_TYPES,
@@ -106,11 +113,10 @@ def roles_for_type(event_type: str) -> tuple[str, ...]:
 
 
 def service_for_type(event_type: str) -> str | None:
-    """The service that publishes an internal type, else None."""
-    for service, types in SERVICE_TYPES.items():
-        if event_type in types:
-            return service
-    return None
+    """The service that publishes an internal type ("inventory, warranty, theft, recalls" for a type
+    every service publishes), else None."""
+    services = [service for service, types in SERVICE_TYPES.items() if event_type in types]
+    return ", ".join(services) or None
 
 
 def _check_against_contracts() -> None:
@@ -124,7 +130,8 @@ def _check_against_contracts() -> None:
     if unclassified:
         raise RuntimeError(f"contract types with no publisher in shared/roles.py (give each a role or a service): "
                            f"{', '.join(unclassified)}")
-    published_twice = [t for t in INTERNAL_TYPES if sum(t in types for types in SERVICE_TYPES.values()) > 1]
+    published_twice = [t for t in INTERNAL_TYPES - set(REPORTED_BY_EVERY_SERVICE)
+                       if sum(t in types for types in SERVICE_TYPES.values()) > 1]
     if published_twice:
         raise RuntimeError(f"internal types claimed by two services: {', '.join(sorted(published_twice))}")
 

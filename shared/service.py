@@ -25,11 +25,14 @@ from sqlalchemy.orm import Session
 from .auth import Auth, check_every_route_is_gated
 from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
+from .erasure import CustomerColumns, DeadLetterRewriter, DeadLetterScrubber, applier
 from .http import BODY_TOO_LARGE
 from .http import install as install_http_edge
 from .metrics import HttpMetricsMiddleware, ServiceMetrics
 from .outbox import OutboxRelay
 from .parent_watch import stop_this_process, supervisor_pid, watch_parent
+from .pseudonyms import Pseudonyms
+from .redis_clients import sync_client
 from .schema import Migrations, prepare
 from .settings import Settings
 from .store import for_reading, for_writing, make_engine, outbox_backlog, ping
@@ -48,6 +51,10 @@ class ServiceDefinition:
     read_api: Callable[[Engine], APIRouter]
     lookup_path: str  # GET path with {manufacturer} and {serial}: this service's part of `serialtrack lookup`
     migrations_dir: Path  # services/<name>/migrations: the revisions of this service's tables
+    # Where its tables keep customer ids, receipt ids and text quoting them: what an erasure
+    # request pseudonymizes (shared/erasure.py). A service that keeps none still applies the
+    # request (its outbox, its dead letters, later events) and reports it.
+    customer_data: Sequence[CustomerColumns] = ()
 
     @property
     def migrations(self) -> Migrations:
@@ -84,17 +91,24 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
     writer = make_redis(writer_url) if writer_url != redis_url else redis
     broker = make_broker(redis_url)
     metrics = ServiceMetrics(definition.name)
+    # Erasure on request around the service's own handler; the dead letters it rewrites are the
+    # writer's (a sync client: it runs in the consumer's worker thread).
+    dead_letter_client = sync_client(writer_url)
+    pseudonyms = Pseudonyms(settings.tokens_dir)
+    apply = applier(definition.name, definition.customer_data, definition.apply, pseudonyms,
+                    DeadLetterRewriter(dead_letter_client, settings.streams.dead_letters(definition.name)))
     relay = OutboxRelay(definition.name, for_writing(engine), writer, settings.streams, on_published=metrics.published)
     consumer = StreamConsumer(
         service=definition.name,
         event_types=definition.event_types,
-        processor=EventProcessor(definition.name, for_writing(engine), definition.apply),
+        processor=EventProcessor(definition.name, for_writing(engine), apply),
         redis=redis,
         settings=settings,
         on_outgoing=relay.wake,
         metrics=metrics,
         writer=writer,
     )
+    consumer.scrub_dead_letters = DeadLetterScrubber(engine, definition.name, pseudonyms)
     consumer.attach(broker)
 
     @asynccontextmanager
@@ -120,6 +134,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
             await redis.aclose()
             if writer is not redis:
                 await writer.aclose()
+            dead_letter_client.close()
             engine.dispose()
 
     # /docs and /redoc with Swagger UI's and ReDoc's files served by the service itself: FastAPI's

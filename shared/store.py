@@ -149,6 +149,18 @@ class OutboxRow(SQLModel, table=True):
     created_at: datetime
 
 
+class ErasedRow(SQLModel, table=True):
+    """A customer id, or a receipt id of their purchases, this service erased (shared/erasure.py): kept
+    as its pseudonym only, so that a later event naming it is pseudonymized on arrival."""
+
+    __tablename__ = "erased_values"
+    service: str = Field(primary_key=True, max_length=32)
+    pseudonym: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(max_length=16)  # customer | receipt
+    erasure_id: str = Field(max_length=64)  # the request that erased it (or the first one)
+    erased_at: datetime
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """The Core table of a SQLModel table class (SQLModel sets ``__table__`` but does not declare it)."""
     table = sa_inspect(model).local_table
@@ -156,7 +168,7 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
-PLUMBING_TABLES: list[Table] = [table_of(InboxRow), table_of(OutboxRow)]
+PLUMBING_TABLES: list[Table] = [table_of(InboxRow), table_of(OutboxRow), table_of(ErasedRow)]
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:

@@ -308,6 +308,9 @@ def create_token(directory: Path, role: str, *, name: str | None = None, manufac
             raise TokenConflict(f"a token named {name!r} exists (names are never reused, revoked tokens "
                                 "included): choose another --name")
         changed.append(TokenRegistry([*registry.records(), record]))
+    # The pseudonym key lives beside the registry: made here too, so that a registry made for a
+    # mounted secret (compose) carries it and no service has to write it there (shared/pseudonyms.py).
+    pseudonym_key(Path(directory))
     return token, record
 
 

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
+from shared.erasure import CustomerColumns
 from shared.service import ServiceDefinition
+from shared.store import table_of
 
 from . import api, handlers, store
 
@@ -16,4 +18,8 @@ definition = ServiceDefinition(
     read_api=api.read_api,
     lookup_path="/units/{manufacturer}/{serial}",
     migrations_dir=Path(__file__).parent / "migrations",
+    customer_data=(
+        CustomerColumns(table_of(store.HistoryRow), customer=("customer_id",), receipt=("receipt_id",), text=("note",)),
+        CustomerColumns(table_of(store.AnomalyRow), text=("detail",)),
+    ),
 )

@@ -44,6 +44,7 @@ EVENT_TYPES = (
     "unit.received", "unit.transferred", "unit.sold", "unit.returned", "unit.adjusted",
     "theft.reported", "theft.recovered", "recall.issued", "recall.amended", "recall.closed",
     "recall.remedy.completed", "inventory.recall.continues",
+    "customer.erasure.requested",  # applied around this module by shared/erasure.py (ServiceDefinition.customer_data)
 )
 LARGE_BATCH = 10_000  # new units in one batch from which PostgreSQL's table statistics are refreshed
 # Units a broadcast is applied to per transaction: a recall over 100,000 units is ten steps, each

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
+from shared.erasure import CustomerColumns
 from shared.service import ServiceDefinition
+from shared.store import table_of
 
 from . import api, handlers, store
 
@@ -16,4 +18,6 @@ definition = ServiceDefinition(
     read_api=api.read_api,
     lookup_path="/units/{manufacturer}/{serial}/recalls",
     migrations_dir=Path(__file__).parent / "migrations",
+    # Owners' notices are counted here, not kept: only inventory's anomaly details may quote a receipt.
+    customer_data=(CustomerColumns(table_of(store.SaleAttemptRow), text=("detail",)),),
 )

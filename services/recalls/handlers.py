@@ -52,6 +52,7 @@ EVENT_TYPES = (
     "unit.received", "unit.sold", "unit.returned",
     "unit.quarantined", "recall.owner_notified", "recall.owner_unknown",
     "inventory.anomaly.detected", "inventory.anomaly.withdrawn",
+    "customer.erasure.requested",  # applied around this module by shared/erasure.py (ServiceDefinition.customer_data)
 )
 RECALL_TYPES = frozenset({"recall.issued", "recall.amended", "recall.closed"})
 UNIT_TYPES = frozenset(STOCK_OF_EVENT)

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
+from shared.erasure import CustomerColumns
 from shared.service import ServiceDefinition
+from shared.store import table_of
 
 from . import api, handlers, store
 
@@ -17,4 +19,11 @@ definition = ServiceDefinition(
     read_api=api.read_api,
     lookup_path="/stolen/{manufacturer}/{serial}",
     migrations_dir=Path(__file__).parent / "migrations",
+    # No customer ids here: a sighting's reference is a receipt (or a claim or request id), erased
+    # when the request names it, or when inventory's or warranty's report of the erasure names its
+    # pseudonym (they tie receipts to customers; theft reads their customer.erasure.completed).
+    customer_data=(
+        CustomerColumns(table_of(store.SightingRow), receipt=("reference",)),
+        CustomerColumns(table_of(store.AlertRow), text=("sightings",)),
+    ),
 )

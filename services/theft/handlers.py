@@ -47,7 +47,10 @@ from .domain import (
 
 SERVICE = "theft"
 SOURCE = "serialtrack/theft"
-EVENT_TYPES = ("theft.reported", "theft.recovered", "unit.adjusted", *SIGHTING_TYPES)
+# Applied around this module by shared/erasure.py (ServiceDefinition.customer_data): erasure requests,
+# and the other services' reports of them, whose receipts theft keeps without knowing their customer.
+EVENT_TYPES = ("theft.reported", "theft.recovered", "unit.adjusted", *SIGHTING_TYPES, "customer.erasure.requested",
+               "customer.erasure.completed")
 
 
 def sightings_of(event: Event) -> Iterator[tuple[store.UnitKey, Sighting]]:

@@ -26,6 +26,7 @@ from shared.auth import (
     COUNTER,
     CUSTOMER,
     CUSTOMER_CASES,
+    CUSTOMER_SERVICE,
     PSEUDONYM,
     RECEIPT,
     UNIT_LOOKUP,
@@ -35,13 +36,15 @@ from shared.auth import (
 )
 from shared.contracts import (
     Code,
+    CustomerErasureRequested,
     DecisionFacts,
     Note,
     ReturnRequested,
     Text,
     WarrantyClaimSubmitted,
 )
-from shared.envelope import make_event
+from shared.envelope import make_event, new_event_id
+from shared.erasure import receipts_of
 from shared.http import (
     NAME_PATTERN,
     SHAPED_ERRORS,
@@ -360,6 +363,19 @@ def warranty_view(session: Session, key: store.UnitKey, now: datetime) -> Warran
     )
 
 
+class ErasureAsk(BaseModel):
+    customer_id: Code
+    receipt_ids: list[Code] = Field(default_factory=list, max_length=1000)
+    note: Note = ""
+
+
+class ErasureAccepted(BaseModel):
+    erasure_id: str
+    receipts: int  # receipts erased with the customer, besides those each service finds itself
+    detail: str = ("requested: each service reports a customer.erasure.completed event naming this erasure_id "
+                   "(`serialtrack erase` waits for them)")
+
+
 def counter_time(at: datetime | None, now: datetime | None = None) -> datetime:
     """The event time of a counter request: the server's clock, or the till's within MAX_CLOCK_SKEW."""
     now = now or datetime.now(UTC)
@@ -518,6 +534,27 @@ def read_api(engine: Engine) -> APIRouter:
         row = await ask(request, response, "return", data, return_event_id(data.request_id), caller.source,
                         at, data.request_id, wait_ms)
         return row if isinstance(row, Pending) else ReturnOut(**return_out(row))
+
+    @router.post("/erasures", response_model=ErasureAccepted, status_code=202,
+                 summary="Erase a customer on request: every service pseudonymizes them and reports it",
+                 responses=errors({400: "the body is not text (not UTF-8)",
+                                   503: "Redis is unavailable: nothing was requested"}))
+    async def request_erasure(body: ErasureAsk, request: Request,
+                              caller: Annotated[Principal, allow(CUSTOMER_SERVICE)]) -> ErasureAccepted:
+        # The receipts this service ties to the customer go with the request, so that services that
+        # keep receipts without customers (theft's sightings) erase them too.
+        with Session(engine) as session:
+            known = receipts_of(session, request.app.state.runtime.definition.customer_data, body.customer_id)
+        data = _contract(CustomerErasureRequested, {
+            "erasure_id": f"erasure-{new_event_id()}", "customer_id": body.customer_id,
+            "receipt_ids": sorted(known | set(body.receipt_ids)), "note": body.note})
+        runtime = request.app.state.runtime
+        try:
+            await publish(runtime.consumer.writer, runtime.settings.streams,
+                          [make_event(data, source=caller.source).envelope])
+        except RedisError as exc:
+            raise HTTPException(503, detail=f"cannot request the erasure: Redis unavailable ({exc})") from None
+        return ErasureAccepted(erasure_id=data.erasure_id, receipts=len(data.receipt_ids))
 
     return router
 

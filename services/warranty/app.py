@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
+from shared.erasure import CustomerColumns
 from shared.service import ServiceDefinition
+from shared.store import table_of
 
 from . import api, handlers, store
 
@@ -17,4 +19,13 @@ definition = ServiceDefinition(
     read_api=api.read_api,
     lookup_path="/warranties/{manufacturer}/{serial}",
     migrations_dir=Path(__file__).parent / "migrations",
+    customer_data=(
+        CustomerColumns(table_of(store.FactRow), customer=("customer_id",), receipt=("receipt_id",)),
+        CustomerColumns(table_of(store.ClaimRow), customer=("customer_id",),
+                        text=("issue", "issue_key", "facts", "reasons")),
+        CustomerColumns(table_of(store.ReturnRow), customer=("customer_id",), receipt=("receipt_id",),
+                        text=("reason", "facts", "reasons")),
+        CustomerColumns(table_of(store.DecisionRow), text=("facts", "reasons")),
+        CustomerColumns(table_of(store.RecallNoticeRow), customer=("customer_id",)),
+    ),
 )

@@ -66,6 +66,7 @@ EVENT_TYPES = (
     "unit.received", "unit.sold", "unit.returned", "theft.reported", "theft.recovered",
     "recall.issued", "recall.amended", "recall.closed", "warranty.policy.set", "warranty.owner.registered",
     "warranty.claim.submitted", "return.requested",
+    "customer.erasure.requested",  # applied around this module by shared/erasure.py (ServiceDefinition.customer_data)
 )
 _IDS = uuid.UUID("2b7c0e55-43d4-4f7a-8a0e-5d3b9c7e1f21")
 

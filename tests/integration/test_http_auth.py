@@ -112,6 +112,7 @@ CHECKS = (200, 200, 200, 200, 403, 200)
 THEFT_CASES = (200, 403, 403, 200, 403, 200)
 CAMPAIGNS = (200, 200, 403, 403, 200, 200)
 OTHERS_CAMPAIGN = (200, 200, 403, 403, 404, 200)
+ERASURE = (202, 202, 403, 403, 403, 403)  # requested: every service applies it (tests/integration/test_erasure.py)
 
 
 def matrix(story: Story) -> list[tuple[str, str, str, str, dict | None, tuple[int, ...]]]:
@@ -134,6 +135,7 @@ def matrix(story: Story) -> list[tuple[str, str, str, str, dict | None, tuple[in
         ("warranty", "GET", "/returns/{request_id}", f"/returns/RQ-{sn}", None, CASES),
         ("warranty", "POST", "/claims/decisions", "/claims/decisions", claim, COUNTER),
         ("warranty", "POST", "/returns/decisions", "/returns/decisions", ret, COUNTER),
+        ("warranty", "POST", "/erasures", "/erasures", {"customer_id": "C-NOBODY-KNOWN"}, ERASURE),
         ("theft", "GET", "/stolen/{manufacturer}/{serial}", f"/stolen/acme/{sn}", None, A),
         ("theft", "GET", "/stolen/{manufacturer}/{serial}", f"/stolen/zeta/{zsn}", None, MINE_ONLY),
         ("theft", "POST", "/checks", "/checks", {"items": [{"manufacturer": "acme", "serial": sn}]}, CHECKS),

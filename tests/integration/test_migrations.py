@@ -8,7 +8,7 @@ import threading
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, inspect, text
 
 from services.registry import INSTALLED, load
 from shared.schema import OutdatedSchema, SchemaError, migrate, prepare, state
@@ -108,3 +108,30 @@ def test_a_downgrade_and_the_upgrade_after_it_keep_every_row(engine):
         assert conn.execute(text("SELECT event_id, digest FROM inbox")).all() == [("e-1", None)]
     with pytest.raises(SchemaError, match="drop every table"):
         migrate(engine, definition.migrations, to="base")
+
+
+def test_plumbing_0003_adds_the_erased_values_and_keeps_every_row(engine):
+    """plumbing_0003 (erasure on request) on a store at plumbing_0002 with rows in it: the inbox and
+    outbox rows stay; the new table starts empty; undone, it takes only its own table with it."""
+    definition = load("warranty")
+    migrate(engine, definition.migrations)
+    migrate(engine, definition.migrations, to="plumbing_0002")
+    assert "erased_values" not in inspect(engine).get_table_names()
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO inbox (service, event_id, source, event_type, event_time, processed_at, digest) "
+                          "VALUES ('warranty', 'e-1', 'pos/1', 'unit.sold', :t, :t, 'abc')"), {"t": "2026-11-01 10:00:00"})
+        conn.execute(text("INSERT INTO outbox (service, event_type, event_source, event_id, envelope, created_at) "
+                          "VALUES ('warranty', 'return.decided', 's', 'o-1', '{}', :t)"), {"t": "2026-11-01 10:00:00"})
+    migrate(engine, definition.migrations)
+    assert "plumbing_0003" in state(engine, definition.migrations).current
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT event_id, digest FROM inbox")).all() == [("e-1", "abc")]
+        assert conn.execute(text("SELECT event_id FROM outbox")).scalars().all() == ["o-1"]
+        assert conn.execute(text("SELECT count(*) FROM erased_values")).scalar_one() == 0
+        conn.execute(text("INSERT INTO erased_values (service, pseudonym, kind, erasure_id, erased_at) "
+                          "VALUES ('warranty', 'anon-0123456789abcdef', 'customer', 'erasure-1', :t)"),
+                     {"t": "2026-11-02 10:00:00"})
+    migrate(engine, definition.migrations, to="plumbing_0002")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT event_id FROM inbox")).scalars().all() == ["e-1"]
+    assert "erased_values" not in inspect(engine).get_table_names()

@@ -147,8 +147,8 @@ def test_the_operator_publishes_through_the_ledger_and_its_reader_only_reads(acl
 def test_a_service_writer_publishes_only_its_own_types_and_dead_letters(acl_redis):
     s = acl_redis.streams
     for service in INSTALLED:
-        own = set(SERVICE_TYPES[service]) | ({"warranty.claim.submitted", "return.requested"}
-                                             if service == "warranty" else set())
+        own = set(SERVICE_TYPES[service]) | ({"warranty.claim.submitted", "return.requested",
+                                              "customer.erasure.requested"} if service == "warranty" else set())
         targets = [s.for_type(t) for t in ALL_TYPES] + [s.dead_letters(other) for other in INSTALLED]
         results = xadd_each(acl_redis.client(writer(service)), targets)
         for event_type in ALL_TYPES:
@@ -156,6 +156,14 @@ def test_a_service_writer_publishes_only_its_own_types_and_dead_letters(acl_redi
             assert refused(result) == (event_type not in own), (service, event_type, result)
         for other in INSTALLED:
             assert refused(results[s.dead_letters(other)]) == (other != service), (service, other)
+        # An erasure rewrites the service's own dead letters (shared/erasure.py): read, delete; no one else's.
+        client = acl_redis.client(writer(service))
+        assert client.xrange(s.dead_letters(service), count=1) is not None
+        assert client.xdel(s.dead_letters(service), "0-1") == 0
+        with pytest.raises(NoPermissionError):
+            client.xrange(s.dead_letters("recalls" if service != "recalls" else "theft"))
+        with pytest.raises(NoPermissionError):
+            client.xrange(s.for_type("unit.sold"))
     with pytest.raises(NoPermissionError):  # the example of the issue
         acl_redis.client(writer("inventory")).xadd(s.for_type("recall.owner_notified"), {ENTRY_FIELD: "{}"})
 

@@ -29,7 +29,9 @@ from services.registry import load
 from shared.auth import Auth
 from shared.consumer import Applied, EventProcessor
 from shared.envelope import Event, decode_envelope_bytes
+from shared.erasure import applier
 from shared.http import install as install_http_edge
+from shared.pseudonyms import Pseudonyms
 from shared.schema import migrate
 from shared.service import ServiceDefinition
 from shared.store import OutboxRow, for_reading, for_writing, forget_outbox, make_engine, table_of
@@ -62,7 +64,9 @@ class ServiceStore:
         self.name = definition.name
         self.engine = make_engine(f"sqlite:///{path}")
         self.directory = path.parent
-        self.processor = EventProcessor(self.name, for_writing(self.engine), definition.apply)
+        # As build_app runs it: the service's handler inside erasure on request (shared/erasure.py).
+        self.processor = EventProcessor(self.name, for_writing(self.engine), applier(
+            self.name, definition.customer_data, definition.apply, Pseudonyms(self.directory / "tokens")))
         self._client: TestClient | None = None
 
     def apply(self, *events: Event | Iterable[Event]) -> Applied:

@@ -33,7 +33,15 @@ from shared.keys import (
     revoke_key,
     thumbprint,
 )
-from shared.roles import INBOUND_TYPES, INTERNAL_TYPES, ROLE_TYPES, SERVICE_TYPES, roles_for_type
+from shared.roles import (
+    INBOUND_TYPES,
+    INTERNAL_TYPES,
+    OPERATOR_ONLY_TYPES,
+    REPORTED_BY_EVERY_SERVICE,
+    ROLE_TYPES,
+    SERVICE_TYPES,
+    roles_for_type,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -300,7 +308,8 @@ def test_every_contract_type_is_inbound_or_internal_and_inbound_ones_have_a_role
     assert INBOUND_TYPES | INTERNAL_TYPES == set(EVENT_TYPES)
     assert not INBOUND_TYPES & INTERNAL_TYPES
     for event_type in INBOUND_TYPES:
-        assert "operator" in roles_for_type(event_type) and len(roles_for_type(event_type)) == 2, event_type
+        others = 0 if event_type in OPERATOR_ONLY_TYPES else 1  # erasure requests: the operator alone
+        assert "operator" in roles_for_type(event_type) and len(roles_for_type(event_type)) == 1 + others, event_type
     for event_type in INTERNAL_TYPES:
         assert roles_for_type(event_type) == ()
 
@@ -320,7 +329,9 @@ def _contract_classes_published_in(path: Path) -> set[str]:
 def test_internal_types_are_those_each_service_publishes(service):
     """Checked against the services' code: the internal types a service builds are the ones the
     table gives it (the Redis ACL work trusts this table to let only that service write them)."""
-    built = set()
+    # Each service's erasure report is built once for all of them, around its handler.
+    built = _contract_classes_published_in(ROOT / "shared" / "erasure.py")
+    assert built == set(REPORTED_BY_EVERY_SERVICE)
     for path in (ROOT / "services" / service).glob("*.py"):
         if path.name != "api.py":  # the HTTP API publishes requests: inbound types (see shared/roles.py)
             built |= _contract_classes_published_in(path)

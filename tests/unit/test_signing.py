@@ -322,7 +322,8 @@ EXPECTED_ROLE_TYPES = {
     "law-enforcement": {"theft.reported", "theft.recovered"},
     "manufacturer": {"recall.issued", "recall.amended", "recall.closed", "warranty.policy.set"},
 }
-EXPECTED_ROLE_TYPES["operator"] = set().union(*EXPECTED_ROLE_TYPES.values())
+# The operator publishes every inbound type, and alone erasure requests.
+EXPECTED_ROLE_TYPES["operator"] = set().union(*EXPECTED_ROLE_TYPES.values()) | {"customer.erasure.requested"}
 
 
 def test_signatures_are_required_for_exactly_these_types():
