@@ -88,14 +88,19 @@ def _theft_fact(event: Event) -> Fact:
                 case_number=d.case_number, note=getattr(d, "description", None) or None)
 
 
-def _save_theft_selection(session: Session, event: Event) -> None:
+def _theft_selection_facts(session: Session, event: Event) -> Iterator[tuple[store.UnitKey, Fact]]:
     """A stolen report (or recovery) over a range or a list: one row, whatever its size. Each unit
-    gets it as a fact when an event names the unit (_add_theft_selections)."""
+    gets it as a fact when an event names the unit (_add_theft_selections). Now, only the units sold
+    since the report's time get it: their "sold while stolen" anomalies depend on it (a late report
+    raises one, a late recovery withdraws it)."""
     d = event.data
     assert isinstance(d, (TheftReported, TheftRecovered))
     selection = d.serial_range if d.serial_range is not None else d.serials
     assert selection is not None  # a single serial is applied as a fact of that unit
-    store.save_theft_selection(session, d.manufacturer, selection, _theft_fact(event))
+    fact = _theft_fact(event)
+    store.save_theft_selection(session, d.manufacturer, selection, fact)
+    for key in store.sold_since(session, d.manufacturer, selection, event.time):
+        yield key, fact
 
 
 def _recall_fact(event: Event, disposition: str | None = None) -> Fact:
@@ -182,7 +187,8 @@ def apply_events(session: Session, events: list[Event]) -> None:
             for key, fact in _recall_facts(session, event, states, outgoing):
                 per_unit.setdefault(key, []).append(fact)
         elif isinstance(event.data, (TheftReported, TheftRecovered)) and event.data.serial is None:
-            _save_theft_selection(session, event)
+            for key, fact in _theft_selection_facts(session, event):
+                per_unit.setdefault(key, []).append(fact)
         else:
             for key, fact in facts_of(event):
                 per_unit.setdefault(key, []).append(fact)

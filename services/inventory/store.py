@@ -413,6 +413,27 @@ def save_theft_selection(session: Session, manufacturer: str, selection: SerialR
     insert_ignore(session, _theft_selections, [row])  # a redelivered report stays one row
 
 
+def sold_since(session: Session, manufacturer: str, selection: SerialRange | list[str], since: datetime) -> list[UnitKey]:
+    """Units of a range or list with a sale at or after ``since`` in their history: the units whose
+    anomalies a stolen report (or recovery) of that time may change. Found by index on the unit
+    key, filtered exactly here; as many as such sales, not as many as serials in the range."""
+    query = select(_history.c.serial).where(_history.c.manufacturer == manufacturer,
+                                            _history.c.event_type == "unit.sold", _history.c.event_time >= since)
+    found: set[str] = set()
+    if isinstance(selection, SerialRange):
+        if selection.width is not None:
+            low = f"{selection.prefix}{selection.first:0{selection.width}d}"
+            high = f"{selection.prefix}{selection.last:0{selection.width}d}"
+        else:  # unpadded numbers do not sort as strings: scan the prefix, filter exactly below
+            low, high = selection.prefix, selection.prefix + "\x7f"
+        found.update(serial for (serial,) in session.execute(query.where(_history.c.serial.between(low, high)))
+                     if serial in selection)
+    else:
+        for part in chunks(sorted(set(selection))):
+            found.update(serial for (serial,) in session.execute(query.where(_history.c.serial.in_(part))))
+    return [(manufacturer, serial) for serial in sorted(found)]
+
+
 def _theft_fact(row) -> Fact:
     return Fact(time=as_utc(row.event_time), source=row.event_source, event_id=row.event_id, type=row.event_type,
                 agency=row.agency, case_number=row.case_number, note=row.note)
