@@ -140,3 +140,13 @@ def test_an_invalid_traceparent_is_a_bad_envelope(traceparent):
     with pytest.raises(InvalidEvent) as caught:
         decode_entry(entry(GOOD | {"traceparent": traceparent}))
     assert caught.value.reason == "bad_envelope" and "traceparent" in caught.value.detail
+
+
+def test_a_receipt_range_is_capped_per_role_and_a_stolen_range_is_not():
+    from shared.contracts import TheftReported
+    with pytest.raises(ValueError, match="at most 1000000 per unit.received"):
+        UnitReceived(manufacturer="acme", sku="X", location="dc", serial_range={"prefix": "A", "first": 1,
+                                                                                "last": 1_000_001})
+    big = TheftReported(manufacturer="acme", agency="pd", case_number="C",
+                        serial_range={"prefix": "A", "first": 1, "last": 10_000_000})
+    assert big.unit_count == 10_000_000  # kept as a range in every service
