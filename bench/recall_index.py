@@ -46,7 +46,7 @@ def main() -> None:
         while applied(engine, "inventory") < len(recalls):
             time.sleep(0.1)
         print(f"setup: {args.recalls} recalls of {args.ranges:,} ranges applied in {time.perf_counter() - setup:.1f} s")
-        results = {}
+        results: dict[str, list[float]] = {}
         done = len(recalls)
         for maker, numbers in (("other", range(args.receipts)), ("zeta", zeta),
                                ("other", range(args.receipts, 2 * args.receipts))):
