@@ -364,13 +364,16 @@ def _cache_key(session: Session, manufacturer: str) -> tuple[str, str]:
 
 def open_recall_index(session: Session, manufacturers: Iterable[str]) -> dict[str, MatchIndex]:
     """The open recalls of these manufacturers, indexed, each key a recall id with the fact of its
-    broadcast. Runs for every batch: the rows straight through the driver (scopes parsed once), the
-    index rebuilt only when a manufacturer's open recalls or their scopes changed."""
+    broadcast. Runs for every batch: one small query straight through the driver; the scopes are
+    read and the index rebuilt only when a manufacturer's open recalls or their scopes changed (an
+    amendment sets ``scope_time``)."""
     makers = sorted(set(manufacturers))
     if not makers:
         return {}
+    # What identifies each open recall's current scope, without the scope itself (up to 1,000 ranges
+    # of JSON each): read only when it changed.
     rows = driver_rows(
-        session, "SELECT manufacturer, recall_id, scope, issued_at, event_source, event_id FROM inventory_recalls "
+        session, "SELECT manufacturer, recall_id, scope_time, length(scope) FROM inventory_recalls "
                  f"WHERE status = 'open' AND manufacturer IN ({', '.join('?' * len(makers))})", makers)
     by_maker: dict[str, list[tuple]] = {}
     for row in rows:
@@ -384,7 +387,10 @@ def open_recall_index(session: Session, manufacturers: Iterable[str]) -> dict[st
         if hit is None or hit[0] != version:
             facts: dict[Hashable, Fact] = {}
             selections = []
-            for _, recall_id, scope_text, issued_at, source, event_id in recalls:
+            stored = driver_rows(
+                session, "SELECT recall_id, scope, issued_at, event_source, event_id FROM inventory_recalls "
+                         "WHERE status = 'open' AND manufacturer = ?", (maker,))
+            for recall_id, scope_text, issued_at, source, event_id in stored:
                 scope = _scope(scope_text)
                 selections.append(Selection(recall_id, frozenset(scope.skus), tuple(scope.serial_ranges),
                                             frozenset(scope.serials)))
