@@ -40,7 +40,7 @@ def environment(database_url: str | None = None, **overrides):
 
 
 @contextmanager
-def service_process(service: str, settings: Settings, worker: int = 0):
+def service_process(service: str, settings: Settings, worker: int = 0, start_timeout: float = 60):
     env = dict(os.environ)
     env["SERIALTRACK_WORKER_ID"] = str(worker)
     env.update({
@@ -51,7 +51,7 @@ def service_process(service: str, settings: Settings, worker: int = 0):
     })
     process = subprocess.Popen([sys.executable, "-m", "serialtrack.cli", "serve", service], env=env)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:
             try:
                 if httpx.get(settings.service_url(service) + "/healthz", timeout=1).status_code == 200:

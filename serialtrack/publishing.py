@@ -29,6 +29,7 @@ from shared.envelope import (
     ENTRY_FIELD,
     Envelope,
     InvalidEvent,
+    check_event_time,
     describe_validation_error,
     new_event_id,
     subject_of,
@@ -82,12 +83,14 @@ def build_envelope(event_type: str, data: Any, *, source: str, id: str | None = 
     if not id and id_from_content:
         id = content_id(validated, time)
     try:
-        return Envelope(
+        envelope = Envelope(
             id=id or new_event_id(), source=source, type=event_type, time=time or datetime.now(UTC),
             subject=subject_of(validated), data=validated.model_dump(mode="json", exclude_none=True),
         )
     except ValidationError as exc:
         raise InvalidEvent("bad_envelope", describe_validation_error(exc)) from None
+    check_event_time(envelope)  # consumers would dead-letter it: say so now
+    return envelope
 
 
 def content_id(data: EventData, time: datetime | str | None) -> str:

@@ -10,6 +10,9 @@ backlog it is leaving behind):
 - each service's dead-letter stream: how many, why (over the newest ``DEAD_LETTER_SCAN`` entries),
   the newest one's age;
 - each service's outbox backlog (from its /healthz);
+- the streams under the prefix that no installed service reads, with their length: an entry
+  XADDed to ``serialtrack:foo.bar`` (a typo, a type this build does not know) is read by nobody,
+  so it is shown here instead of disappearing without a trace (a warning when the type is unknown);
 - Redis memory against its maxmemory (unhealthy from 90%: with noeviction, Redis refuses writes at 100%).
 
 Unhealthy (exit code 1): Redis or a service unreachable or degraded; a group further behind than
@@ -87,7 +90,7 @@ async def _streams(redis: aioredis.Redis, settings: Settings, reads: dict[str, t
     async for key in redis.scan_iter(match=f"{streams.prefix}:*", count=1000, _type="stream"):
         name = key.decode() if isinstance(key, bytes) else key
         if not name.startswith(dead_letter_prefix):
-            expected.setdefault(name, set())  # a stream nobody here reads (an output, an old type)
+            expected.setdefault(name, set())  # a stream nobody here reads (an output, an old type, a typo)
 
     now = time.time()
     report = []
@@ -99,8 +102,18 @@ async def _streams(redis: aioredis.Redis, settings: Settings, reads: dict[str, t
             stats = (await group_stats(redis, stream, group, info, now)).to_dict()
             del stats["stream"], stats["length"]
             rows.append(stats)
-        report.append({"stream": stream, "length": info[0], "groups": rows})
+        report.append({"stream": stream, "length": info[0], "groups": rows, "read_by": sorted(expected[stream])})
     return report
+
+
+def unread_streams(settings: Settings, streams: list[dict]) -> list[dict]:
+    """The streams no installed service reads, with their length and whether their type is known
+    (an output of a service, read elsewhere or not at all) or not (nothing will ever read it)."""
+    from shared.contracts import EVENT_TYPES
+
+    return [{"stream": s["stream"], "length": s["length"],
+             "known_type": settings.streams.type_of(s["stream"]) in EVENT_TYPES}
+            for s in streams if not s["read_by"]]
 
 
 def _str(value: bytes | str | None, default: str = "") -> str:
@@ -143,10 +156,12 @@ async def gather(settings: Settings, redis_url: str, timeout: float = 3.0) -> di
     try:
         report["redis"] = await _redis_memory(redis)
         report["streams"] = await _streams(redis, settings, reads)
+        report["unread_streams"] = unread_streams(settings, report["streams"])
         report["dead_letters"] = await _dead_letters(redis, settings, reads)
     except (RedisError, OSError) as exc:
         report["redis"] = {"reachable": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
         report.setdefault("streams", [])
+        report.setdefault("unread_streams", [])
         report.setdefault("dead_letters", {})
     finally:
         await redis.aclose()
@@ -187,6 +202,10 @@ def evaluate(report: dict, thresholds: Thresholds) -> dict:
         if dead["total"] and dead["newest_age_seconds"] is not None and dead["newest_age_seconds"] < RECENT_DEAD_LETTER_S:
             warnings.append(f"{name} dead-lettered entries within the last hour ({dead['total']} in all); "
                             f"see `serialtrack deadletters --service {name}`")
+    for unread in report["unread_streams"]:
+        if unread["length"] and not unread["known_type"]:
+            warnings.append(f"{unread['stream']} holds {unread['length']} entries no service reads "
+                            "(not a known event type: a typo in the stream name?)")
     report["thresholds"] = thresholds.__dict__
     report["problems"] = problems
     report["warnings"] = warnings
@@ -259,9 +278,14 @@ def render(report: dict):
         dead.add_row(name, Text(str(d["total"]), style="red" if d["total"] else ""), reasons,
                      _age(d["newest_age_seconds"]))
 
+    unread = Table("stream", "length", "event type", title="streams no service reads", title_justify="left")
+    for u in report["unread_streams"]:
+        unread.add_row(u["stream"], str(u["length"]), "known" if u["known_type"] else Text("unknown", style="yellow"))
+
     findings = [Text(f"problem: {p}", style="red") for p in report["problems"]]
     findings += [Text(f"warning: {w}", style="yellow") for w in report["warnings"]]
-    return Group(header, redis_line, services, streams, dead, *findings)
+    return Group(header, redis_line, services, streams, *([unread] if report["unread_streams"] else []), dead,
+                 *findings)
 
 
 def run(settings: Settings, redis_url: str, thresholds: Thresholds, as_json: bool, watch: bool,

@@ -25,7 +25,17 @@ service consumes through this module, which arranges it:
 - a failing batch is split so one bad event does not hold back the others;
   an event whose handler keeps failing is dead-lettered after
   ``max_deliveries`` deliveries; infrastructure failures (database down) are
-  never counted against that budget: they back off and retry;
+  never counted against that budget: they back off and retry, and give the
+  delivery back (XCLAIM RETRYCOUNT);
+- the delivery count is checked on every delivery before applying: an entry
+  delivered more than ``max_deliveries`` times is dead-lettered as
+  ``crashed_consumer`` with its count. That is the entry whose apply killed
+  the process (an OOM kill, a segfault) each time: no exception was ever
+  raised for it, and without this check it would crash-loop the service
+  forever. New entries (XREADGROUP ``>``) are at delivery 1; the reclaimer's
+  XAUTOCLAIM counts one more, read back with XPENDING on the claimed id only.
+  A redelivered entry is applied alone, after the batch it came with, so a
+  crash counts against it and not against its neighbours;
 - each committed batch is counted (shared/metrics.py) and logged in one line
   at INFO, not one per event; a traced event's apply carries its trace
   (shared/tracing.py).
@@ -37,6 +47,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +60,7 @@ from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, StreamSub
 from redis.exceptions import ResponseError
+from redis.typing import StreamIdT
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -72,6 +84,11 @@ TRANSIENT_BACKOFF_S = 1.0
 # service inside that window and prove it (tests/integration/test_delivery_guarantees.py, R1).
 # Unset in production: docs/consumer.md, "Test hooks".
 HOLD_ACK_ENV = "SERIALTRACK_TEST_HOLD_ACK_MS"
+# Test hook, not a setting: the process SIGKILLs itself while applying the event with this id (inside
+# the transaction, as an OOM kill would), so a test can show that such an entry is dead-lettered as
+# ``crashed_consumer`` instead of crash-looping the service (tests/integration/test_crashed_consumer.py).
+# Unset in production: docs/consumer.md, "Test hooks".
+CRASH_ON_ENV = "SERIALTRACK_TEST_CRASH_ON_EVENT_ID"
 
 
 class Applied(NamedTuple):
@@ -110,6 +127,7 @@ class EventProcessor:
         self.service = service
         self.engine = engine
         self.apply = apply
+        self._crash_on = os.environ.get(CRASH_ON_ENV) or None  # the test hook above
 
     def process(self, events: Sequence[Event]) -> Applied:
         """Runs in a worker thread (blocking I/O).
@@ -121,6 +139,8 @@ class EventProcessor:
                 with Session(self.engine) as session, session.begin():
                     claim = claim_inbox(session, self.service, events)
                     fresh = claim.fresh
+                    if self._crash_on and any(event.id == self._crash_on for event in fresh):
+                        os.kill(os.getpid(), signal.SIGKILL)  # the test hook: die while applying
                     groups = _by_trace(fresh) if fresh else []
                     for traceparent, tracestate, group in groups:
                         with apply_span(self.service, traceparent, tracestate, len(group)) as carried:
@@ -143,7 +163,12 @@ class _Entry:
     stream: str
     entry_id: str
     fields: dict[bytes, bytes]
+    deliveries: int = 1  # times Redis delivered it, this delivery included
     event: Event | None = None
+
+    @property
+    def redelivered(self) -> bool:
+        return self.deliveries > 1
 
 
 async def _entries_as_they_are(message, _default_parser) -> StreamMessage:
@@ -249,9 +274,15 @@ class StreamConsumer:
         async def handle(raw: dict) -> None:
             ids = [i.decode() if isinstance(i, bytes) else i for i in raw["message_ids"]]
             data = raw["data"]
+            entries = [_Entry(stream, i, f) for i, f in zip(ids, data, strict=True)]
             if reclaimer and ids:
                 self.metrics.reclaimed(stream, len(ids))
-            await self.handle_entries(stream, [_Entry(stream, i, f) for i, f in zip(ids, data, strict=True)])
+                # XAUTOCLAIM counted this delivery; the reader's XREADGROUP ">" only ever delivers
+                # new entries, at delivery 1 (the default).
+                counts = await self.delivery_counts(stream, ids)
+                for entry in entries:
+                    entry.deliveries = counts.get(entry.entry_id, 1)
+            await self.handle_entries(stream, entries)
             if linger_s and len(ids) < full:
                 # A trickle: let the next events gather. Each read and each transaction costs about
                 # a millisecond of CPU whatever its size; read at once after every few events and
@@ -263,7 +294,16 @@ class StreamConsumer:
     async def handle_entries(self, stream: str, entries: list[_Entry]) -> None:
         good: list[_Entry] = []
         poison: list[tuple[_Entry, str, str]] = []
+        limit = self.settings.max_deliveries
         for entry in entries:
+            if entry.deliveries > limit:
+                # Every earlier delivery ended without an ack and without a handler error: the
+                # process died while applying it. Applying it again would kill it again.
+                detail = (f"delivered {entry.deliveries} times (limit {limit}, SERIALTRACK_MAX_DELIVERIES) "
+                          "without being applied or failing: the consumer died while applying it "
+                          "(killed, out of memory, crashed)")
+                poison.append((entry, "crashed_consumer", detail))
+                continue
             try:
                 entry.event = self.trust.check(entry.stream, decode_entry(entry.fields, entry.entry_id), entry.fields)
                 good.append(entry)
@@ -290,7 +330,12 @@ class StreamConsumer:
             if not work:
                 continue
             try:
-                await self._apply([entry for entries, _ in work for entry in entries])
+                entries = [entry for entries, _ in work for entry in entries]
+                await self._apply([entry for entry in entries if not entry.redelivered])
+                # A redelivered entry may be one whose apply killed the process: alone, a kill counts
+                # against it only, least-delivered first.
+                for entry in sorted((e for e in entries if e.redelivered), key=lambda e: e.deliveries):
+                    await self._apply([entry])
             except Exception as exc:  # noqa: BLE001 - e.g. Redis down during XACK: entries stay pending
                 log.warning("%s: could not finish a batch (%r); its entries stay pending", self.service, exc)
             finally:
@@ -299,6 +344,8 @@ class StreamConsumer:
                         done.set_result(None)
 
     async def _apply(self, entries: list[_Entry]) -> None:
+        if not entries:
+            return
         started = perf_counter()
         try:
             # Every entry handed to the writer was decoded (handle_entries set its event).
@@ -307,6 +354,7 @@ class StreamConsumer:
             if is_transient(exc):
                 self.metrics.failed("store_unavailable")
                 log.warning("%s: store unavailable (%s); %d entries stay pending", self.service, exc, len(entries))
+                await self._give_back_deliveries(entries)
                 await asyncio.sleep(TRANSIENT_BACKOFF_S)
                 return
             self.metrics.failed("handler")
@@ -347,24 +395,45 @@ class StreamConsumer:
         await pipe.execute()
 
     async def _failed(self, entry: _Entry, exc: Exception) -> None:
-        stream = entry.stream
         assert entry.event is not None  # only decoded entries are applied, so only they fail
-        deliveries = await self.delivery_count(stream, entry.entry_id)
+        deliveries = entry.deliveries
         traced = [trace_id_of(entry.event.envelope.traceparent)] if entry.event.envelope.traceparent else []
         if deliveries >= self.settings.max_deliveries:
             log.error("%s: %s failed %d times, dead-lettered: %r", self.service, entry.entry_id, deliveries, exc,
                       extra={"trace_ids": traced})
-            await self._dead_letter([(entry, "handler_failed", f"{type(exc).__name__}: {exc}"[:2000])], deliveries)
+            await self._dead_letter([(entry, "handler_failed", f"{type(exc).__name__}: {exc}"[:2000])])
         else:
             log.warning("%s: %s failed (delivery %d of %d), will retry: %r",
                         self.service, entry.entry_id, deliveries, self.settings.max_deliveries, exc,
                         extra={"trace_ids": traced})
 
-    async def delivery_count(self, stream: str, entry_id: str) -> int:
-        pending = await self.redis.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
-        return int(pending[0]["times_delivered"]) if pending else 1
+    async def delivery_counts(self, stream: str, entry_ids: list[str]) -> dict[str, int]:
+        """How many times each entry was delivered: XPENDING over the ids' span only (the reclaimer
+        claims one entry at a time, so that is one entry)."""
+        span = sorted(entry_ids, key=lambda i: tuple(int(part) for part in i.split("-")))
+        pending = await self.redis.xpending_range(stream, self.group, min=span[0], max=span[-1], count=10_000)
+        counts = {}
+        for item in pending:
+            entry_id = item["message_id"]
+            counts[entry_id.decode() if isinstance(entry_id, bytes) else entry_id] = int(item["times_delivered"])
+        return {entry_id: counts[entry_id] for entry_id in entry_ids if entry_id in counts}
 
-    async def _dead_letter(self, items: list[tuple[_Entry, str, str]], deliveries: int = 1) -> None:
+    async def _give_back_deliveries(self, entries: list[_Entry]) -> None:
+        """A delivery that met an unavailable store says nothing about the entry: set its count
+        back (XCLAIM RETRYCOUNT, JUSTID does not count), so an outage longer than
+        ``max_deliveries`` reclaims never dead-letters an entry as ``crashed_consumer``."""
+        by_count: dict[tuple[str, int], list[StreamIdT]] = {}
+        for entry in entries:
+            by_count.setdefault((entry.stream, entry.deliveries - 1), []).append(entry.entry_id)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for (stream, before), ids in by_count.items():
+                pipe.xclaim(stream, self.group, self.consumer_name, 0, ids, retrycount=before, justid=True)
+            await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - Redis down too: the count stays one higher, nothing else
+            log.warning("%s: could not give back %d deliveries (%r)", self.service, len(entries), exc)
+
+    async def _dead_letter(self, items: list[tuple[_Entry, str, str]]) -> None:
         now = datetime.now(UTC).isoformat()
         # Copy first, ack after, as two users (see the module docstring): a crash in between
         # dead-letters the entry again, it never loses it.
@@ -381,7 +450,7 @@ class StreamConsumer:
                 "group": self.group,
                 "reason": reason,
                 "error": detail,
-                "deliveries": str(deliveries),
+                "deliveries": str(entry.deliveries),
                 "failed_at": now,
                 "original": json.dumps(original),
             })

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -37,6 +38,7 @@ from pydantic import (
 
 from .contracts import EVENT_TYPES, EventData, UnitSelection
 from .identity import unit_subject
+from .time_window import event_time_problem
 
 ENTRY_FIELD = "event"
 MAX_ENTRY_BYTES = 1_000_000
@@ -44,6 +46,21 @@ MAX_ENTRY_BYTES = 1_000_000
 _Printable = r"^[\x21-\x7e]+$"  # ids and sources are ASCII without spaces: they go into keys and logs
 # W3C Trace Context traceparent: version-traceid-parentid-flags, lower-case hex.
 TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+
+
+# CloudEvents' String type: Unicode without control characters or noncharacters (lone surrogates
+# cannot reach here: they are not valid UTF-8 JSON).
+_CLOUDEVENTS_STRING = r"^[^\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]*$"
+MAX_SUBJECT_LENGTH = 1024
+
+
+def _time_as_text(value: object) -> object:
+    """The envelope time is an RFC 3339 string (CloudEvents Timestamp). pydantic would also take a
+    number as Unix seconds (``"time": 1`` as 1970): a unit mix-up, refused. A datetime is what a
+    producer in this process passes (make_event)."""
+    if isinstance(value, (str, datetime)):
+        return value
+    raise ValueError(f"time must be an RFC 3339 string, got {type(value).__name__}")
 
 
 class Signature(BaseModel):
@@ -71,8 +88,11 @@ class Envelope(BaseModel):
     id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_Printable)]
     source: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_Printable)]
     type: str
-    time: AwareDatetime
-    subject: Annotated[str, StringConstraints(max_length=200, pattern=_Printable)] | None = None
+    time: Annotated[AwareDatetime, BeforeValidator(_time_as_text)]
+    # Informational (CloudEvents): any non-empty string without control characters. No service reads
+    # it: the unit is taken from ``data``, so a producer may put the raw manufacturer name there.
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SUBJECT_LENGTH,
+                                              pattern=_CLOUDEVENTS_STRING)] | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     data: dict[str, Any]
     signature: Signature | None = None
@@ -96,7 +116,10 @@ class Envelope(BaseModel):
             return value
         if not value.utcoffset():  # "Z" parses to pydantic's own UTC tzinfo: swap it, do not convert
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # year 1 with a negative offset, year 9999 with a positive one
+            raise ValueError(f"time {value.isoformat()} is out of range") from None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -152,7 +175,7 @@ class InvalidEvent(ValueError):
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
-        self.reason = reason  # machine-readable: too_large, not_json, bad_envelope, unknown_type, bad_data
+        self.reason = reason  # machine-readable: too_large, not_json, bad_envelope, bad_time, unknown_type, bad_data
         self.detail = detail
 
 
@@ -180,9 +203,12 @@ def validate_data(event_type: str, data: dict[str, Any]) -> EventData:
 def decode_entry(fields: dict[bytes, bytes], entry_id: str | None = None) -> Event:
     """Stream entry fields -> validated Event, or InvalidEvent with a clear reason."""
     raw = fields.get(ENTRY_FIELD.encode())
-    if raw is None:
-        names = ", ".join(sorted(k.decode("utf-8", "replace") for k in fields)) or "none"
-        raise InvalidEvent("bad_envelope", f"entry has no '{ENTRY_FIELD}' field (fields: {names})")
+    if raw is None or len(fields) != 1:
+        # Exactly one field: anything beside it would be ignored, and a producer who put meaning
+        # there (a second event, a signature) must learn that it was not read.
+        names = ", ".join(sorted(k.decode("utf-8", "replace")[:64] for k in fields)[:10]) or "none"
+        problem = f"no '{ENTRY_FIELD}' field" if raw is None else f"fields other than '{ENTRY_FIELD}'"
+        raise InvalidEvent("bad_envelope", f"entry has {problem} (fields: {names}); exactly one, '{ENTRY_FIELD}'")
     return decode_envelope_bytes(raw, entry_id)
 
 
@@ -212,7 +238,15 @@ def decode_envelope_bytes(raw: bytes, entry_id: str | None = None) -> Event:
         envelope = _known_envelopes().validate_json(raw)
     except ValidationError:
         return _decode_in_two_steps(raw, entry_id)
+    check_event_time(envelope)
     return Event(envelope, envelope.data, entry_id)
+
+
+def check_event_time(envelope: Envelope) -> None:
+    """A time outside the window of believable event times (shared/time_window.py) is refused."""
+    problem = event_time_problem(envelope.time)
+    if problem:
+        raise InvalidEvent("bad_time", problem)
 
 
 def _decode_in_two_steps(raw: bytes, entry_id: str | None) -> Event:
@@ -224,7 +258,10 @@ def _decode_in_two_steps(raw: bytes, entry_id: str | None) -> Event:
             raise InvalidEvent("not_json", f"envelope is not valid UTF-8 JSON: {errors[0]['msg'][:200]}") from None
         if errors and errors[0]["type"] == "model_type":
             raise InvalidEvent("bad_envelope", "envelope must be a JSON object") from None
+        if errors and all(err["loc"][:1] == ("time",) for err in errors):
+            raise InvalidEvent("bad_time", describe_validation_error(exc)) from None
         raise InvalidEvent("bad_envelope", describe_validation_error(exc)) from None
+    check_event_time(envelope)
     return Event(envelope, validate_data(envelope.type, envelope.data), entry_id)
 
 

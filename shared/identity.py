@@ -9,6 +9,9 @@ Normalization, applied everywhere a manufacturer or serial enters the system:
 - manufacturer: surrounding whitespace stripped, lower-cased, inner runs of
   whitespace become one "-"; then 1..64 characters of ``a-z 0-9 . _ -``,
   starting with a letter or digit ("Acme Corp" -> "acme-corp").
+- both: ASCII only. A non-ASCII character is refused before any case mapping,
+  which would otherwise turn some of them into ASCII letters ("\ufb01x1" into
+  "FIX1", "\u017fn-9" into "SN-9").
 - serial: surrounding whitespace stripped, upper-cased (scanners and people
   disagree on case; the unit does not); then 1..64 characters of
   ``A-Z 0-9 . _ -``, starting with a letter or digit. Inner whitespace, "/",
@@ -51,6 +54,10 @@ _WHITESPACE_RE = re.compile(r"\s+")
 def _check_text(kind: str, value: object) -> str:
     if not isinstance(value, str):
         raise IdentityError(f"{kind} must be a string, got {type(value).__name__}")
+    if not value.isascii():
+        # Checked before case mapping: str.upper() and str.lower() map some non-ASCII letters to
+        # ASCII ("\ufb01x1" -> "FIX1", "\u017fn-9" -> "SN-9"), a silent repair of what was sent.
+        raise IdentityError(f"{kind} {value!r} contains non-ASCII characters; only ASCII is accepted")
     text = value.strip()
     if _CONTROL_RE.search(text):
         raise IdentityError(f"{kind} {value!r} contains control characters")

@@ -76,12 +76,32 @@ def facts_of(event: Event) -> Iterator[tuple[store.UnitKey, Fact]]:
         yield (d.manufacturer, d.serial), Fact(**base, disposition=d.disposition.value, note=d.note or None,
                                                location=d.location)
     elif isinstance(d, (TheftReported, TheftRecovered)):
-        fact = Fact(**base, agency=d.agency, case_number=d.case_number,
-                    note=getattr(d, "description", None) or None)
-        for serial in d.iter_serials():
-            yield (d.manufacturer, serial), fact
+        if d.serial is not None:  # a range or a list is stored as one row instead (_save_theft_selection)
+            yield (d.manufacturer, d.serial), _theft_fact(event)
     else:
         raise TypeError(f"inventory does not consume {event.type}")
+
+
+def _theft_fact(event: Event) -> Fact:
+    d = event.data
+    assert isinstance(d, (TheftReported, TheftRecovered))
+    return Fact(time=event.time, source=event.source, event_id=event.id, type=event.type, agency=d.agency,
+                case_number=d.case_number, note=getattr(d, "description", None) or None)
+
+
+def _theft_selection_facts(session: Session, event: Event) -> Iterator[tuple[store.UnitKey, Fact]]:
+    """A stolen report (or recovery) over a range or a list: one row, whatever its size. Each unit
+    gets it as a fact when an event names the unit (_add_theft_selections). Now, only the units sold
+    since the report's time get it: their "sold while stolen" anomalies depend on it (a late report
+    raises one, a late recovery withdraws it)."""
+    d = event.data
+    assert isinstance(d, (TheftReported, TheftRecovered))
+    selection = d.serial_range if d.serial_range is not None else d.serials
+    assert selection is not None  # a single serial is applied as a fact of that unit
+    fact = _theft_fact(event)
+    store.save_theft_selection(session, d.manufacturer, selection, fact)
+    for key in store.sold_since(session, d.manufacturer, selection, event.time):
+        yield key, fact
 
 
 def _recall_fact(event: Event, disposition: str | None = None) -> Fact:
@@ -167,14 +187,20 @@ def apply_events(session: Session, events: list[Event]) -> None:
         if event.type.startswith("recall.") or event.type == RecallApplicationContinues.event_type:
             for key, fact in _recall_facts(session, event, states, outgoing):
                 per_unit.setdefault(key, []).append(fact)
+        elif isinstance(event.data, (TheftReported, TheftRecovered)) and event.data.serial is None:
+            for key, fact in _theft_selection_facts(session, event):
+                per_unit.setdefault(key, []).append(fact)
         else:
             for key, fact in facts_of(event):
                 per_unit.setdefault(key, []).append(fact)
 
     states.update(store.load_units(session, [key for key in per_unit if key not in states]))
     _add_open_recalls(session, per_unit, states)
+    histories = _add_theft_selections(session, per_unit)
     late = [key for key, facts in per_unit.items() if needs_refold(states.get(key), facts)]
-    histories = store.load_histories(session, late) if late else {}
+    unread = [key for key in late if key not in histories]
+    if unread:
+        histories.update(store.load_histories(session, unread))
     recorded = store.anomaly_identities(session, late) if late else {}
 
     saved_states, anomaly_rows = [], []
@@ -219,18 +245,47 @@ def _add_open_recalls(session: Session, per_unit: dict[store.UnitKey, list[Fact]
                       states: dict[store.UnitKey, UnitState]) -> None:
     """Units first seen now (or whose sku just became known) get the open recalls that cover them,
     as facts at the recall's time: a unit received after a recall is quarantined on arrival."""
-    recalls = store.open_recalls(session, {maker for maker, _ in per_unit})
-    if not recalls:
+    indexes = store.open_recall_index(session, {maker for maker, _ in per_unit})
+    if not indexes:
         return
     for key, facts in per_unit.items():
+        index = indexes.get(key[0])
+        if index is None:
+            continue
+        matcher, recall_facts = index
         state = states.get(key)
+        sku = (state.sku if state else None) or next((f.sku for f in facts if f.sku), None)
+        covering = matcher.match(key[1], sku)  # an index lookup: as cheap with 20 recalls of 1,000 ranges as with one
+        if not covering:
+            continue
         seen: set[str | None] = set(state.recalls_seen) if state else set()
         # Only a broadcast brings a recall to a unit; a remedy or closure fact names it too.
         seen.update(f.recall_id for f in facts if f.type == "recall.issued" or f.disposition == "covered")
-        sku = (state.sku if state else None) or next((f.sku for f in facts if f.sku), None)
-        for recall, fact in recalls:
-            if recall.recall_id not in seen and recall.covers(key[0], key[1], sku):
-                facts.append(fact)
+        facts.extend(recall_facts[recall_id] for recall_id in covering if recall_id not in seen)
+
+
+def _add_theft_selections(session: Session, per_unit: dict[store.UnitKey, list[Fact]]) -> dict[store.UnitKey, list[Fact]]:
+    """Units named now get the stolen reports and recoveries over ranges and lists that cover them
+    and are not in their history yet, as facts at the report's time: a unit received after a range
+    report is flagged on arrival, a known one at its next event. Returns the histories it read (the
+    units it matched), which the refold needs anyway."""
+    indexes = store.theft_selection_index(session, {maker for maker, _ in per_unit})
+    if not indexes:
+        return {}
+    matched: dict[store.UnitKey, list[Fact]] = {}
+    for key in per_unit:
+        index = indexes.get(key[0])
+        if index is not None:
+            matcher, facts = index
+            for row_id in matcher.match(key[1], None):
+                matched.setdefault(key, []).append(facts[row_id])
+    if not matched:
+        return {}
+    histories = store.load_histories(session, matched)
+    for key, covering in matched.items():
+        applied = {(f.source, f.event_id) for f in (*histories.get(key, ()), *per_unit[key])}
+        per_unit[key].extend(f for f in covering if (f.source, f.event_id) not in applied)
+    return histories
 
 
 def _withdrawal_event(identity: tuple) -> Event:

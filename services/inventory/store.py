@@ -1,20 +1,32 @@
-"""Inventory tables and the set-based reads and writes the handlers and the API use."""
+"""Inventory tables and the set-based reads and writes the handlers and the API use.
+
+Stolen reports over a range or a list (``inventory_theft_selections``) are kept as one row per
+report, never expanded: a 10,000,000-serial report costs one row. A unit gets such a report as a
+fact of its history when an event names it (``theft_selection_index``: an index lookup per unit,
+no scan), so a unit received after the report is flagged on arrival, and a known unit at its next
+event; the read side (``get_unit``, ``unit_history``) shows the reports that cover a unit and did
+not reach its history yet. Open recalls are matched the same way (``open_recall_index``).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Hashable, Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
+from types import SimpleNamespace
 
-from sqlalchemy import Index, Table, UniqueConstraint, bindparam, func, select, update
+from sqlalchemy import BigInteger, Index, Table, UniqueConstraint, bindparam, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from shared.contracts import RecallScope
+from shared.identity import SerialRange
+from shared.serial_index import Selection, SerialIndex
 from shared.store import as_utc, chunks, driver_rows, insert_ignore, insert_tuples, read_time, table_of, utcnow
 
-from .domain import Anomaly, Fact, OrderKey, Status, UnitState
+from .domain import Anomaly, Fact, OrderKey, Status, UnitState, fold
 
 UnitKey = tuple[str, str]
 
@@ -105,12 +117,39 @@ class RecallRow(SQLModel, table=True):
     close_event_id: str | None = Field(default=None, max_length=128)
 
 
-TABLES: list[Table] = [table_of(UnitRow), table_of(HistoryRow), table_of(AnomalyRow), table_of(RecallRow)]
+class TheftSelectionRow(SQLModel, table=True):
+    """A ``theft.reported`` or ``theft.recovered`` over a range or a list: one row, never expanded."""
+
+    __tablename__ = "inventory_theft_selections"
+    __table_args__ = (
+        UniqueConstraint("event_source", "event_id", name="uq_inventory_theft_selection_event"),
+        Index("ix_inventory_theft_selections_manufacturer", "manufacturer", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    manufacturer: str = Field(max_length=64)
+    range_prefix: str | None = Field(default=None, max_length=64)  # a range: prefix, first, last, width
+    range_first: int | None = Field(default=None, sa_type=BigInteger)  # serial numbers outgrow 32 bits
+    range_last: int | None = Field(default=None, sa_type=BigInteger)
+    range_width: int | None = None
+    serials: str | None = None  # a list: JSON
+    event_type: str = Field(max_length=64)
+    event_time: datetime
+    event_source: str = Field(max_length=256)
+    event_id: str = Field(max_length=128)
+    agency: str = Field(max_length=64)
+    case_number: str = Field(max_length=64)
+    note: str | None = None
+    recorded_at: datetime
+
+
+TABLES: list[Table] = [table_of(UnitRow), table_of(HistoryRow), table_of(AnomalyRow), table_of(RecallRow),
+                       table_of(TheftSelectionRow)]
 
 _units = table_of(UnitRow)
 _history = table_of(HistoryRow)
 _anomalies = table_of(AnomalyRow)
 _recalls = table_of(RecallRow)
+_theft_selections = table_of(TheftSelectionRow)
 
 _FACT_COLUMNS = ("location", "from_location", "sku", "condition", "disposition", "receipt_id", "customer_id",
                  "terminal_id", "agency", "case_number", "recall_id", "note", "in_transit")
@@ -310,20 +349,142 @@ def _scope(text: str) -> RecallScope:
     return RecallScope.model_validate_json(text)
 
 
-def open_recalls(session: Session, manufacturers: Iterable[str]) -> list[tuple[RecallScope, Fact]]:
-    """The open recalls of these manufacturers, each with the fact of its broadcast. Runs for every
-    batch: straight through the driver, scopes parsed once."""
+# Matchers: which open recalls and stolen reports cover a unit (shared.serial_index), built from the
+# store and cached per database; a batch only checks that what it would build is what it has.
+
+MatchIndex = tuple[SerialIndex, dict[Hashable, Fact]]  # the index, and the fact each of its keys stands for
+_match_lock = threading.Lock()
+_recall_cache: dict[tuple[str, str], tuple[tuple, MatchIndex]] = {}
+_theft_cache: dict[tuple[str, str], tuple[tuple, MatchIndex]] = {}
+
+
+def _cache_key(session: Session, manufacturer: str) -> tuple[str, str]:
+    return (session.get_bind().engine.url.render_as_string(hide_password=True), manufacturer)
+
+
+def open_recall_index(session: Session, manufacturers: Iterable[str]) -> dict[str, MatchIndex]:
+    """The open recalls of these manufacturers, indexed, each key a recall id with the fact of its
+    broadcast. Runs for every batch: one small query straight through the driver; the scopes are
+    read and the index rebuilt only when a manufacturer's open recalls or their scopes changed (an
+    amendment sets ``scope_time``)."""
     makers = sorted(set(manufacturers))
     if not makers:
-        return []
+        return {}
+    # What identifies each open recall's current scope, without the scope itself (up to 1,000 ranges
+    # of JSON each): read only when it changed.
     rows = driver_rows(
-        session, "SELECT recall_id, scope, issued_at, event_source, event_id FROM inventory_recalls "
+        session, "SELECT manufacturer, recall_id, scope_time, length(scope) FROM inventory_recalls "
                  f"WHERE status = 'open' AND manufacturer IN ({', '.join('?' * len(makers))})", makers)
-    return [
-        (_scope(scope), Fact(time=read_time(issued_at), source=source, event_id=event_id, type="recall.issued",
-                             recall_id=recall_id))
-        for recall_id, scope, issued_at, source, event_id in rows
-    ]
+    by_maker: dict[str, list[tuple]] = {}
+    for row in rows:
+        by_maker.setdefault(row[0], []).append(tuple(row))
+    found: dict[str, MatchIndex] = {}
+    for maker, recalls in by_maker.items():
+        version = tuple(sorted(recalls))
+        cache_key = _cache_key(session, maker)
+        with _match_lock:
+            hit = _recall_cache.get(cache_key)
+        if hit is None or hit[0] != version:
+            facts: dict[Hashable, Fact] = {}
+            selections = []
+            stored = driver_rows(
+                session, "SELECT recall_id, scope, issued_at, event_source, event_id FROM inventory_recalls "
+                         "WHERE status = 'open' AND manufacturer = ?", (maker,))
+            for recall_id, scope_text, issued_at, source, event_id in stored:
+                scope = _scope(scope_text)
+                selections.append(Selection(recall_id, frozenset(scope.skus), tuple(scope.serial_ranges),
+                                            frozenset(scope.serials)))
+                facts[recall_id] = Fact(time=read_time(issued_at), source=source, event_id=event_id,
+                                        type="recall.issued", recall_id=recall_id)
+            hit = (version, (SerialIndex.build(selections), facts))
+            with _match_lock:
+                _recall_cache[cache_key] = hit
+        found[maker] = hit[1]
+    return found
+
+
+def save_theft_selection(session: Session, manufacturer: str, selection: SerialRange | list[str],
+                         fact: Fact) -> None:
+    row = {
+        "manufacturer": manufacturer, "event_type": fact.type, "event_time": fact.time, "event_source": fact.source,
+        "event_id": fact.event_id, "agency": fact.agency, "case_number": fact.case_number, "note": fact.note,
+        "recorded_at": utcnow(), "range_prefix": None, "range_first": None, "range_last": None,
+        "range_width": None, "serials": None,
+    }
+    if isinstance(selection, SerialRange):
+        row.update(range_prefix=selection.prefix, range_first=selection.first, range_last=selection.last,
+                   range_width=selection.width)
+    else:
+        row["serials"] = json.dumps(sorted(set(selection)))
+    insert_ignore(session, _theft_selections, [row])  # a redelivered report stays one row
+
+
+def sold_since(session: Session, manufacturer: str, selection: SerialRange | list[str], since: datetime) -> list[UnitKey]:
+    """Units of a range or list with a sale at or after ``since`` in their history: the units whose
+    anomalies a stolen report (or recovery) of that time may change. Found by index on the unit
+    key, filtered exactly here; as many as such sales, not as many as serials in the range."""
+    query = select(_history.c.serial).where(_history.c.manufacturer == manufacturer,
+                                            _history.c.event_type == "unit.sold", _history.c.event_time >= since)
+    found: set[str] = set()
+    if isinstance(selection, SerialRange):
+        if selection.width is not None:
+            low = f"{selection.prefix}{selection.first:0{selection.width}d}"
+            high = f"{selection.prefix}{selection.last:0{selection.width}d}"
+        else:  # unpadded numbers do not sort as strings: scan the prefix, filter exactly below
+            low, high = selection.prefix, selection.prefix + "\x7f"
+        found.update(serial for (serial,) in session.execute(query.where(_history.c.serial.between(low, high)))
+                     if serial in selection)
+    else:
+        for part in chunks(sorted(set(selection))):
+            found.update(serial for (serial,) in session.execute(query.where(_history.c.serial.in_(part))))
+    return [(manufacturer, serial) for serial in sorted(found)]
+
+
+def _theft_fact(row) -> Fact:
+    return Fact(time=as_utc(row.event_time), source=row.event_source, event_id=row.event_id, type=row.event_type,
+                agency=row.agency, case_number=row.case_number, note=row.note)
+
+
+def _theft_selection(row) -> Selection:
+    if row.serials is not None:
+        return Selection(row.id, serials=frozenset(json.loads(row.serials)))
+    return Selection(row.id, ranges=(SerialRange(prefix=row.range_prefix, first=row.range_first,
+                                                 last=row.range_last, width=row.range_width),))
+
+
+def theft_selection_index(session: Session, manufacturers: Iterable[str]) -> dict[str, MatchIndex]:
+    """The stolen reports and recoveries over ranges and lists of these manufacturers, indexed, each
+    key a row id with its fact. One small query per batch; the rows are read again only when a
+    manufacturer's set changed (rows are only ever added: their count and highest id tell)."""
+    makers = sorted(set(manufacturers))
+    if not makers:
+        return {}
+    versions = session.execute(
+        select(_theft_selections.c.manufacturer, func.count(), func.max(_theft_selections.c.id))
+        .where(_theft_selections.c.manufacturer.in_(makers)).group_by(_theft_selections.c.manufacturer)
+    ).all()
+    found: dict[str, MatchIndex] = {}
+    for maker, rows, highest in versions:
+        version = (rows, highest)
+        cache_key = _cache_key(session, maker)
+        with _match_lock:
+            hit = _theft_cache.get(cache_key)
+        if hit is None or hit[0] != version:
+            stored = session.execute(select(_theft_selections).where(_theft_selections.c.manufacturer == maker)).all()
+            index = SerialIndex.build(_theft_selection(row) for row in stored)
+            hit = (version, (index, {row.id: _theft_fact(row) for row in stored}))
+            with _match_lock:
+                _theft_cache[cache_key] = hit
+        found[maker] = hit[1]
+    return found
+
+
+def theft_facts_covering(session: Session, key: UnitKey) -> list[Fact]:
+    index = theft_selection_index(session, [key[0]]).get(key[0])
+    if index is None:
+        return []
+    matcher, facts = index
+    return [facts[k] for k in matcher.match(key[1], None)]
 
 
 def units_covered_by(session: Session, recall: RecallScope) -> dict[UnitKey, UnitState]:
@@ -377,16 +538,49 @@ def covered_units_page(session: Session, recall: RecallScope, after: str | None,
 
 
 def get_unit(session: Session, key: UnitKey):
-    return session.execute(
+    """The unit's row; with the stolen reports over ranges and lists that cover it and did not reach
+    its history yet (they do at its next event) folded in."""
+    row = session.execute(
         select(_units).where(_units.c.manufacturer == key[0], _units.c.serial == key[1])
     ).first()
+    if row is None:
+        return None
+    pending = _pending_theft_facts(session, key)
+    if not pending:
+        return row
+    history = load_histories(session, [key]).get(key, [])
+    state, _ = fold(key[0], key[1], [*history, *pending])
+    return _row_like({**row._mapping, "stolen": state.stolen, "theft_cases": _json_text(state.theft_cases)})
+
+
+def _row_like(values: dict) -> SimpleNamespace:
+    """A value read like a result row: by attribute and through ``_mapping``."""
+    return SimpleNamespace(**values, _mapping=values)
+
+
+def _pending_theft_facts(session: Session, key: UnitKey) -> list[Fact]:
+    covering = theft_facts_covering(session, key)
+    if not covering:
+        return []
+    applied = {(r.event_source, r.event_id) for r in session.execute(
+        select(_history.c.event_source, _history.c.event_id)
+        .where(_history.c.manufacturer == key[0], _history.c.serial == key[1]))}
+    return [fact for fact in covering if (fact.source, fact.event_id) not in applied]
 
 
 def unit_history(session: Session, key: UnitKey) -> list:
-    return list(session.execute(
+    rows: list = list(session.execute(
         select(_history).where(_history.c.manufacturer == key[0], _history.c.serial == key[1])
         .order_by(_history.c.event_time, _history.c.event_source, _history.c.event_id)
     ))
+    pending = _pending_theft_facts(session, key)
+    if pending:  # shown where they belong in time, as the unit's next event will store them
+        rows.extend(_row_like({"manufacturer": key[0], "serial": key[1], "event_time": fact.time,
+                               "event_type": fact.type, "event_source": fact.source, "event_id": fact.event_id,
+                               "recorded_at": None, **{c: getattr(fact, c) for c in _FACT_COLUMNS}})
+                    for fact in pending)
+        rows.sort(key=lambda r: (as_utc(r.event_time), r.event_source, r.event_id))
+    return rows
 
 
 def unit_anomalies(session: Session, key: UnitKey) -> list:

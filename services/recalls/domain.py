@@ -1,18 +1,10 @@
 """Recall rules, pure: which units a recall covers, how a unit's campaign status is derived, and
 the campaign's progress.
 
-Matching is an index lookup, never a scan over recalls. Per manufacturer the
-``RecallIndex`` keeps
-
-- explicit serials: a dict serial -> recalls;
-- serial ranges bucketed by (prefix, width). A serial can only fall into a
-  bucket whose prefix is the serial minus some of its trailing digits, so a
-  lookup tries at most one split per trailing digit (and only splits whose
-  prefix length occurs in a bucket). Inside a bucket the ranges are cut into
-  disjoint elementary segments (a sweep over their bounds), each holding the
-  recalls that cover it: one bisect gives the answer, however the ranges
-  overlap;
-- sku-only recalls (no serial condition): a dict sku -> recalls.
+Matching is an index lookup, never a scan over recalls: per manufacturer the
+``RecallIndex`` keeps a ``shared.serial_index.SerialIndex`` of the recalls'
+scopes (explicit serials, range buckets, sku-only), the matcher inventory uses
+too.
 
 Order: a unit fact at time t is matched by a recall unless the recall was
 closed at or before t. A unit first seen after a recall closed is never
@@ -24,14 +16,14 @@ whether a unit's fact arrived before or after the amendment.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
 
 from shared.identity import SerialRange
+from shared.serial_index import Selection, SerialIndex
 
 # ---------------------------------------------------------------------------------------------
 # Order of facts
@@ -226,66 +218,6 @@ class Recall:
         return self.closed_at is None or first_seen is None or first_seen < self.closed_at
 
 
-class _Bucket:
-    """Ranges of one (prefix, width) as disjoint elementary segments: bisect, no scan."""
-
-    __slots__ = ("covering", "points")
-
-    def __init__(self, ranges: Iterable[tuple[int, int, str]]):
-        changes: dict[int, list[tuple[int, str]]] = {}
-        for first, last, rid in ranges:
-            changes.setdefault(first, []).append((1, rid))
-            changes.setdefault(last + 1, []).append((-1, rid))
-        active: dict[str, int] = {}
-        self.points: list[int] = []
-        self.covering: list[tuple[str, ...]] = []
-        for point in sorted(changes):
-            for delta, rid in changes[point]:
-                count = active.get(rid, 0) + delta
-                if count:
-                    active[rid] = count
-                else:
-                    active.pop(rid, None)
-            self.points.append(point)
-            self.covering.append(tuple(active))
-
-    def find(self, number: int) -> tuple[str, ...]:
-        i = bisect_right(self.points, number) - 1
-        return self.covering[i] if i >= 0 else ()
-
-
-@dataclass(slots=True)
-class _MakerIndex:
-    explicit: dict[str, list[str]] = field(default_factory=dict)
-    buckets: dict[tuple[str, int | None], _Bucket] = field(default_factory=dict)
-    prefix_lengths: frozenset[int] = frozenset()
-    sku_only: dict[str, list[str]] = field(default_factory=dict)
-
-    def candidates(self, serial: str) -> list[str]:
-        found: list[str] = list(self.explicit.get(serial, ()))
-        if not self.buckets:
-            return found
-        # trailing digits of the serial: each split point is one possible (prefix, number)
-        end = len(serial)
-        start = end
-        while start > 0 and "0" <= serial[start - 1] <= "9":
-            start -= 1
-        lengths, buckets = self.prefix_lengths, self.buckets
-        for cut in range(start, end):
-            if cut not in lengths:
-                continue
-            prefix, digits = serial[:cut], serial[cut:]
-            width = end - cut
-            bucket = buckets.get((prefix, width))
-            if bucket is not None:
-                found.extend(bucket.find(int(digits)))
-            if digits[0] != "0" or width == 1:  # unpadded ranges never write leading zeros
-                bucket = buckets.get((prefix, None))
-                if bucket is not None:
-                    found.extend(bucket.find(int(digits)))
-        return found
-
-
 class RecallIndex:
     """All recalls of all manufacturers, indexed for matching one unit at a time. Immutable once
     built: the service builds a new one when recalls change and swaps it in."""
@@ -298,22 +230,8 @@ class RecallIndex:
         self._makers = {maker: self._build(recalls) for maker, recalls in grouped.items()}
 
     @staticmethod
-    def _build(recalls: list[Recall]) -> _MakerIndex:
-        index = _MakerIndex()
-        ranges: dict[tuple[str, int | None], list[tuple[int, int, str]]] = {}
-        for recall in recalls:
-            rid = recall.recall_id
-            if not recall.has_serial_condition:
-                for sku in recall.skus:
-                    index.sku_only.setdefault(sku, []).append(rid)
-                continue
-            for serial in recall.serials:
-                index.explicit.setdefault(serial, []).append(rid)
-            for r in recall.ranges:
-                ranges.setdefault((r.prefix, r.width), []).append((r.first, r.last, rid))
-        index.buckets = {key: _Bucket(items) for key, items in ranges.items()}
-        index.prefix_lengths = frozenset(len(prefix) for prefix, _ in index.buckets)
-        return index
+    def _build(recalls: list[Recall]) -> SerialIndex:
+        return SerialIndex.build(Selection(r.recall_id, r.skus, r.ranges, r.serials) for r in recalls)
 
     def __len__(self) -> int:
         return len(self.recalls)
@@ -330,18 +248,11 @@ class RecallIndex:
         index = self._makers.get(manufacturer)
         if index is None:
             return []
-        found = index.candidates(serial)
-        if sku is not None:
-            found.extend(index.sku_only.get(sku, ()))
-        if not found:
-            return []
-        result = []
         recalls = self.recalls
-        for rid in dict.fromkeys(found):  # a serial may be in a recall's list and in one of its ranges
-            recall = recalls[rid]
-            if recall.skus and sku not in recall.skus:
-                continue
-            if recall.closed_order is not None and (order is None or order >= recall.closed_order):
+        result = []
+        for rid in index.match(serial, sku):
+            closed = recalls[rid].closed_order  # type: ignore[index]  # keys are recall ids
+            if closed is not None and (order is None or order >= closed):
                 continue
             result.append(rid)
-        return result
+        return result  # type: ignore[return-value]  # recall ids

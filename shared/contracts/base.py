@@ -10,7 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from ..identity import Manufacturer, Serial, SerialRange
 
+# What one event may carry, per role (README, "Limits per event"). A list is applied unit by unit
+# where units need rows; a range of a receipt too (inventory keeps a row per unit it holds), while
+# stolen reports and recall scopes are kept as ranges (up to shared.identity.MAX_RANGE_SIZE each).
 MAX_SERIALS_PER_EVENT = 10_000
+MAX_RECEIPT_RANGE = 1_000_000
 
 # Free text that ends up in tables, logs and CSV exports: printable, bounded.
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]

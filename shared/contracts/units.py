@@ -6,10 +6,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..identity import Manufacturer, Serial
-from .base import Code, Condition, EventData, Note, Text, UnitSelection
+from .base import MAX_RECEIPT_RANGE, Code, Condition, EventData, Note, Text, UnitSelection
 
 
 class Adjustment(StrEnum):
@@ -27,13 +27,21 @@ class Adjustment(StrEnum):
 class UnitReceived(UnitSelection):
     """Units arrived at a location (a receipt, or the end of a transfer in transit).
 
-    Bulk receipts use ``serials`` (up to 10,000) or ``serial_range`` (up to 10,000,000).
+    Bulk receipts use ``serials`` (up to 10,000) or ``serial_range`` (up to 1,000,000: every
+    unit received becomes a row in inventory, see MAX_RECEIPT_RANGE).
     """
 
     event_type: ClassVar[str] = "unit.received"
     sku: Code
     location: Code
     condition: Condition = Condition.NEW
+
+    @model_validator(mode="after")
+    def _receipt_range_is_bounded(self):
+        if self.serial_range is not None and self.serial_range.count > MAX_RECEIPT_RANGE:
+            raise ValueError(f"a receipt's serial range has {self.serial_range.count} serials; at most "
+                             f"{MAX_RECEIPT_RANGE} per unit.received (split it into several receipts)")
+        return self
 
 
 class UnitTransferred(EventData):

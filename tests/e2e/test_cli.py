@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -98,6 +99,11 @@ def wait_for_unit(env, manufacturer, serial, history_length, timeout=30):
     raise AssertionError(f"{manufacturer}/{serial} did not reach {history_length} facts")
 
 
+def _hours_from_now(hours: int) -> str:
+    """A time after the receipt published now, and within the day of slack event times may be ahead."""
+    return (datetime.now(UTC) + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def test_up_publish_lookup_stop_restart_keeps_everything(system, tmp_path):
     env = system.env
     assert "redis" in system.output and "(embedded" in system.output
@@ -111,11 +117,11 @@ def test_up_publish_lookup_stop_restart_keeps_everything(system, tmp_path):
 
     lines = [
         {"type": "unit.transferred", "data": {"manufacturer": "acme", "serial": "E2E-1", "from_location": "dc",
-                                              "to_location": "store-12"}, "time": "2030-01-01T10:00:00Z"},
+                                              "to_location": "store-12"}, "time": _hours_from_now(1)},
         "this is not json",
         {"type": "unit.sold", "data": {"manufacturer": "acme", "serial": "E2E-1"}},
         {"specversion": "1.0", "id": "sale-77", "source": "pos/store-12/till-3", "type": "unit.sold",
-         "time": "2030-01-02T10:00:00Z",
+         "time": _hours_from_now(2),
          "data": {"manufacturer": "acme", "serial": "E2E-1", "sku": "TV-55", "location": "store-12",
                   "terminal_id": "till-3", "receipt_id": "R-77"}},
         {"type": "unit.sold", "data": {"manufacturer": "acme", "serial": "E2E 1", "sku": "TV-55", "location": "x",
@@ -162,7 +168,7 @@ def test_up_publish_lookup_stop_restart_keeps_everything(system, tmp_path):
         {"manufacturer": "acme", "serial": "E2E-1", "location": "store-12", "receipt_id": "R-77",
          "reason": "too big", "when": "x"}), check=False)
     assert rejected.returncode == 2 and "unknown field(s) when" in rejected.stderr
-    cli(env, "publish", "unit.returned", "--time", "2030-01-03T10:00:00Z", "--data", json.dumps(
+    cli(env, "publish", "unit.returned", "--time", _hours_from_now(3), "--data", json.dumps(
         {"manufacturer": "acme", "serial": "E2E-1", "location": "store-12", "receipt_id": "R-77",
          "reason": "too big"}))
     unit = wait_for_unit(env, "acme", "e2e-1", 4)

@@ -148,7 +148,7 @@ def test_the_demo_hint_is_a_command_that_works_and_lookup_is_not_cut_to_80_colum
 
 def test_lookup_separates_withdrawn_anomalies_and_explains_a_revised_decision(running):
     env, serial = running.env, "LATE-1"
-    day = "2030-01-0{}T10:00:00Z"
+    day = "2026-01-0{}T10:00:00Z"  # past days: event times may not be ahead of the clock
     # Arrival order differs from time order: the claim and the sale come before the receipt.
     cli(env, "publish", "warranty.claim.submitted", "--time", day.format(6), "--data", json.dumps(
         {"claim_id": "CL-LATE-1", "manufacturer": "acme", "serial": serial, "customer_id": "C-1",

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+import redis
 
 from services.registry import INSTALLED
 from tests.conftest import make_settings
@@ -109,3 +110,18 @@ def test_watch_prints_one_whole_document_per_refresh_until_ctrl_c(sqlite_setting
     documents = [json.loads(line) for line in [first, *rest.splitlines()]]  # none cut off by Ctrl-C
     assert documents and all(not d["healthy"] for d in documents)  # no service runs in this test
     assert process.returncode == 1
+
+
+def test_a_stream_no_service_reads_is_shown_with_its_length(sqlite_settings):
+    """Issue 12: an entry XADDed to a stream nobody reads (a typo) disappeared without a trace."""
+    settings = sqlite_settings
+    client = redis.Redis.from_url(settings.redis_url)
+    typo = f"{settings.streams.prefix}:foo.bar"
+    for n in range(2):
+        client.xadd(typo, {"event": f'{{"n": {n}}}'})
+    client.close()
+    _, report = status(settings, "--json")  # no service runs: unhealthy, but the streams are read
+    assert {"stream": typo, "length": 2, "known_type": False} in report["unread_streams"]
+    assert any(w.startswith(f"{typo} holds 2 entries no service reads") for w in report["warnings"])
+    _, text = status(settings)
+    assert "streams no service reads" in text and "foo.bar" in text

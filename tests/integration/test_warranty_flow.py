@@ -195,12 +195,12 @@ async def test_owner_registration_stolen_units_and_every_reason(settings):
         stolen_view = await wait_for(lambda: _warranty_status(client, stolen_sn, "covered"), message="stolen sale")
         if not stolen_view["stolen"]:
             await wait_for(lambda: _stolen_flag(client, stolen_sn), message="theft report")
-        await publish_events(settings, [
-            claim(sn, minutes=30 * DAY, customer="C-1", claim_id=f"A-{sn}"),
-            claim(sn, minutes=30 * DAY + 1, customer="C-2", claim_id=f"B-{sn}", issue="no power"),
-            claim(sn, minutes=30 * DAY + 2, customer="C-9", claim_id=f"N-{sn}", issue="no sound"),
-            claim(stolen_sn, minutes=30 * DAY, customer="C-5", claim_id=f"S-{stolen_sn}", location="store-9"),
-            claim(gray_sn, minutes=30 * DAY, customer="C-3", claim_id=f"G-{gray_sn}"),
+        await publish_events(settings, [  # 20 days after T0: event times may not be ahead of the clock
+            claim(sn, minutes=20 * DAY, customer="C-1", claim_id=f"A-{sn}"),
+            claim(sn, minutes=20 * DAY + 1, customer="C-2", claim_id=f"B-{sn}", issue="no power"),
+            claim(sn, minutes=20 * DAY + 2, customer="C-9", claim_id=f"N-{sn}", issue="no sound"),
+            claim(stolen_sn, minutes=20 * DAY, customer="C-5", claim_id=f"S-{stolen_sn}", location="store-9"),
+            claim(gray_sn, minutes=20 * DAY, customer="C-3", claim_id=f"G-{gray_sn}"),
         ])
         # While ownership is in question, neither the buyer nor the registrant is approved without a person.
         buyer = await decided(client, f"/claims/A-{sn}")

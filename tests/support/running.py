@@ -104,16 +104,21 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_service_process(service: str, settings: Settings, log_path, hold_ack_ms: int = 0) -> subprocess.Popen:
+def start_service_process(service: str, settings: Settings, log_path, hold_ack_ms: int = 0,
+                          crash_on_event_id: str | None = None) -> subprocess.Popen:
     """`serialtrack serve SERVICE` as its own OS process, as production runs it. ``hold_ack_ms``: the
     consumer's test hook (shared/consumer.py, HOLD_ACK_ENV), a pause between each commit and its
-    XACK that a crash test kills the process in."""
-    from shared.consumer import HOLD_ACK_ENV
+    XACK that a crash test kills the process in. ``crash_on_event_id``: the other hook (CRASH_ON_ENV),
+    the process SIGKILLs itself while applying that event."""
+    from shared.consumer import CRASH_ON_ENV, HOLD_ACK_ENV
 
     env = settings_env(settings)
     env.pop(HOLD_ACK_ENV, None)
+    env.pop(CRASH_ON_ENV, None)
     if hold_ack_ms:
         env[HOLD_ACK_ENV] = str(hold_ack_ms)
+    if crash_on_event_id:
+        env[CRASH_ON_ENV] = crash_on_event_id
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process by the caller's kill/wait
     return subprocess.Popen([sys.executable, "-m", "serialtrack.cli", "serve", service],
                             env=env, stdout=log, stderr=subprocess.STDOUT)

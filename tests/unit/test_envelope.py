@@ -27,7 +27,16 @@ def test_decode_normalizes_identity_and_time_and_tolerates_new_fields():
 
 
 @pytest.mark.parametrize("mutate, reason, words", [
-    (lambda d: d | {"time": "2026-11-01T10:00:00"}, "bad_envelope", "timezone"),
+    (lambda d: d | {"time": "2026-11-01T10:00:00"}, "bad_time", "timezone"),
+    (lambda d: d | {"time": 1}, "bad_time", "RFC 3339 string"),  # not taken as Unix seconds (1970)
+    (lambda d: d | {"time": 1.5e9}, "bad_time", "RFC 3339 string"),
+    (lambda d: d | {"time": "9999-12-31T00:00:00Z"}, "bad_time", "ahead of the clock"),
+    (lambda d: d | {"time": "0001-01-01T00:00:00Z"}, "bad_time", "before 2000-01-01"),
+    (lambda d: d | {"time": "0001-01-01T00:00:00+01:00"}, "bad_time", "out of range"),
+    (lambda d: d | {"subject": "tab\there"}, "bad_envelope", "subject"),
+    (lambda d: d | {"data": {**d["data"], "serial": "\u017fn-9"}}, "bad_data", "non-ASCII"),
+    (lambda d: d | {"data": {**d["data"], "serial": "\ufb01x1"}}, "bad_data", "non-ASCII"),
+    (lambda d: d | {"data": {**d["data"], "manufacturer": "\u212acme"}}, "bad_data", "non-ASCII"),
     (lambda d: d | {"specversion": "0.3"}, "bad_envelope", "specversion"),
     (lambda d: d | {"id": ""}, "bad_envelope", "id"),
     (lambda d: d | {"source": "has space"}, "bad_envelope", "source"),
@@ -50,10 +59,18 @@ def test_decode_rejects_non_json_oversized_and_foreign_entries():
         ({b"event": b" " * 1_000_001}, "too_large"),
         ({b"event": b"42"}, "bad_envelope"),
         ({b"__data__": b"faststream framing"}, "bad_envelope"),
+        ({b"event": json.dumps(GOOD).encode(), b"extra": b"x"}, "bad_envelope"),  # exactly one field
     ]:
         with pytest.raises(InvalidEvent) as caught:
             decode_entry(fields)
         assert caught.value.reason == reason
+
+
+def test_subject_is_informational_any_cloudevents_string():
+    # What the CloudEvents SDK sends when a producer puts the raw manufacturer name there.
+    event = decode_entry(entry(GOOD | {"subject": "Zeta Corp/ce-1 \u00e9"}))
+    assert event.envelope.subject == "Zeta Corp/ce-1 \u00e9"
+    assert (event.data.manufacturer, event.data.serial) == ("acme", "SN1")  # the unit comes from data
 
 
 def test_round_trip_through_the_wire_format():
@@ -123,3 +140,13 @@ def test_an_invalid_traceparent_is_a_bad_envelope(traceparent):
     with pytest.raises(InvalidEvent) as caught:
         decode_entry(entry(GOOD | {"traceparent": traceparent}))
     assert caught.value.reason == "bad_envelope" and "traceparent" in caught.value.detail
+
+
+def test_a_receipt_range_is_capped_per_role_and_a_stolen_range_is_not():
+    from shared.contracts import TheftReported
+    with pytest.raises(ValueError, match="at most 1000000 per unit.received"):
+        UnitReceived(manufacturer="acme", sku="X", location="dc", serial_range={"prefix": "A", "first": 1,
+                                                                                "last": 1_000_001})
+    big = TheftReported(manufacturer="acme", agency="pd", case_number="C",
+                        serial_range={"prefix": "A", "first": 1, "last": 10_000_000})
+    assert big.unit_count == 10_000_000  # kept as a range in every service
