@@ -22,6 +22,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine, Table
 from sqlalchemy.orm import Session
 
+from . import unit_locks
 from .auth import Auth, check_every_route_is_gated
 from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
@@ -30,6 +31,7 @@ from .outbox import OutboxRelay
 from .schema import Migrations, prepare
 from .settings import Settings
 from .store import for_reading, for_writing, make_engine, outbox_backlog, ping
+from .unit_locks import LockPlanner
 
 log = logging.getLogger("serialtrack.service")
 
@@ -44,6 +46,9 @@ class ServiceDefinition:
     read_api: Callable[[Engine], APIRouter]
     lookup_path: str  # GET path with {manufacturer} and {serial}: this service's part of `serialtrack lookup`
     migrations_dir: Path  # services/<name>/migrations: the revisions of this service's tables
+    # What a batch must lock before it reads (shared/unit_locks.py): the units its events name, and
+    # the keys a service's fold reads across units.
+    locks: LockPlanner = unit_locks.units_of
 
     @property
     def migrations(self) -> Migrations:
@@ -84,7 +89,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
     consumer = StreamConsumer(
         service=definition.name,
         event_types=definition.event_types,
-        processor=EventProcessor(definition.name, for_writing(engine), definition.apply),
+        processor=EventProcessor(definition.name, for_writing(engine), definition.apply, definition.locks, metrics),
         redis=redis,
         settings=settings,
         on_outgoing=relay.wake,

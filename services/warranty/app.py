@@ -17,4 +17,5 @@ definition = ServiceDefinition(
     read_api=api.read_api,
     lookup_path="/warranties/{manufacturer}/{serial}",
     migrations_dir=Path(__file__).parent / "migrations",
+    locks=store.LOCKS,
 )

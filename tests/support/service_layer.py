@@ -61,7 +61,7 @@ class ServiceStore:
         self.name = definition.name
         self.engine = make_engine(f"sqlite:///{path}")
         self.directory = path.parent
-        self.processor = EventProcessor(self.name, for_writing(self.engine), definition.apply)
+        self.processor = EventProcessor(self.name, for_writing(self.engine), definition.apply, definition.locks)
         self._client: TestClient | None = None
 
     def apply(self, *events: Event | Iterable[Event]) -> Applied:
