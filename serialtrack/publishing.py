@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import redis
 from pydantic import ValidationError
 from redis.exceptions import NoPermissionError
 
@@ -36,8 +37,6 @@ from shared.envelope import (
 from shared.streams import Streams
 
 if TYPE_CHECKING:
-    import redis
-
     from shared.signing import Signer
 
 # Namespace of the ids derived from a {"type", "data"} line's content (see content_id).
@@ -279,6 +278,8 @@ class LedgerPublisher:
         self.script = client.register_script(_PUBLISH_ONCE) if ledger else None
 
     def __call__(self, entries: Sequence[tuple[Envelope, str]]) -> list[tuple[bool, str] | Exception]:
+        # A Redis Cluster keeps one ledger per stream, in the stream's slot (Streams.published_ledger).
+        per_stream = isinstance(self.client, redis.RedisCluster)
         ledger = self.streams.published_ledger()
         outcomes: list[tuple[bool, str] | Exception] = []
         for start in range(0, len(entries), self.pipeline_size):
@@ -287,7 +288,8 @@ class LedgerPublisher:
                 if self.script is None:
                     pipe.xadd(self.streams.for_type(envelope.type), {ENTRY_FIELD: body})
                     continue
-                self.script(keys=[ledger, self.streams.for_type(envelope.type)],
+                stream = self.streams.for_type(envelope.type)
+                self.script(keys=[self.streams.published_ledger(stream) if per_stream else ledger, stream],
                             args=[f"{envelope.source} {envelope.id}", body], client=pipe)
             for result in pipe.execute(raise_on_error=False):
                 if isinstance(result, NoPermissionError):  # this line only: Redis refused its stream

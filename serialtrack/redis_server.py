@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -52,13 +53,15 @@ class RedisServerProcess:
     without an ACL file the default user has every right, as in a plain install."""
 
     def __init__(self, directory: Path, port: int | None = None, appendfsync: str = "everysec", *,
-                 binary: str | None = None, aclfile: Path | None = None, probe_url: str | None = None):
+                 binary: str | None = None, aclfile: Path | None = None, probe_url: str | None = None,
+                 extra_args: Sequence[str] = ()):
         self.directory = Path(directory)
         self.port = port or free_port()
         self.appendfsync = appendfsync
         self.binary = binary
         self.aclfile = Path(aclfile) if aclfile else None
         self.probe_url = probe_url
+        self.extra_args = tuple(extra_args)  # e.g. ("--cluster-enabled", "yes"): a cluster node
         self.process: subprocess.Popen | None = None
 
     @property
@@ -88,6 +91,7 @@ class RedisServerProcess:
                 "--daemonize", "no",
                 "--logfile", str(self.log_path.resolve()),
                 *acl,
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

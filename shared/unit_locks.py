@@ -127,8 +127,8 @@ def add_event(locks: UnitLocks, event: Event) -> None:
         else:
             for serial in data.iter_serials():
                 locks.unit(manufacturer, serial)
-    elif isinstance(serial := getattr(data, "serial", None), str):
-        locks.unit(manufacturer, serial)
+    elif isinstance(named := getattr(data, "serial", None), str):
+        locks.unit(manufacturer, named)
     elif isinstance(units := getattr(data, "units", None), list):  # unit.quarantined
         for unit in units:
             locks.unit(manufacturer, unit.serial)
