@@ -278,8 +278,8 @@ class LedgerPublisher:
         self.script = client.register_script(_PUBLISH_ONCE) if ledger else None
 
     def __call__(self, entries: Sequence[tuple[Envelope, str]]) -> list[tuple[bool, str] | Exception]:
-        # A Redis Cluster keeps one ledger per stream, in the stream's slot (Streams.published_ledger).
-        per_stream = isinstance(self.client, redis.RedisCluster)
+        if self.script is not None and isinstance(self.client, redis.RedisCluster):
+            return [self._publish_once_on_a_cluster(envelope, body) for envelope, body in entries]
         ledger = self.streams.published_ledger()
         outcomes: list[tuple[bool, str] | Exception] = []
         for start in range(0, len(entries), self.pipeline_size):
@@ -288,8 +288,7 @@ class LedgerPublisher:
                 if self.script is None:
                     pipe.xadd(self.streams.for_type(envelope.type), {ENTRY_FIELD: body})
                     continue
-                stream = self.streams.for_type(envelope.type)
-                self.script(keys=[self.streams.published_ledger(stream) if per_stream else ledger, stream],
+                self.script(keys=[ledger, self.streams.for_type(envelope.type)],
                             args=[f"{envelope.source} {envelope.id}", body], client=pipe)
             for result in pipe.execute(raise_on_error=False):
                 if isinstance(result, NoPermissionError):  # this line only: Redis refused its stream
@@ -299,6 +298,22 @@ class LedgerPublisher:
                 elif self.script is None:
                     outcomes.append((True, result.decode() if isinstance(result, bytes) else result))
                 else:
-                    added, entry_id = result
-                    outcomes.append((bool(added), entry_id.decode() if isinstance(entry_id, bytes) else entry_id))
+                    outcomes.append(_added(result))
         return outcomes
+
+    def _publish_once_on_a_cluster(self, envelope: Envelope, body: str) -> tuple[bool, str] | Exception:
+        """A Redis Cluster runs a script only on keys of one slot, and redis-py's cluster pipelines
+        refuse scripts: one call per event, with the stream's own ledger (Streams.published_ledger)."""
+        assert self.script is not None
+        stream = self.streams.for_type(envelope.type)
+        try:
+            return _added(self.script(keys=[self.streams.published_ledger(stream), stream],
+                                      args=[f"{envelope.source} {envelope.id}", body]))
+        except NoPermissionError as exc:
+            return exc
+
+
+def _added(result) -> tuple[bool, str]:
+    """(added now, entry id) from the ledger script's answer."""
+    added, entry_id = result
+    return bool(added), entry_id.decode() if isinstance(entry_id, bytes) else entry_id
