@@ -31,9 +31,10 @@ import time
 import uuid
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis.asyncio as aioredis
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -126,6 +127,34 @@ async def publish_all(settings, total: int, rate: float | None, mix: str, chunk:
     return started
 
 
+def redis_memory(settings) -> int:
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+
+
+def wal_position(engine) -> int | None:
+    """PostgreSQL's WAL insert position in bytes (server-wide); None on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")).scalar_one())
+
+
+def store_bytes(engine) -> int:
+    """Bytes of the store's tables and indexes (PostgreSQL), or of the SQLite file and its WAL."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT sum(pg_total_relation_size(relid)) FROM pg_stat_user_tables"))
+                       .scalar_one())
+    path = Path(engine.url.database or "")
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+
+
 def latencies(engine, since: datetime) -> list[float]:
     with Session(engine) as session:
         rows = session.execute(select(col(InboxRow.event_time), col(InboxRow.processed_at))
@@ -168,14 +197,18 @@ def main() -> None:
             if args.backlog:  # stop the service, publish everything, start the services again
                 stack.close()
                 published_in = time.perf_counter()
+                redis_before = redis_memory(settings)
                 asyncio.run(publish_all(settings, args.events, None, args.mix, random_ids=args.random_ids,
                                         signers=signers, hot_units=args.hot_units))
                 published_in = time.perf_counter() - published_in
+                redis_per_event = (redis_memory(settings) - redis_before) / args.events
                 services = [stack.enter_context(service_process("inventory", settings, worker=n))
                             for n in range(args.workers)]
                 started = time.perf_counter()
                 cpu_before = sum(cpu_seconds(p.pid) for p in services)
+                wal_before = wal_position(engine)
             else:
+                wal_before = None
                 services = [first] + [stack.enter_context(service_process("inventory", settings, worker=n))
                                       for n in range(1, args.workers)]
                 cpu_before = sum(cpu_seconds(p.pid) for p in services)
@@ -188,6 +221,10 @@ def main() -> None:
                 time.sleep(0.05)
             elapsed = time.perf_counter() - started
             service_cpu = sum(cpu_seconds(p.pid) for p in services) - cpu_before
+            wal_after = wal_position(engine)
+            wal_per_event = ((wal_after - wal_before) / args.events
+                             if args.backlog and wal_after is not None and wal_before is not None else None)
+        store_per_event = store_bytes(engine) / (args.events + baseline)
         lat = latencies(engine, since=wall_clock_start)
         engine.dispose()
     print(f"machine: {machine()}; store: {'sqlite' if not args.database_url else args.database_url.split(':')[0]}")
@@ -202,6 +239,11 @@ def main() -> None:
           f"{'the services started' if args.backlog else 'the first publish'}")
     print(f"throughput: {args.events / elapsed:,.0f} events/s applied; service CPU "
           f"{service_cpu / args.events * 1e6:.0f} us/event ({args.events / service_cpu:,.0f} events per CPU-second)")
+    if args.backlog:
+        wal = f"; PostgreSQL WAL {wal_per_event:,.0f} bytes/event (the server's, others' writes included)" \
+            if wal_per_event else ""
+        print(f"Redis memory {redis_per_event:,.0f} bytes/event (stream entries); store "
+              f"{store_per_event:,.0f} bytes/event (tables and indexes){wal}")
     print(f"latency publish->commit: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
           f"max {max(lat):.1f} ms")
 
