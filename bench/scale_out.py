@@ -130,6 +130,7 @@ def start_all(settings: Settings, workers: int, stack: ExitStack) -> dict[str, l
     wait until each answers /healthz."""
     processes: dict[str, list[subprocess.Popen]] = {s: [] for s in INSTALLED}
     ports = []
+    envs: dict[int, dict[str, str]] = {}
     for worker in range(workers):
         for service in INSTALLED:
             port = free_port()
@@ -137,23 +138,37 @@ def start_all(settings: Settings, workers: int, stack: ExitStack) -> dict[str, l
                        SERIALTRACK_DATA_DIR=str(settings.data_dir), SERIALTRACK_BATCH_SIZE=str(settings.batch_size),
                        **{f"{service.upper()}_DATABASE_URL": settings.database_url(service),
                           f"{service.upper()}_PORT": str(port)})
+            envs[port] = env
             process = subprocess.Popen([sys.executable, "-m", "serialtrack.cli", "serve", service], env=env,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             stack.callback(_stop, process)
             processes[service].append(process)
             ports.append((service, port, process))
-    deadline = time.monotonic() + 600
     for service, port, process in ports:
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
+        if not _healthy(port, process, 180):
+            # FastStream gives each subscriber 3 s to start consuming, which a crowded host can miss:
+            # start it again, as a supervisor would.
+            _stop(process)
+            worker = processes[service].index(process)
+            processes[service][worker] = process = subprocess.Popen(process.args, env=envs[port],
+                                                                     stdout=subprocess.DEVNULL,
+                                                                     stderr=subprocess.DEVNULL)
+            stack.callback(_stop, process)
+            if not _healthy(port, process, 180):
                 raise RuntimeError(f"{service} (port {port}) did not start")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
     return processes
+
+
+def _healthy(port: int, process: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def _stop(process: subprocess.Popen) -> None:
