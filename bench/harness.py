@@ -41,6 +41,10 @@ def environment(database_url: str | None = None, **overrides):
 
 @contextmanager
 def service_process(service: str, settings: Settings, worker: int = 0, start_timeout: float = 60):
+    """`serialtrack serve SERVICE` as worker ``worker`` of its consumer group; workers after the first
+    get their own HTTP port (two processes cannot listen on one)."""
+    if worker:
+        settings = settings.model_copy(update={f"{service}_port": free_port()})
     env = dict(os.environ)
     env["SERIALTRACK_WORKER_ID"] = str(worker)
     env.update({

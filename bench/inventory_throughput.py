@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.inventory_throughput --events 200000
     .venv/bin/python -m bench.inventory_throughput --events 30000 --rate 5000   # paced: latency
     .venv/bin/python -m bench.inventory_throughput --mix same-units              # worst case
+    .venv/bin/python -m bench.inventory_throughput --mix hot-units --backlog --workers 2  # contention
     .venv/bin/python -m bench.inventory_throughput --backlog --workers 2         # drain a backlog
     .venv/bin/python -m bench.inventory_throughput --backlog --random-ids        # UUIDv4 event ids
     .venv/bin/python -m bench.inventory_throughput --backlog --signed            # every event signed
@@ -15,6 +16,9 @@ Mixes:
 - same-units: each sale's receipt is published 1 ms before it. Receipts and sales travel on
   different streams, so under a backlog many sales are applied before their receipts and every
   such unit is refolded (and its "sold, never received" anomaly withdrawn): the worst case.
+- hot-units: every event is a transfer of one of ``--hot-units`` units (received before the run),
+  one stream, in time order: processes sharing the group contend for the same few unit locks
+  (docs/scaling.md), and a batch that waited for another process's may find itself late.
 
 Events/s = events fully applied (committed) / seconds from the first publish to the last commit.
 Latency = commit time minus the event's time (set when it is published), p50/p99 over all events.
@@ -28,14 +32,15 @@ import time
 import uuid
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis.asyncio as aioredis
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from bench.harness import applied, cpu_seconds, environment, machine, percentile, service_process, store_engine
-from shared.contracts import UnitReceived, UnitSold
+from shared.contracts import UnitReceived, UnitSold, UnitTransferred
 from shared.envelope import make_event
 from shared.publishing import publish_raw
 from shared.store import InboxRow, as_utc
@@ -67,11 +72,12 @@ def erase_others(engine, count: int) -> None:
         insert_rows(session, table_of(ErasedRow), rows)
 
 
-async def publish_stock(settings, count: int) -> None:
+async def publish_stock(settings, count: int, prefix: str = "S") -> None:
     """Units on the shelf before the run: one bulk receipt, applied before timing starts."""
     client = aioredis.from_url(settings.redis_url)
-    stock = make_event(UnitReceived(manufacturer="acme", serial_range={"prefix": "S", "first": 0, "last": count - 1,
-                                                                       "width": 9}, sku="TV-55", location="dc-1"),
+    stock = make_event(UnitReceived(manufacturer="acme", serial_range={"prefix": prefix, "first": 0,
+                                                                       "last": count - 1, "width": 9},
+                                    sku="TV-55", location="store-1"),
                        source="bench/wms", time=datetime.now(UTC) - timedelta(days=1))
     await publish_raw(client, [(settings.streams.for_type(stock.type), stock.envelope.model_dump_json())])
     await client.aclose()
@@ -88,8 +94,22 @@ def bench_signers(settings) -> dict[str, object]:
             "unit.sold": load_signer("bench-pos", settings.data_dir)}
 
 
+async def publish_transfers(client, streams, total: int, units: int, chunk: int, body) -> None:
+    """``total`` transfers of ``units`` units between two stores, 1 ms apart, round robin."""
+    start = datetime.now(UTC)
+    stores = ("store-1", "store-2")
+    for first in range(0, total, chunk):
+        batch = [make_event(UnitTransferred(manufacturer="acme", serial=f"H{n % units:09d}",
+                                            from_location=stores[(n // units) % 2],
+                                            to_location=stores[(n // units + 1) % 2]),
+                            source="bench/wms", time=start + timedelta(milliseconds=n))
+                 for n in range(first, min(total, first + chunk))]
+        await publish_raw(client, [(streams.for_type(e.type), body(e)) for e in batch])
+
+
 async def publish_all(settings, total: int, rate: float | None, mix: str, chunk: int = 1000,
-                      random_ids: bool = False, signers: dict | None = None, customers: bool = False) -> float:
+                      random_ids: bool = False, signers: dict | None = None, customers: bool = False,
+                      hot_units: int = 20) -> float:
     client = aioredis.from_url(settings.redis_url)
     streams = settings.streams
 
@@ -99,6 +119,10 @@ async def publish_all(settings, total: int, rate: float | None, mix: str, chunk:
         return event.envelope.model_dump_json(exclude_none=True)
 
     started = time.perf_counter()
+    if mix == "hot-units":
+        await publish_transfers(client, streams, total, hot_units, chunk, body)
+        await client.aclose()
+        return started
     sent = 0
     half = total // 2
     new_units = [f"B{n:09d}" for n in range(half)]
@@ -116,6 +140,34 @@ async def publish_all(settings, total: int, rate: float | None, mix: str, chunk:
     return started
 
 
+def redis_memory(settings) -> int:
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+
+
+def wal_position(engine) -> int | None:
+    """PostgreSQL's WAL insert position in bytes (server-wide); None on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")).scalar_one())
+
+
+def store_bytes(engine) -> int:
+    """Bytes of the store's tables and indexes (PostgreSQL), or of the SQLite file and its WAL."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT sum(pg_total_relation_size(relid)) FROM pg_stat_user_tables"))
+                       .scalar_one())
+    path = Path(engine.url.database or "")
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+
+
 def latencies(engine, since: datetime) -> list[float]:
     with Session(engine) as session:
         rows = session.execute(select(col(InboxRow.event_time), col(InboxRow.processed_at))
@@ -129,7 +181,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="events/s to pace the publisher (default: flat out)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--mix", choices=("steady", "same-units"), default="steady")
+    parser.add_argument("--mix", choices=("steady", "same-units", "hot-units"), default="steady")
+    parser.add_argument("--hot-units", type=int, default=20, help="units of the hot-units mix")
     parser.add_argument("--backlog", action="store_true",
                         help="publish everything first, then time how fast the service drains it "
                              "(the publisher's CPU is then not shared with the service)")
@@ -150,8 +203,9 @@ def main() -> None:
         signers = bench_signers(settings) if args.signed else None
         with ExitStack() as stack:
             first = stack.enter_context(service_process("inventory", settings))
-            if args.mix == "steady":
-                asyncio.run(publish_stock(settings, args.events // 2))
+            if args.mix in ("steady", "hot-units"):
+                stock = args.hot_units if args.mix == "hot-units" else args.events // 2
+                asyncio.run(publish_stock(settings, stock, "H" if args.mix == "hot-units" else "S"))
                 while applied(engine, "inventory") < 1:
                     time.sleep(0.05)
             baseline = applied(engine, "inventory")
@@ -161,31 +215,40 @@ def main() -> None:
             if args.backlog:  # stop the service, publish everything, start the services again
                 stack.close()
                 published_in = time.perf_counter()
+                redis_before = redis_memory(settings)
                 asyncio.run(publish_all(settings, args.events, None, args.mix, random_ids=args.random_ids,
-                                        signers=signers, customers=bool(args.erased)))
+                                        signers=signers, customers=bool(args.erased), hot_units=args.hot_units))
                 published_in = time.perf_counter() - published_in
+                redis_per_event = (redis_memory(settings) - redis_before) / args.events
                 services = [stack.enter_context(service_process("inventory", settings, worker=n))
                             for n in range(args.workers)]
                 started = time.perf_counter()
                 cpu_before = sum(cpu_seconds(p.pid) for p in services)
+                wal_before = wal_position(engine)
             else:
+                wal_before = None
                 services = [first] + [stack.enter_context(service_process("inventory", settings, worker=n))
                                       for n in range(1, args.workers)]
                 cpu_before = sum(cpu_seconds(p.pid) for p in services)
                 # Paced: small bursts (1/100 s of traffic each), as many tills would send them.
                 chunk = max(2, int(args.rate // 100)) if args.rate else 1000
                 started = asyncio.run(publish_all(settings, args.events, args.rate, args.mix, chunk, args.random_ids,
-                                                  signers, bool(args.erased)))
+                                                  signers, bool(args.erased), args.hot_units))
                 published_in = time.perf_counter() - started
             while applied(engine, "inventory") < args.events + baseline:
                 time.sleep(0.05)
             elapsed = time.perf_counter() - started
             service_cpu = sum(cpu_seconds(p.pid) for p in services) - cpu_before
+            wal_after = wal_position(engine)
+            wal_per_event = ((wal_after - wal_before) / args.events
+                             if args.backlog and wal_after is not None and wal_before is not None else None)
+        store_per_event = store_bytes(engine) / (args.events + baseline)
         lat = latencies(engine, since=wall_clock_start)
         engine.dispose()
     print(f"machine: {machine()}; store: {'sqlite' if not args.database_url else args.database_url.split(':')[0]}")
-    print(f"events: {args.events} ({args.events // 2} unit.received + {args.events // 2} unit.sold, "
-          f"mix {args.mix}), "
+    kinds = (f"unit.transferred of {args.hot_units} units" if args.mix == "hot-units"
+             else f"{args.events // 2} unit.received + {args.events // 2} unit.sold")
+    print(f"events: {args.events} ({kinds}, mix {args.mix}), "
           f"batch size {args.batch_size}, publisher {f'paced at {args.rate:.0f}/s' if args.rate else 'flat out'}, "
           f"event ids {'random (UUIDv4)' if args.random_ids else 'time-ordered (UUIDv7)'}, "
           f"{'every event signed (Ed25519)' if args.signed else 'unsigned'}"
@@ -195,6 +258,11 @@ def main() -> None:
           f"{'the services started' if args.backlog else 'the first publish'}")
     print(f"throughput: {args.events / elapsed:,.0f} events/s applied; service CPU "
           f"{service_cpu / args.events * 1e6:.0f} us/event ({args.events / service_cpu:,.0f} events per CPU-second)")
+    if args.backlog:
+        wal = f"; PostgreSQL WAL {wal_per_event:,.0f} bytes/event (the server's, others' writes included)" \
+            if wal_per_event else ""
+        print(f"Redis memory {redis_per_event:,.0f} bytes/event (stream entries); store "
+              f"{store_per_event:,.0f} bytes/event (tables and indexes){wal}")
     print(f"latency publish->commit: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
           f"max {max(lat):.1f} ms")
 

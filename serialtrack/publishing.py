@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import redis
 from pydantic import ValidationError
 from redis.exceptions import NoPermissionError
 
@@ -37,8 +38,6 @@ from shared.envelope import (
 from shared.streams import Streams
 
 if TYPE_CHECKING:
-    import redis
-
     from shared.signing import Signer
 
 # Namespace of the ids derived from a {"type", "data"} line's content (see content_id).
@@ -282,6 +281,8 @@ class LedgerPublisher:
         self.script = client.register_script(_PUBLISH_ONCE) if ledger else None
 
     def __call__(self, entries: Sequence[tuple[Envelope, str]]) -> list[tuple[bool, str] | Exception]:
+        if self.script is not None and isinstance(self.client, redis.RedisCluster):
+            return [self._publish_once_on_a_cluster(envelope, body) for envelope, body in entries]
         ledger = self.streams.published_ledger()
         outcomes: list[tuple[bool, str] | Exception] = []
         for start in range(0, len(entries), self.pipeline_size):
@@ -300,6 +301,22 @@ class LedgerPublisher:
                 elif self.script is None:
                     outcomes.append((True, result.decode() if isinstance(result, bytes) else result))
                 else:
-                    added, entry_id = result
-                    outcomes.append((bool(added), entry_id.decode() if isinstance(entry_id, bytes) else entry_id))
+                    outcomes.append(_added(result))
         return outcomes
+
+    def _publish_once_on_a_cluster(self, envelope: Envelope, body: str) -> tuple[bool, str] | Exception:
+        """A Redis Cluster runs a script only on keys of one slot, and redis-py's cluster pipelines
+        refuse scripts: one call per event, with the stream's own ledger (Streams.published_ledger)."""
+        assert self.script is not None
+        stream = self.streams.for_type(envelope.type)
+        try:
+            return _added(self.script(keys=[self.streams.published_ledger(stream), stream],
+                                      args=[f"{envelope.source} {envelope.id}", body]))
+        except NoPermissionError as exc:
+            return exc
+
+
+def _added(result) -> tuple[bool, str]:
+    """(added now, entry id) from the ledger script's answer."""
+    added, entry_id = result
+    return bool(added), entry_id.decode() if isinstance(entry_id, bytes) else entry_id

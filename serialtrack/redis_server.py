@@ -18,7 +18,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -85,7 +85,8 @@ class RedisServerProcess:
 
     def __init__(self, directory: Path, port: int | None = None, appendfsync: str = "everysec", *,
                  binary: str | None = None, aclfile: Path | None = None, probe_url: str | None = None,
-                 maxmemory: int | None = None, preexec_fn: Callable[[], None] | None = None):
+                 maxmemory: int | None = None, preexec_fn: Callable[[], None] | None = None,
+                 extra_args: Sequence[str] = ()):
         self.directory = Path(directory)
         self.port = port or free_port()
         self.appendfsync = appendfsync
@@ -94,6 +95,7 @@ class RedisServerProcess:
         self.probe_url = probe_url
         self.maxmemory = maxmemory
         self.preexec_fn = preexec_fn
+        self.extra_args = tuple(extra_args)  # e.g. ("--cluster-enabled", "yes"): a cluster node
         self.process: subprocess.Popen | None = None
 
     @property
@@ -125,6 +127,7 @@ class RedisServerProcess:
                 "--logfile", str(self.log_path.resolve()),
                 *acl,
                 *memory,
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import redis.asyncio as aioredis
-from faststream.redis import RedisBroker
+from faststream.redis import RedisBroker, RedisClusterBroker
 
-from .redis_clients import QuietConnection, async_client, client_options
+from .redis_clients import QuietConnection, async_client, client_options, cluster_url
 
 
 def make_broker(redis_url: str) -> RedisBroker:
@@ -20,6 +20,10 @@ def make_broker(redis_url: str) -> RedisBroker:
     # thread for every batch (a thread hop per batch).
     # QuietConnection and client_options(): no commands the service's Redis user may not run
     # (shared/redis_clients.py).
+    plain = cluster_url(redis_url)
+    if plain is not None:  # a Redis Cluster: each stream's commands go to the node that holds it
+        return RedisClusterBroker(plain, logger=logger, log_level=logging.DEBUG, graceful_timeout=30,
+                                  apply_types=False, **client_options())
     return RedisBroker(redis_url, logger=logger, log_level=logging.DEBUG, graceful_timeout=30, apply_types=False,
                        connection_class=QuietConnection, **client_options())
 

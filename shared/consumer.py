@@ -22,6 +22,10 @@ service consumes through this module, which arranges it:
   transaction (group commit): entries of different streams that arrived
   together are applied together, sorted by event time, so a backlog of
   receipts and sales is not applied sales-first;
+- a batch's transaction first takes the advisory locks of the units it folds (PostgreSQL;
+  shared/unit_locks.py), so several processes of one service end where one would; a batch that
+  loses a race anyway (a deadlock, a unique key) is retried at once, up to ``RETRIES`` times, and
+  counted (``serialtrack_apply_retries``);
 - a failing batch is split so one bad event does not hold back the others;
   an event whose handler keeps failing is dead-lettered after
   ``max_deliveries`` deliveries; infrastructure failures (database down) are
@@ -47,7 +51,9 @@ import asyncio
 import json
 import logging
 import os
+import random
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,9 +68,10 @@ from faststream.redis import RedisBroker, StreamSub
 from redis.exceptions import ResponseError
 from redis.typing import StreamIdT
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from . import unit_locks
 from .envelope import MAX_ENTRY_BYTES, Event, InvalidEvent, decode_entry
 from .keys import registry_path
 from .metrics import ServiceMetrics
@@ -73,6 +80,7 @@ from .store import OUTBOX_ROWS, Conflict, claim_inbox, is_transient
 from .streams import group_for
 from .tracing import TRACEPARENT, apply_span, trace_id_of
 from .trust import Trust
+from .unit_locks import LockPlanner
 
 log = logging.getLogger("serialtrack.consumer")
 
@@ -118,25 +126,33 @@ def _by_trace(events: list[Event]) -> list[tuple[str | None, str | None, list[Ev
 
 
 class EventProcessor:
-    """Applies a batch in one local transaction: inbox dedupe, the service's change, its outbox rows.
+    """Applies a batch in one local transaction: the batch's unit locks, inbox dedupe, the service's
+    change, its outbox rows.
 
-    Give it ``for_writing(engine)``: on SQLite that takes the write lock at BEGIN.
+    Give it ``for_writing(engine)``: on SQLite that takes the write lock at BEGIN. On PostgreSQL the
+    transaction first takes the locks ``locks`` plans for the batch (shared/unit_locks.py), so
+    processes of one service never interleave their read-fold-write on a unit.
     """
 
-    def __init__(self, service: str, engine: Engine, apply: ApplyEvents):
+    def __init__(self, service: str, engine: Engine, apply: ApplyEvents,
+                 locks: LockPlanner = unit_locks.units_of, metrics: ServiceMetrics | None = None):
         self.service = service
         self.engine = engine
         self.apply = apply
         self._crash_on = os.environ.get(CRASH_ON_ENV) or None  # the test hook above
+        self.locks = locks
+        self.metrics = metrics
 
     def process(self, events: Sequence[Event]) -> Applied:
         """Runs in a worker thread (blocking I/O).
 
         Events of one trace are applied by one call of the service's apply (still in the batch's
         one transaction), so the outbox rows that call adds carry that trace and no other."""
-        for attempt in range(3):
+        locks = self.locks(events)
+        for attempt in range(1, RETRIES + 1):
             try:
                 with Session(self.engine) as session, session.begin():
+                    unit_locks.take(session, locks)
                     claim = claim_inbox(session, self.service, events)
                     fresh = claim.fresh
                     if self._crash_on and any(event.id == self._crash_on for event in fresh):
@@ -150,12 +166,29 @@ class EventProcessor:
                 return Applied(len(fresh), outgoing, Counter(e.type for e in fresh),
                                [e.time.timestamp() for e in fresh],
                                [trace_id_of(tp) for tp, _, _ in groups if tp], claim.conflicts)
-            except IntegrityError:
-                # A concurrent writer (a second process of this service) won a race on a row:
-                # the retry sees its commit. A real constraint bug fails 3 times.
-                if attempt == 2:
+            except DBAPIError as exc:
+                # A concurrent writer (another process of this service) won a race on a row
+                # (integrity), or PostgreSQL broke a lock cycle (deadlock) or refused a snapshot
+                # (serialization): the retry sees its commit. The unit locks make these rare; a real
+                # constraint bug fails every attempt and is raised.
+                kind = _race(exc)
+                if kind is None or attempt == RETRIES:
                     raise
+                if self.metrics is not None:
+                    self.metrics.retried(kind)
+                time.sleep(random.uniform(0, 0.01 * attempt))  # apart, so the two do not meet again
         raise AssertionError("unreachable")
+
+
+RETRIES = 5  # attempts of a batch that lost a race (EventProcessor.process)
+
+
+def _race(exc: DBAPIError) -> str | None:
+    """What kind of lost race ``exc`` is, or None when it is not one."""
+    if isinstance(exc, IntegrityError):
+        return "integrity"
+    code = getattr(exc.orig, "sqlstate", None)
+    return {"40P01": "deadlock", "40001": "serialization"}.get(code or "")
 
 
 @dataclass(slots=True)

@@ -83,6 +83,11 @@ class ServiceMetrics:
             "Failed applies: kind=store_unavailable (retried, not counted against the event) or "
             "kind=handler (the event is retried up to SERIALTRACK_MAX_DELIVERIES).",
             s + ["kind"], registry=registry)
+        self.apply_retries = Counter(
+            "serialtrack_apply_retries",
+            "Batches retried at once after losing a race to another process of the service: kind=deadlock, "
+            "serialization or integrity (shared/consumer.py, EventProcessor).",
+            s + ["kind"], registry=registry)
         self.entries_reclaimed = Counter(
             "serialtrack_entries_reclaimed", "Entries taken over from a consumer that left them pending (XAUTOCLAIM).",
             s + ["stream"], registry=registry)
@@ -174,6 +179,10 @@ class ServiceMetrics:
 
     def failed(self, kind: str) -> None:
         self.apply_failures.labels(self.service, kind).inc()
+
+    def retried(self, kind: str) -> None:
+        """Called from the consumer's worker thread (prometheus-client's counters are thread-safe)."""
+        self.apply_retries.labels(self.service, kind).inc()
 
     def published(self, count: int) -> None:
         self._outbox_published.inc(count)

@@ -22,6 +22,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine, Table
 from sqlalchemy.orm import Session
 
+from . import unit_locks
 from .auth import Auth, check_every_route_is_gated
 from .broker import make_broker, make_redis
 from .consumer import ApplyEvents, EventProcessor, StreamConsumer
@@ -37,6 +38,7 @@ from .schema import Migrations, prepare
 from .settings import Settings
 from .store import for_reading, for_writing, make_engine, outbox_backlog, ping
 from .stream_stats import redis_memory
+from .unit_locks import LockPlanner
 
 log = logging.getLogger("serialtrack.service")
 
@@ -55,6 +57,9 @@ class ServiceDefinition:
     # request pseudonymizes (shared/erasure.py). A service that keeps none still applies the
     # request (its outbox, its dead letters, later events) and reports it.
     customer_data: Sequence[CustomerColumns] = ()
+    # What a batch must lock before it reads (shared/unit_locks.py): the units its events name, and
+    # the keys a service's fold reads across units.
+    locks: LockPlanner = unit_locks.units_of
 
     @property
     def migrations(self) -> Migrations:
@@ -101,7 +106,7 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
     consumer = StreamConsumer(
         service=definition.name,
         event_types=definition.event_types,
-        processor=EventProcessor(definition.name, for_writing(engine), apply),
+        processor=EventProcessor(definition.name, for_writing(engine), apply, definition.locks, metrics),
         redis=redis,
         settings=settings,
         on_outgoing=relay.wake,

@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 | --- | --- | --- |
-| REDIS_URL | (embedded) | Redis server, and the user a service reads, acks and claims as; unset: `serialtrack up` starts an embedded one, with one Redis user per service and role (README: Redis users and credentials) |
+| REDIS_URL | (embedded) | Redis server, and the user a service reads, acks and claims as; unset: `serialtrack up` starts an embedded one, with one Redis user per service and role (README: Redis users and credentials); `redis-cluster://host:port` names a Redis Cluster (shared/redis_clients.py) |
 | REDIS_WRITER_URL | REDIS_URL | the user a service publishes (outbox, HTTP submissions) and dead-letters as |
 | SERIALTRACK_DATA_DIR | ./serialtrack-data | SQLite files, embedded Redis AOF, runtime files |
 | SERIALTRACK_STREAM_PREFIX | serialtrack | prefix of every stream name |
@@ -13,7 +13,7 @@
 | SERIALTRACK_POLL_MS | 100 | XREADGROUP block time |
 | SERIALTRACK_CLAIM_IDLE_MS | 60000 | an entry pending this long is reclaimed (crashed consumer); keep above the slowest batch |
 | SERIALTRACK_MAX_DELIVERIES | 5 | deliveries of an entry whose handler fails before it is dead-lettered |
-| SERIALTRACK_WORKER_ID | 0 | distinguishes processes of one service; the consumer name is <service>-<host>-<worker id> |
+| SERIALTRACK_WORKER_ID | 0 | distinguishes processes of one service on one host; the consumer name is <service>-<host>-<worker id> (docs/scaling.md) |
 | SERIALTRACK_EMBEDDED_REDIS_PORT | 6390 | port of the embedded Redis started by `serialtrack up` |
 | SERIALTRACK_REDIS_MAXMEMORY | 25% | memory limit of the embedded Redis (`maxmemory`, with `noeviction`: at the limit it refuses writes instead of dropping entries): a share of this machine's RAM (`25%`) or a size (`4gb`, `512mb`, bytes) |
 | SERIALTRACK_RESTART_BACKOFF_MAX_S | 60 | `serialtrack up`: longest wait before restarting a child (a service, the embedded Redis) that keeps dying; the wait doubles from 1 s with each death in a row |

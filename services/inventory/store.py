@@ -182,19 +182,12 @@ def _state_from_tuple(row: tuple) -> UnitState:
     )
 
 
-def _lock_clause(session: Session) -> str:
-    """PostgreSQL: lock the units read for writing, so two processes of one service cannot
-    interleave read-modify-write on a unit (SQLite has one writer anyway)."""
-    return " ORDER BY serial FOR UPDATE" if session.get_bind().dialect.name == "postgresql" else ""
-
-
 def load_units(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, UnitState]:
-    """Current state of the given units (missing ones are absent), locked on PostgreSQL."""
-    lock = _lock_clause(session)
+    """Current state of the given units (missing ones are absent)."""
     found: dict[UnitKey, UnitState] = {}
     for manufacturer, serials in _keys_by_manufacturer(keys).items():
         for part in chunks(sorted(serials)):
-            sql = f"{_SELECT_UNITS} AND serial IN ({', '.join('?' * len(part))}){lock}"
+            sql = f"{_SELECT_UNITS} AND serial IN ({', '.join('?' * len(part))})"
             for row in driver_rows(session, sql, (manufacturer, *part)):
                 found[(row[0], row[1])] = _state_from_tuple(row)
     return found
@@ -488,7 +481,7 @@ def theft_facts_covering(session: Session, key: UnitKey) -> list[Fact]:
 
 
 def units_covered_by(session: Session, recall: RecallScope) -> dict[UnitKey, UnitState]:
-    """Known units a recall covers with their current state (locked on PostgreSQL), in serial
+    """Known units a recall covers with their current state, in serial
     order, found by index (serial list, range bounds, sku), not by scan."""
     return covered_units_page(session, recall, after=None, limit=None)[0]
 
@@ -498,12 +491,12 @@ def covered_units_page(session: Session, recall: RecallScope, after: str | None,
     """``units_covered_by`` one page at a time: the covered units with serial above ``after`` up to
     a bound, and that bound if more may follow (None: this was the last page). Each range (or sku)
     query reads at most ``limit`` rows (None: all); serial lists are at most 10,000 anyway."""
-    maker, lock = recall.manufacturer, _lock_clause(session)
+    maker = recall.manufacturer
     above = after if after is not None else ""
     candidates: list[tuple] = []
     if recall.serials:
         for part in chunks(sorted(s for s in set(recall.serials) if s > above)):
-            sql = f"{_SELECT_UNITS} AND serial IN ({', '.join('?' * len(part))}){lock}"
+            sql = f"{_SELECT_UNITS} AND serial IN ({', '.join('?' * len(part))})"
             candidates.extend(driver_rows(session, sql, (maker, *part)))
     queries: list[tuple[str, tuple[str | int, ...]]] = []
     for rng in recall.serial_ranges:
@@ -522,7 +515,7 @@ def covered_units_page(session: Session, recall: RecallScope, after: str | None,
             sql, params = f"{sql} LIMIT ?", (*params, above, limit)
         else:
             params = (*params, above)
-        rows = driver_rows(session, sql + (" FOR UPDATE" if lock else ""), (maker, *params))
+        rows = driver_rows(session, sql, (maker, *params))
         candidates.extend(rows)
         if limit is not None and len(rows) == limit and (bound is None or rows[-1][1] < bound):
             bound = rows[-1][1]

@@ -81,7 +81,7 @@ def _order(event: Event) -> str:
 
 def apply_events(session: Session, events: list[Event]) -> None:
     recall_events = [e for e in events if e.type in RECALL_TYPES]
-    index = store.current_index(session, lock="update" if recall_events else "share")
+    index = store.current_index(session)
     if recall_events:
         index = _apply_recall_events(session, recall_events)
     unit_events = [e for e in events if e.type in UNIT_TYPES]

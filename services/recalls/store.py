@@ -184,17 +184,12 @@ def _cache_key(session: Session) -> str:
     return session.get_bind().engine.url.render_as_string(hide_password=True)
 
 
-def current_index(session: Session, *, lock: str | None = None) -> RecallIndex:
+def current_index(session: Session) -> RecallIndex:
     """The index matching the recalls in the store. A token row changes with every recall change,
-    so every process (and the read API) sees a change on its next batch. ``lock`` (PostgreSQL):
-    "share" holds a share lock on the token until commit, so a recall change in another process
-    waits for this batch, and this batch never matches against a scope being replaced; "update"
-    (a batch that changes recalls) takes the exclusive lock at once, so two such batches queue
-    instead of deadlocking on a lock upgrade."""
-    query = select(_meta.c.value).where(_meta.c.key == _INDEX_KEY)
-    if lock and _pg(session):
-        query = query.with_for_update(read=lock == "share")
-    token = session.scalar(query)
+    so every process (and the read API) sees a change on its next batch. A batch holds its
+    manufacturers' locks (shared/unit_locks.py: shared for unit events, exclusive for recall
+    events), so no recall of its manufacturers changes in another process while it matches."""
+    token = session.scalar(select(_meta.c.value).where(_meta.c.key == _INDEX_KEY))
     key = _cache_key(session)
     with _index_lock:
         hit = _index_cache.get(key)
@@ -210,8 +205,6 @@ def refresh_index(session: Session) -> RecallIndex:
     """After a recall change in this transaction: a new token, a new index. If the transaction rolls
     back, the stored token differs from the cached one and the next batch rebuilds."""
     token = uuid.uuid4().hex
-    if _pg(session):
-        session.execute(select(_meta.c.value).where(_meta.c.key == _INDEX_KEY).with_for_update())
     upsert_rows(session, _meta, [{"key": _INDEX_KEY, "value": token}], keys=("key",))
     index = RecallIndex(load_index_recalls(session))
     with _index_lock:
@@ -239,10 +232,7 @@ def load_index_recalls(session: Session) -> list[Recall]:
 def load_recalls(session: Session, recall_ids: Iterable[str]) -> dict[str, dict]:
     found: dict[str, dict] = {}
     for part in chunks(sorted(set(recall_ids))):
-        query = select(_recalls).where(_recalls.c.recall_id.in_(part))
-        if _pg(session):
-            query = query.with_for_update()
-        for row in session.execute(query):
+        for row in session.execute(select(_recalls).where(_recalls.c.recall_id.in_(part))):
             found[row.recall_id] = {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()}
     return found
 
@@ -365,8 +355,9 @@ _NEW_ROW_COLUMNS = (*_MATCH_COLUMNS, "counted_as")
 
 def add_campaign_rows(session: Session, rows: Sequence[dict]) -> None:
     """Rows new to the campaign, each with the status it is counted under (``counted_as``), added to
-    the counts directly. Only for a batch that holds the recall lock (no other writer can add the
-    same rows meanwhile): the recompute of a campaign."""
+    the counts directly. Only for a batch that holds the recall's manufacturer exclusively (a recall
+    event: shared/unit_locks.py), so no other writer can add the same rows meanwhile: the recompute
+    of a campaign."""
     if not rows:
         return
     insert_tuples(session, _affected, _NEW_ROW_COLUMNS, list(map(itemgetter(*_NEW_ROW_COLUMNS), rows)))
@@ -436,12 +427,12 @@ def recount_touched(session: Session) -> None:
     by_maker: dict[str, list[str]] = {}
     for maker, serial in touched:
         by_maker.setdefault(maker, []).append(serial)
-    find_changed, lock = _recount_sql(session)
+    find_changed = _recount_sql(session)
     delta: dict[tuple[str, str], int] = {}
     changed: list[tuple] = []
     for maker, serials in sorted(by_maker.items()):
         for part in chunks(sorted(serials), 5000):
-            sql = find_changed.format(marks=", ".join("?" * len(part))) + lock
+            sql = find_changed.format(marks=", ".join("?" * len(part)))
             for recall_id, serial, old, new in driver_rows(session, sql, (maker, *part)):
                 changed.append((new, recall_id, maker, serial))
                 if old is not None:
@@ -461,13 +452,14 @@ def _add_to_counts(session: Session, delta: dict[tuple[str, str], int]) -> None:
                                                    set_={"units": _progress.c.units + stmt.excluded.units}), changes)
 
 
-_RECOUNT_SQL: dict[str, tuple[str, str]] = {}
+_RECOUNT_SQL: dict[str, str] = {}
 
 
-def _recount_sql(session: Session) -> tuple[str, str]:
-    """(SELECT of the rows of one manufacturer's units, ``{marks}`` for the serials, whose status
-    is not the one they are counted under: recall_id, serial, counted_as, current status; the
-    locking suffix). Plain SQL through the driver: this runs for every unit of every batch."""
+def _recount_sql(session: Session) -> str:
+    """The SELECT of the rows of one manufacturer's units, ``{marks}`` for the serials, whose status
+    is not the one they are counted under: recall_id, serial, counted_as, current status. Plain SQL
+    through the driver: this runs for every unit of every batch. No row lock: the batch holds its
+    units' locks (shared/unit_locks.py)."""
     dialect = session.get_bind().dialect
     compiled = _RECOUNT_SQL.get(dialect.name)
     if compiled is None:
@@ -475,15 +467,12 @@ def _recount_sql(session: Session) -> tuple[str, str]:
         status_sql = str(status.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
         differs = "IS DISTINCT FROM" if dialect.name == "postgresql" else "IS NOT"
         compiled = _RECOUNT_SQL[dialect.name] = (
-            (f"SELECT recalls_affected.recall_id, recalls_affected.serial, recalls_affected.counted_as, {status_sql} "
-             "FROM recalls_affected LEFT OUTER JOIN recalls_units "
-             "ON recalls_units.manufacturer = recalls_affected.manufacturer "
-             "AND recalls_units.serial = recalls_affected.serial "
-             "WHERE recalls_affected.manufacturer = ? AND recalls_affected.serial IN ({marks}) "
-             f"AND recalls_affected.counted_as {differs} {status_sql}"),
-            # hold the rows: another worker recounting them waits for this commit
-            " FOR UPDATE OF recalls_affected" if dialect.name == "postgresql" else "",
-        )
+            f"SELECT recalls_affected.recall_id, recalls_affected.serial, recalls_affected.counted_as, {status_sql} "
+            "FROM recalls_affected LEFT OUTER JOIN recalls_units "
+            "ON recalls_units.manufacturer = recalls_affected.manufacturer "
+            "AND recalls_units.serial = recalls_affected.serial "
+            "WHERE recalls_affected.manufacturer = ? AND recalls_affected.serial IN ({marks}) "
+            f"AND recalls_affected.counted_as {differs} {status_sql}")
     return compiled
 
 

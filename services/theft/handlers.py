@@ -148,7 +148,6 @@ def apply_events(session: Session, events: list[Event]) -> None:
     batch = _Batch()
     for event in events:
         batch.add(event)
-    store.lock_writers(session)
     store.save_registry(session, batch.registry)
     store.save_registry_ranges(session, batch.ranges)
     store.save_sightings(session, list(batch.sightings.values()))

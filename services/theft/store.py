@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Row, Table, and_, func, select, text, update
+from sqlalchemy import BigInteger, Index, Row, Table, and_, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -117,20 +117,6 @@ _alerts = table_of(AlertRow)
 
 
 # Writes
-
-_WRITER_LOCK = 0x7468656674  # "theft"
-
-
-def lock_writers(session: Session) -> None:
-    """Serialize theft writers across processes (PostgreSQL; SQLite has one writer anyway).
-
-    Without it two processes could each commit one half of a match (a sighting here, its report
-    there) while neither sees the other's uncommitted row, and no alert would be raised.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK})
-
-
 
 def save_registry(session: Session, rows: Sequence[dict]) -> None:
     insert_ignore(session, _registry, rows)  # a redelivered report stays one row per serial

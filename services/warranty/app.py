@@ -28,4 +28,5 @@ definition = ServiceDefinition(
         CustomerColumns(table_of(store.DecisionRow), text=("facts", "reasons")),
         CustomerColumns(table_of(store.RecallNoticeRow), customer=("customer_id",)),
     ),
+    locks=store.LOCKS,
 )

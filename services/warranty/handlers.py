@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from shared import unit_locks
 from shared.contracts import (
     DecisionFacts,
     RecallAmended,
@@ -253,6 +254,12 @@ def _decide(session: Session, claims: dict[str, dict], returns: dict[str, dict])
     if not claims and not returns:
         return []
     keys = {(r["manufacturer"], r["serial"]) for r in [*claims.values(), *returns.values()]}
+    # A late fact re-decides requests of units the batch did not name (a customer's later claims, the
+    # returns on a receipt): lock those units too (shared/unit_locks.py), then read the requests
+    # again, as another process's commit on them may have left them.
+    if unit_locks.take_more(session, keys):
+        claims = store.requests_by_id(session, "claim", claims)
+        returns = store.requests_by_id(session, "return", returns)
     facts = store.load_facts(session, keys)
     makers = {k[0] for k in keys}
     policies = store.load_policies(session, makers)

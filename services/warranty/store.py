@@ -17,9 +17,11 @@ from sqlalchemy import BigInteger, Index, Table, UniqueConstraint, and_, false, 
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from shared.contracts import RecallAmended, RecallIssued
+from shared.contracts import RecallAmended, RecallIssued, ReturnRequested, UnitSold, WarrantyClaimSubmitted
+from shared.envelope import Event
 from shared.identity import SerialRange
 from shared.store import as_utc, chunks, insert_ignore, insert_rows, table_of, upsert_rows, utcnow
+from shared.unit_locks import UnitLocks, with_keys
 
 from .domain import ClaimRequest, Fact, Policy, PriorClaim, RecallEvent, ReturnRequest
 
@@ -197,6 +199,24 @@ _notices = table_of(RecallNoticeRow)
 
 _FACT_COLUMNS = ("sku", "location", "receipt_id", "customer_id", "agency", "case_number", "signed_by",
                  "trusted_transfer")
+
+
+# Locks: besides the units its events name (shared/unit_locks.py), a batch holds the keys a
+# decision reads across units: a sale or return request its receipt (the returns on a receipt are
+# decided with its sales), a claim its customer and its store (the fraud signals count their claims).
+
+
+def lock_keys(locks: UnitLocks, event: Event) -> None:
+    d = event.data
+    if isinstance(d, (UnitSold, ReturnRequested)):
+        locks.key("receipt", d.manufacturer, d.receipt_id, manufacturer=d.manufacturer)
+    elif isinstance(d, WarrantyClaimSubmitted):
+        locks.key("customer", d.customer_id)
+        if d.location:
+            locks.key("location", d.location)
+
+
+LOCKS = with_keys(lock_keys)
 
 
 # Writes
@@ -470,6 +490,17 @@ def sales_on_receipts(session: Session, receipts: Iterable[tuple[str, str]]) -> 
 
 def unit_rows(session: Session, key: UnitKey) -> list:
     return list(session.execute(select(_facts).where(_facts.c.manufacturer == key[0], _facts.c.serial == key[1])))
+
+
+def requests_by_id(session: Session, kind: str, references: Iterable[str]) -> dict[str, dict]:
+    """The stored rows of these claims (or return requests), by id."""
+    table, col = (_claims, _claims.c.claim_id) if kind == "claim" else (_returns, _returns.c.request_id)
+    found: dict[str, dict] = {}
+    for part in chunks(sorted(set(references))):
+        for row in session.execute(select(table).where(col.in_(part))):
+            data = row_dict(row)
+            found[data["claim_id" if kind == "claim" else "request_id"]] = data
+    return found
 
 
 def get_request(session: Session, kind: str, reference: str) -> dict | None:

@@ -11,7 +11,6 @@ import random
 import signal
 import threading
 
-import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -19,6 +18,7 @@ from services.inventory import store as inventory_store
 from services.inventory.app import definition as inventory
 from shared.consumer import EventProcessor
 from shared.envelope import ENTRY_FIELD, make_event
+from shared.redis_clients import async_client
 from shared.schema import migrate
 from shared.store import InboxRow, for_writing, make_engine, table_of
 from tests.support import factories as f
@@ -36,7 +36,7 @@ from tests.support.streams import text_entries
 
 
 async def pending_total(settings, event_types=inventory.event_types) -> int:
-    client = aioredis.from_url(settings.redis_url)
+    client = async_client(settings.redis_url)
     try:
         total = 0
         for event_type in event_types:
@@ -51,7 +51,7 @@ async def pending_total(settings, event_types=inventory.event_types) -> int:
 
 
 async def dead_letters(settings) -> list[dict]:
-    client = aioredis.from_url(settings.redis_url, decode_responses=True)
+    client = async_client(settings.redis_url, decode_responses=True)
     try:
         return [fields for _, fields in await text_entries(client, settings.streams.dead_letters("inventory"))]
     finally:
@@ -271,7 +271,7 @@ async def test_r5_poison_is_dead_lettered_and_does_not_block_the_rest(settings):
         {"something": "else"},  # not our wire format at all
     ]
     sales = [f.sold("acme", f.serial(), minutes=1) for _ in range(100)]
-    raw = aioredis.from_url(settings.redis_url)
+    raw = async_client(settings.redis_url)
     for fields in poison:
         await raw.xadd(stream, fields)
     await raw.aclose()

@@ -13,13 +13,13 @@ import dataclasses
 import json
 
 import pytest
-import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from services.registry import INSTALLED, load
 from shared.contracts import WarrantyClaimSubmitted
 from shared.envelope import ENTRY_FIELD, make_event
+from shared.redis_clients import async_client
 from shared.store import make_engine
 from shared.streams import group_for
 from tests.conftest import make_settings
@@ -56,7 +56,7 @@ def poison_entry(service: str) -> tuple[str, dict]:
 
 
 async def pending_total(settings, service: str) -> int:
-    client = aioredis.from_url(settings.redis_url)
+    client = async_client(settings.redis_url)
     try:
         total = 0
         for stream in {settings.streams.for_type(t) for t in load(service).event_types}:
@@ -68,7 +68,7 @@ async def pending_total(settings, service: str) -> int:
 
 
 async def dead_letters(settings, service: str) -> list[dict]:
-    client = aioredis.from_url(settings.redis_url, decode_responses=True)
+    client = async_client(settings.redis_url, decode_responses=True)
     try:
         return [fields for _, fields in await text_entries(client, settings.streams.dead_letters(service))]
     finally:
@@ -87,7 +87,7 @@ async def test_a_service_started_after_valid_and_poison_entries_applies_the_vali
     settings = sqlite_settings
     events = valid_events(service, 20)
     event_type, fields = poison_entry(service)
-    client = aioredis.from_url(settings.redis_url)
+    client = async_client(settings.redis_url)
     try:
         await client.xadd(settings.streams.for_type(event_type), fields)  # the poison comes first
     finally:

@@ -12,12 +12,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from shared.publishing import publish
+from shared.redis_clients import async_client, sync_client
 from shared.service import ServiceDefinition, build_app
 from shared.settings import SERVICES, Settings
 from shared.signing import operator_signer
@@ -68,7 +68,7 @@ async def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, mes
 async def publish_events(settings: Settings, events) -> list[str]:
     """Publish Events (from make_event/factories) the way producers do: plain XADD of the wire format,
     signed (with the data dir's operator key) where the type must be signed."""
-    client = aioredis.from_url(settings.resolve_redis_url())
+    client = async_client(settings.resolve_redis_url())
     try:
         return await publish(client, settings.streams, [e.envelope for e in events], operator_signer(settings.data_dir))
     finally:
@@ -180,12 +180,10 @@ class CrashWindow:
 def crash_window(settings: Settings, service: str, event_types) -> CrashWindow:
     """Compare the group's pending entries (XPENDING) with the store's inbox. Read once the process
     is dead: nothing moves any more, so what this finds is what the kill left."""
-    import redis as sync_redis
-
     from shared.envelope import decode_entry
     from shared.streams import group_for
 
-    client = sync_redis.Redis.from_url(settings.resolve_redis_url())
+    client = sync_client(settings.resolve_redis_url())
     keys: set[tuple[str, str]] = set()
     pending = 0
     try:

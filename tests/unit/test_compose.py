@@ -99,7 +99,8 @@ def test_container_command_is_a_real_cli_command(name):
     context = subcommand.make_context(args[0], list(args[1:]))  # raises on unknown options/arguments
     assert context.params["service"] == name
     port = str(context.params["port"])
-    assert f"127.0.0.1:{port}:{port}" in APP_SERVICES[name]["ports"]
+    # The container's port is published (on a host port of its own, or of a range for replicas).
+    assert any(p.startswith("127.0.0.1:") and p.endswith(f":{port}") for p in APP_SERVICES[name]["ports"])
     assert f"127.0.0.1:{port}/healthz" in " ".join(APP_SERVICES[name]["healthcheck"]["test"])
 
 
@@ -131,9 +132,28 @@ def test_prometheus_scrapes_every_service_container_on_its_port():
     assert (ROOT / mounts[config]).resolve() == (ROOT / "deploy" / "prometheus.yml").resolve()
     [job] = PROMETHEUS["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
-    targets = [t for group in job["static_configs"] for t in group["targets"]]
+    # By DNS (type A): a name resolves to every replica of the service, and each is scraped.
+    targets = [f"{name}:{group['port']}" for group in job["dns_sd_configs"] for name in group["names"]]
+    assert all(group["type"] == "A" for group in job["dns_sd_configs"])
     expected = {f"{name}:{_container_port(spec)}" for name, spec in APP_SERVICES.items()}
     assert sorted(targets) == sorted(expected)
+
+
+def test_inventory_runs_as_two_replicas_each_with_its_own_host_port():
+    """The scaled deployment (docs/scaling.md): two processes of inventory share its consumer group and
+    database; a host port range gives each replica one, and no range overlaps another service's."""
+    inventory = APP_SERVICES["inventory"]
+    replicas = inventory["deploy"]["replicas"]
+    assert replicas == 2
+    [published] = inventory["ports"]
+    host, port_range, container = published.rsplit(":", 2)
+    first, last = map(int, port_range.split("-"))
+    assert host == "127.0.0.1" and last - first + 1 == replicas and int(container) == _container_port(inventory)
+    taken = {int(p.split(":")[1]) for name, spec in COMPOSE["services"].items() if name != "inventory"
+             for p in spec.get("ports", [])}
+    assert not taken & set(range(first, last + 1))
+    # Consumer names carry the container's hostname: the replicas never share one.
+    assert "hostname" not in inventory and "container_name" not in inventory
 
 
 def test_grafana_provisions_the_prometheus_datasource_and_the_dashboards():
