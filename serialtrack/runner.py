@@ -1,8 +1,10 @@
 """`serialtrack up`: the whole system on one machine, nothing pre-installed.
 
 Starts an embedded Redis (unless REDIS_URL is set), then one `serialtrack serve
-<service>` process per installed service, restarts a service that dies, and
-stops everything cleanly on Ctrl-C / SIGTERM (services first, Redis last).
+<service>` process per installed service and the archiver (`serialtrack archive`:
+archive, then trim, what every service acked; shared/retention.py), restarts a
+child that dies, and stops everything cleanly on Ctrl-C / SIGTERM (children
+first, Redis last).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .private import make_private
 from .redis_server import RedisServerProcess, free_port, port_is_free
 
 RESTART_BACKOFF_S = 2.0
+ARCHIVER = acl.ARCHIVER  # the one child that is not a service: no HTTP port, its own Redis user
 
 
 @dataclass
@@ -50,7 +53,9 @@ class System:
 
     def _env(self, service: str) -> dict[str, str]:
         env = dict(os.environ)
-        if self.users is not None:  # embedded: the service's own two users (shared/acl.py)
+        if self.users is not None and service == ARCHIVER:
+            env["REDIS_URL"] = self.users.url(ARCHIVER)
+        elif self.users is not None:  # embedded: the service's own two users (shared/acl.py)
             env["REDIS_URL"] = self.users.url(acl.reader(service))
             env["REDIS_WRITER_URL"] = self.users.url(acl.writer(service))
         else:
@@ -95,11 +100,18 @@ class System:
         for child in self.children:
             self._wait_healthy(child, deadline)
             self.say(f"{child.service:<10} {child.url}  (API docs: {child.url}/docs)")
+        archiver = Child(ARCHIVER, "")
+        self._spawn(archiver)
+        self.children.append(archiver)
+        self.say(f"{ARCHIVER:<10} every {self.settings.archive_interval_seconds:g}s: archives to "
+                 f"{self.settings.archive_dir.resolve()}, then trims, what every service acked and is older than "
+                 f"{self.settings.retention_seconds:g}s")
         self.say(f"data       {data_dir.resolve()}")
 
     def _spawn(self, child: Child) -> None:
+        command = ["archive", "--quiet"] if child.service == ARCHIVER else ["serve", child.service]
         child.process = subprocess.Popen(
-            [sys.executable, "-m", "serialtrack.cli", "serve", child.service],
+            [sys.executable, "-m", "serialtrack.cli", *command],
             env=self._env(child.service),
             start_new_session=True,  # we forward signals ourselves, in order
         )

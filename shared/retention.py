@@ -197,10 +197,12 @@ class Archive:
             by_day.setdefault(f"{day_of(entry.id)}.jsonl.gz", []).append(entry.line())
         for name, lines in by_day.items():
             path = directory / name
-            committed = state.files.get(name, 0)
             new_file = not path.exists()
+            # Bytes after the committed length are an interrupted step's remains: cut them. A file the
+            # state does not know (state.json lost) keeps every whole member it has.
+            committed = state.files[name] if name in state.files else (0 if new_file else whole_length(path))
             with open(path, "ab") as handle:
-                if handle.tell() != committed:  # an interrupted step's remains (or a lost state): cut them
+                if handle.tell() != committed:
                     handle.truncate(committed)
                     handle.seek(committed)
                 handle.write(gzip.compress(b"".join(lines), compresslevel=6, mtime=0))
@@ -252,33 +254,68 @@ class ArchiveBusy(RuntimeError):
     pass
 
 
+READ_CHUNK = 1 << 20
+
+
+class DamagedArchive(ValueError):
+    pass
+
+
+def _members(path: Path, limit: int | None) -> Iterator[tuple[int, bytes]]:
+    """(end offset, uncompressed text) of each whole gzip member of the file's first ``limit`` bytes
+    (all without a limit), read in chunks: a day's file may be larger than memory. Stops at a member
+    that is damaged or cut short, raising DamagedArchive about it."""
+    size = path.stat().st_size if limit is None else limit
+    with open(path, "rb") as handle:
+        position = 0
+        while position < size:
+            handle.seek(position)
+            inflater = zlib.decompressobj(wbits=31)  # one member
+            parts, cursor = [], position
+            try:
+                while not inflater.eof and cursor < size:
+                    piece = handle.read(min(READ_CHUNK, size - cursor))
+                    if not piece:
+                        break
+                    parts.append(inflater.decompress(piece))
+                    cursor += len(piece)
+            except zlib.error as exc:
+                raise DamagedArchive(f"{path}: damaged gzip member at byte {position}: {exc}") from None
+            if not inflater.eof:
+                raise DamagedArchive(f"{path}: gzip member at byte {position} is cut short")
+            end = cursor - len(inflater.unused_data)
+            yield end, b"".join(parts)
+            position = end
+
+
+def whole_length(path: Path) -> int:
+    """The length of the file's whole gzip members, from the start (a damaged tail excluded)."""
+    length = 0
+    try:
+        for end, _ in _members(path, None):
+            length = end
+    except DamagedArchive:
+        pass
+    return length
+
+
 def read_archive_file(path: Path, committed: int | None = None) -> Iterator[ArchivedEntry]:
     """The entries of one archive file, member after member. ``committed``: the length recorded in
-    ``state.json``; bytes after it (an interrupted append) are not read. Without it (a copied file),
-    a truncated last member is read as far as it is whole and the rest ignored.
+    ``state.json``; bytes after it (an interrupted append) are not read, and a damaged member before
+    it is an error. Without it (a copied file, a lost state), a damaged or cut-short last member is
+    the remains of an interrupted append: read as far as the members are whole.
 
     Dedupe (``Archive.read`` does it): within a stream entry ids only grow, so a reader keeps an
     entry only if its id is greater than the last one it kept; a duplicate (archived twice after a
     lost ``state.json``) is always a repeat of an id already seen, with the same fields."""
-    with open(path, "rb") as handle:
-        data = handle.read() if committed is None else handle.read(committed)
-    position = 0
-    while position < len(data):
-        inflater = zlib.decompressobj(wbits=31)  # one gzip member
-        try:
-            text = inflater.decompress(data[position:])
-        except zlib.error:
-            if committed is not None:
-                raise
-            return  # damaged tail of an uncommitted append
-        if not inflater.eof:
-            if committed is not None:
-                raise ValueError(f"{path}: a committed gzip member is truncated")
-            return
-        for line in text.splitlines():
-            if line:
-                yield ArchivedEntry.from_line(line)
-        position = len(data) - len(inflater.unused_data)
+    try:
+        for _, text in _members(path, committed):
+            for line in text.splitlines():
+                if line:
+                    yield ArchivedEntry.from_line(line)
+    except DamagedArchive:
+        if committed is not None:
+            raise
 
 
 # --- a pass over Redis ---------------------------------------------------------------------------
