@@ -41,8 +41,8 @@ def archive(
     interval: Annotated[float | None, typer.Option(
         "--interval", min=0.1, help="Seconds between passes. Default: $SERIALTRACK_ARCHIVE_INTERVAL_SECONDS or 60")] = None,
     as_json: JsonFlag = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="In a loop, print only passes that archived, trimmed or "
-                                                        "were held back.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print a pass only when it archived or trimmed something, "
+                                                        "or when what holds a stream back changed.")] = False,
 ) -> None:
     """Archive, then trim, the stream entries every consumer group acked that are older than the
     retention window; dead letters after theirs.
@@ -76,6 +76,7 @@ def archive(
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
     failures = 0
+    last_held_back: set[tuple[str, str]] = set()
     while True:
         try:
             report = retention_pass(client, store, settings.streams, consumed, settings.retention_seconds,
@@ -90,9 +91,12 @@ def archive(
         else:
             if as_json:
                 typer.echo(json.dumps(report.as_dict(), indent=None if not once else 2))
-            elif once or not quiet or report.archived or report.trimmed or any(s.held_back for s in report.streams):
-                for line in _describe(report):
-                    typer.echo(line)
+            else:
+                held_back = {(s.stream, reason) for s in report.streams for reason in s.held_back}
+                if not quiet or report.archived or report.trimmed or held_back != last_held_back:
+                    for line in _describe(report):
+                        typer.echo(line)
+                last_held_back = held_back
         if once:
             return
         deadline = time.monotonic() + min(every * (2 ** min(failures, 4)), max(every, 300))

@@ -479,7 +479,8 @@ def retention_pass(client: redis.Redis, archive: Archive, streams: Streams, cons
                     group_bound = _group_bound(client, stream, group)
                     if group_bound < bound:
                         bound = group_bound
-                        report.held_back.append(f"group {group['name'].decode()} has not acked {format_id(group_bound)}")
+                        report.held_back.append(f"group {group['name'].decode()} has not read or acked every "
+                                                "entry older than the window")
             chunk = DEADLETTER_CHUNK if report.kind == "deadletter" else EVENT_CHUNK
             _archive_and_trim(client, archive, report, bound, chunk)
             report.length = int(client.xlen(stream))
