@@ -36,11 +36,42 @@ log = logging.getLogger("serialtrack.rebuild")
 
 # Columns that legitimately differ between a store and its rebuild: when a row was written here
 # (wall-clock times of application, not event times), and surrogate keys numbered in insert order.
-APPLICATION_TIMES = frozenset({"updated_at", "recorded_at", "detected_at", "created_at", "processed_at"})
-# Rows that record the order the live service happened to receive events in, which a replay in
-# event-time order does not repeat: an anomaly raised because a later event arrived first, and
-# withdrawn when the earlier one came (README: "An anomaly that came only from arrival order").
-ARRIVAL_ORDER_ROWS = {"inventory_anomalies": ("status", "withdrawn")}
+APPLICATION_TIMES = frozenset({"updated_at", "recorded_at", "detected_at", "created_at", "processed_at",
+                               "decided_at", "raised_at", "matched_at"})
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """What of a table legitimately differs in a rebuild, beyond times of application and row
+    numbers: mostly what records the order the live service happened to receive events in, which a
+    replay in event-time order does not repeat (the state it ends in is compared all the same)."""
+
+    why: str
+    ignore: tuple[str, ...] = ()  # columns that count or name re-decisions
+    leave_out: tuple[str, str] | None = None  # (column, value): rows that exist only because of arrival order
+    latest_of: tuple[tuple[str, ...], str] | None = None  # (key, version column): compare each key's last row only
+
+
+ALLOWANCES = {
+    "inventory_anomalies": Allowance(
+        "an anomaly raised because a later event arrived first is withdrawn when the earlier one comes",
+        leave_out=("status", "withdrawn")),
+    "warranty_claims": Allowance(
+        "a decision is made again when a fact arrives after it: the live store counts those versions",
+        ignore=("version", "decision_id")),
+    "warranty_returns": Allowance(
+        "a decision is made again when a fact arrives after it: the live store counts those versions",
+        ignore=("version", "decision_id")),
+    "warranty_decisions": Allowance(
+        "each re-decision is a row; the current decision of each claim and return is compared",
+        ignore=("version", "event_id", "supersedes"), latest_of=(("kind", "reference"), "version")),
+    "recalls_progress": Allowance(
+        "a count at 0 is the same as no count (readers skip them); arrival order leaves some behind",
+        leave_out=("units", 0)),
+    "recalls_meta": Allowance(
+        "the index token is a random value that tells readers the matcher's index changed",
+        leave_out=("key", "index")),
+}
 # The outbox is this store's queue of events to publish: the live one is mostly published and
 # emptied, the rebuilt one was never published (its events are in the streams already).
 NOT_COMPARED_TABLES = frozenset({"outbox"})
@@ -192,7 +223,7 @@ class TableDifference:
     ignored_columns: list[str]
     live_rows: int
     rebuilt_rows: int
-    not_compared: str | None  # rows left out of the comparison on both sides, and why
+    not_compared: str | None  # what of the table is left out of the comparison (an Allowance), and why
     only_live: list[dict[str, Any]]  # rows (compared columns) the rebuild lacks, first few
     only_rebuilt: list[dict[str, Any]]  # rows the live store lacks, first few
     missing: int  # rows of the live store not in the rebuild (with multiplicity)
@@ -225,14 +256,38 @@ def _plain(value: Any) -> Any:
 
 
 def _rows(engine: Engine, table: Table, columns: Sequence[str], service: str) -> Counter:
-    query = select(*(table.c[name] for name in columns))
+    rule = ALLOWANCES.get(table.name)
+    key, version = rule.latest_of if rule and rule.latest_of else ((), None)
+    wanted = [*columns, *(c for c in (*key, version) if c and c not in columns)]
+    query = select(*(table.c[name] for name in wanted))
     if "service" in table.c:  # the inbox holds one row per (service, event): ours only
         query = query.where(table.c.service == service)
-    if table.name in ARRIVAL_ORDER_ROWS:
-        column, value = ARRIVAL_ORDER_ROWS[table.name]
+    if rule and rule.leave_out:
+        column, value = rule.leave_out
         query = query.where(table.c[column] != value)
     with engine.connect() as connection:
-        return Counter(tuple(_plain(v) for v in row) for row in connection.execute(query))
+        rows = [dict(zip(wanted, row, strict=True)) for row in connection.execute(query)]
+    if version:
+        latest: dict[tuple, dict] = {}
+        for row in rows:
+            k = tuple(row[c] for c in key)
+            if k not in latest or row[version] > latest[k][version]:
+                latest[k] = row
+        rows = list(latest.values())
+    return Counter(tuple(_plain(row[c]) for c in columns) for row in rows)
+
+
+def _allowance_note(rule: Allowance | None) -> str | None:
+    if rule is None:
+        return None
+    what = []
+    if rule.leave_out:
+        what.append(f"rows with {rule.leave_out[0]} {rule.leave_out[1]} are left out")
+    if rule.latest_of:
+        what.append(f"only the highest {rule.latest_of[1]} of each {', '.join(rule.latest_of[0])} is compared")
+    if rule.ignore:
+        what.append(f"{', '.join(rule.ignore)} not compared")
+    return f"{'; '.join(what)}: {rule.why}"
 
 
 def compare(definition: ServiceDefinition, live_url: str, rebuilt_url: str, show: int = 5) -> list[TableDifference]:
@@ -242,16 +297,13 @@ def compare(definition: ServiceDefinition, live_url: str, rebuilt_url: str, show
     try:
         tables = [t for t in (*definition.tables, *PLUMBING_TABLES) if t.name not in NOT_COMPARED_TABLES]
         for table in tables:
-            ignored = ignored_columns(table)
+            rule = ALLOWANCES.get(table.name)
+            ignored = ignored_columns(table) + list(rule.ignore if rule else ())
             columns = [c.name for c in table.columns if c.name not in ignored]
             a, b = _rows(live, table, columns, definition.name), _rows(rebuilt, table, columns, definition.name)
             only_a, only_b = a - b, b - a
-            skipped = None
-            if table.name in ARRIVAL_ORDER_ROWS:
-                column, value = ARRIVAL_ORDER_ROWS[table.name]
-                skipped = f"rows with {column} {value} (they record arrival order)"
             differences.append(TableDifference(
-                table.name, columns, ignored, sum(a.values()), sum(b.values()), skipped,
+                table.name, columns, ignored, sum(a.values()), sum(b.values()), _allowance_note(rule),
                 [dict(zip(columns, row, strict=True)) for row in sorted(only_a, key=repr)[:show]],
                 [dict(zip(columns, row, strict=True)) for row in sorted(only_b, key=repr)[:show]],
                 sum(only_a.values()), sum(only_b.values())))
@@ -267,7 +319,7 @@ def describe_differences(differences: list[TableDifference]) -> list[str]:
         verdict = "equal" if d.equal else f"DIFFERENT: {d.missing} row(s) only live, {d.extra} only rebuilt"
         ignored = f" (ignoring {', '.join(d.ignored_columns)})" if d.ignored_columns else ""
         if d.not_compared:
-            ignored += f" (not comparing {d.not_compared})"
+            ignored += f"; {d.not_compared}"
         lines.append(f"{d.table}: live {d.live_rows}, rebuilt {d.rebuilt_rows}: {verdict}{ignored}")
         for label, rows in (("only live", d.only_live), ("only rebuilt", d.only_rebuilt)):
             lines.extend(f"  {label}: {json.dumps(row, default=str)}" for row in rows)

@@ -129,6 +129,7 @@ def test_a_crash_mid_archive_neither_loses_nor_duplicates_for_a_reader(server, t
     # A crash during an append leaves half a gzip member after the committed length.
     with open(day_file, "ab") as handle:
         handle.write(gzip.compress(b'{"stream":"x","id":"9-9","fields":[]}\n' * 50)[:40])
+    assert day_file.stat().st_size > committed
     assert [e.id for e in archive.read(stream)] == ids[:2]  # the state's committed length hides it
     for group in ("inventory", "warranty"):
         admin.xack(stream, group, *ids[2:4])
