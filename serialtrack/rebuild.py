@@ -48,7 +48,7 @@ class Allowance:
 
     why: str
     ignore: tuple[str, ...] = ()  # columns that count or name re-decisions
-    leave_out: tuple[str, str] | None = None  # (column, value): rows that exist only because of arrival order
+    leave_out: tuple[str, object] | None = None  # (column, value): rows that exist only because of arrival order
     latest_of: tuple[tuple[str, ...], str] | None = None  # (key, version column): compare each key's last row only
 
 

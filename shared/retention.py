@@ -368,7 +368,8 @@ def raw_client(url: str) -> redis.Redis:
     return client
 
 
-def _entries(stream: str, raw: list) -> list[ArchivedEntry]:
+def _entries(stream: str, raw: Any) -> list[ArchivedEntry]:
+    """XRANGE's raw answer (``raw_client``): [id, [field, value, ...]] per entry."""
     out = []
     for entry_id, flat in raw:
         flat = list(flat)

@@ -25,11 +25,11 @@ def server(request, tmp_path):
     handle.stop()
 
 
-def _ids(client: redis.Redis, stream: str) -> list[str]:
+def _ids(client, stream: str):
     return [entry_id.decode() for entry_id, _ in client.xrange(stream)]
 
 
-def _read(client: redis.Redis, stream: str, group: str, count: int) -> list[str]:
+def _read(client, stream: str, group: str, count: int):
     [[_, entries]] = client.xreadgroup(group, "c1", {stream: ">"}, count=count)
     return [entry_id.decode() for entry_id, _ in entries]
 
