@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
     from .publishing import FileReport
 
+from .archive_cli import archive as archive_command  # likewise
+from .archive_cli import rebuild as rebuild_command  # likewise
 from .asyncapi_cli import asyncapi as asyncapi_command  # typer only at import: the work is imported when run
 from .credentials_cli import credentials_app  # likewise
 from .erase_cli import erase as erase_command  # likewise
@@ -661,6 +663,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(tokens_app, name="tokens")
 app.command("asyncapi")(asyncapi_command)
+app.command("archive")(archive_command)
+app.command("rebuild")(rebuild_command)
 
 
 theft_app = typer.Typer(help="The theft-watch service's tools (stolen-property feeds).", no_args_is_help=True)

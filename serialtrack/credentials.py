@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from shared.acl import (
     ADMIN,
+    ARCHIVER,
     DEFAULT,
     DEFAULT_RULES,
     AclError,
@@ -219,6 +220,8 @@ def describe(users: Mapping[str, AclUser], data_dir: Path) -> list[dict]:
             kind = "built-in producer"
         elif name == ADMIN:
             kind = "admin (no service uses it)"
+        elif name == ARCHIVER:
+            kind = "archiver (archives and trims streams)"
         elif name == DEFAULT:
             kind = "default (off)"
         elif name.endswith(("-reader", "-writer")):

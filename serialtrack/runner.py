@@ -12,6 +12,8 @@
   (a child that ran ``STABLE_AFTER_S`` counts afresh), each time reported with its last error (a
   service's last stderr line, Redis's last log line). Meanwhile the others keep running: services
   retry Redis by themselves, and the CLI fails with one line until Redis is back.
+- **The archiver** (`serialtrack archive`: archive, then trim, what every service acked;
+  shared/retention.py) runs as one more supervised child, with its own Redis user.
 - **Stop** on Ctrl-C / SIGTERM: services first, Redis last.
 
 A ``Supervised`` child is anything started by a function returning a Popen; ``System.supervise_command``
@@ -51,6 +53,7 @@ from .redis_server import RedisServerProcess, free_port, maxmemory_bytes, port_i
 LOCK_FILE = "run/up.lock"
 CHILDREN_FILE = "run/children.json"
 FIRST_RESTART_DELAY_S = 1.0
+ARCHIVER = acl.ARCHIVER  # the one child that is not a service: no HTTP port, its own Redis user
 STABLE_AFTER_S = 30.0  # a child that ran this long before it died starts its backoff afresh
 LAST_LINES = 200  # of a child's stderr, per run: its error and the shutdown that followed
 LEFTOVER_STOP_TIMEOUT_S = 15.0
@@ -203,7 +206,9 @@ class System:
 
     def _env(self, service: str) -> dict[str, str]:
         env = dict(os.environ)
-        if self.users is not None:  # embedded: the service's own two users (shared/acl.py)
+        if self.users is not None and service == ARCHIVER:
+            env["REDIS_URL"] = self.users.url(ARCHIVER)
+        elif self.users is not None:  # embedded: the service's own two users (shared/acl.py)
             env["REDIS_URL"] = self.users.url(acl.reader(service))
             env["REDIS_WRITER_URL"] = self.users.url(acl.writer(service))
         else:
@@ -238,6 +243,10 @@ class System:
             url = self.settings.service_url(name)
             self._wait_healthy(child, url, deadline)
             self.say(f"{name:<10} {url}  (API docs: {url}/docs)")
+        self.supervise_command(ARCHIVER, ["archive", "--quiet", "--data-dir", str(self.data_dir)], self._env(ARCHIVER))
+        self.say(f"{ARCHIVER:<10} every {self.settings.archive_interval_seconds:g}s: archives to "
+                 f"{self.settings.archive_dir.resolve()}, then trims, what every service acked and is older than "
+                 f"{self.settings.retention_seconds:g}s")
         self.say(f"data       {data_dir.resolve()}")
 
     def _start_embedded_redis(self) -> str:

@@ -16,6 +16,9 @@ anywhere, and the users are split accordingly:
   streams its consumer group reads (no XADD); ``<service>-writer`` XADDs to the streams of the types
   it publishes (``SERVICE_TYPES``, plus what its HTTP API submits on behalf of a counter) and to
   its dead-letter stream. Internal types can therefore only come from their service.
+- **archiver**: what the archiver (shared/retention.py, `serialtrack archive`) needs on ``<prefix>:*``
+  streams: find them (SCAN), read their groups and pending entries (XINFO GROUPS, XPENDING), read
+  entries (XRANGE, XLEN) and trim them (XTRIM). No XADD, no XDEL, no XACK, no group change.
 - **admin**: everything; used by no service and no container. `serialtrack credentials` uses it
   for ACL SETUSER / DELUSER / SAVE.
 - **default**: off.
@@ -39,6 +42,7 @@ from .streams import Streams
 ADMIN = "admin"
 DEFAULT = "default"
 OPERATOR_READER = "operator-reader"
+ARCHIVER = "archiver"
 
 # What every user needs to connect and to be health-checked (AUTH is always allowed; listed anyway
 # so the rule reads complete).
@@ -55,6 +59,9 @@ READER_COMMANDS = ("+xgroup|create", "+xreadgroup", "+xautoclaim", "+xclaim", "+
                    "+xlen", "+xinfo|groups", "+xrange", "+info")
 # `serialtrack status` (serialtrack/status.py, shared/stream_stats.py) and `serialtrack deadletters`.
 OPERATOR_READ_COMMANDS = ("+scan", "+info", "+xlen", "+xinfo|groups", "+xrange", "+xrevrange", "+xpending")
+# The archiver (shared/retention.py): find the streams, check that every group acked an entry,
+# archive it, trim it.
+ARCHIVER_COMMANDS = ("+scan", "+xinfo|groups", "+xpending", "+xrange", "+xlen", "+xtrim")
 
 # Inbound types a service's HTTP API publishes itself, on behalf of the counter that asked
 # (services/warranty/api.py: a claim or a return asked over HTTP is recorded as its event).
@@ -134,6 +141,10 @@ def operator_reader_rules(streams: Streams) -> tuple[str, ...]:
             *OPERATOR_READ_COMMANDS)
 
 
+def archiver_rules(streams: Streams) -> tuple[str, ...]:
+    return ("resetkeys", "resetchannels", _key(streams.prefix + ":") + "*", "-@all", *CONNECT, *ARCHIVER_COMMANDS)
+
+
 ADMIN_RULES = ("~*", "&*", "+@all")
 DEFAULT_RULES = ("resetkeys", "resetchannels", "-@all")
 
@@ -145,6 +156,7 @@ def builtin_rules(streams: Streams, consumed: Mapping[str, Iterable[str]]) -> di
     for role in ROLES:
         users[role] = producer_rules(role, streams)
     users[OPERATOR_READER] = operator_reader_rules(streams)
+    users[ARCHIVER] = archiver_rules(streams)
     for service, types in consumed.items():
         users[reader(service)] = reader_rules(types, streams)
         users[writer(service)] = writer_rules(service, streams)

@@ -22,6 +22,10 @@
 | SERIALTRACK_LOG_FORMAT | text | service log lines: `text`, or `json` (one object per line: time, level, service, logger, message, trace_id) |
 | SERIALTRACK_LINGER_MS | 5 | after a read that was not full, wait this long before the next read of that stream |
 | SERIALTRACK_TOKENS_DIR | <data dir>/tokens | HTTP API token registry (registry.json) and pseudonym key; e.g. a mounted secret |
+| SERIALTRACK_RETENTION_SECONDS | 604800 (7 days) | an event stream's entry is archived and trimmed from Redis once every group that reads it acked it and it is older than this (docs/retention.md) |
+| SERIALTRACK_DEADLETTER_RETENTION_SECONDS | 2592000 (30 days) | the same for dead-letter streams (no group reads them) |
+| SERIALTRACK_ARCHIVE_DIR | <data dir>/archive | where trimmed entries are archived (compressed JSONL per stream and UTC day) |
+| SERIALTRACK_ARCHIVE_INTERVAL_SECONDS | 60 | seconds between two passes of the archiver (`serialtrack archive`, run by `serialtrack up`) |
 | SERIALTRACK_TOKEN | (none) | CLI: the API token to send; else $SERIALTRACK_TOKEN_FILE, else <data dir>/credentials/admin.token |
 """
 
@@ -79,6 +83,11 @@ class Settings(BaseSettings):
     require_signatures: bool = Field(default=False, validation_alias="SERIALTRACK_REQUIRE_SIGNATURES")
     log_format: Literal["text", "json"] = Field(default="text", validation_alias="SERIALTRACK_LOG_FORMAT")
     tokens_dir_override: Path | None = Field(default=None, validation_alias="SERIALTRACK_TOKENS_DIR")
+    retention_seconds: float = Field(default=7 * 86400, gt=0, validation_alias="SERIALTRACK_RETENTION_SECONDS")
+    deadletter_retention_seconds: float = Field(default=30 * 86400, gt=0,
+                                                validation_alias="SERIALTRACK_DEADLETTER_RETENTION_SECONDS")
+    archive_dir_override: Path | None = Field(default=None, validation_alias="SERIALTRACK_ARCHIVE_DIR")
+    archive_interval_seconds: float = Field(default=60, gt=0, validation_alias="SERIALTRACK_ARCHIVE_INTERVAL_SECONDS")
 
     @property
     def streams(self) -> Streams:
@@ -92,6 +101,11 @@ class Settings(BaseSettings):
     def tokens_dir(self) -> Path:
         """Where the HTTP API token registry and the pseudonym key are (shared/tokens.py)."""
         return self.tokens_dir_override or self.data_dir / "tokens"
+
+    @property
+    def archive_dir(self) -> Path:
+        """Where the archiver keeps what it trimmed from Redis (shared/retention.py)."""
+        return self.archive_dir_override or self.data_dir / "archive"
 
     def port(self, service: str) -> int:
         return getattr(self, f"{service}_port")

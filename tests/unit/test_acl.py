@@ -30,7 +30,7 @@ def test_a_data_dir_without_users_gets_them_all_with_private_files(tmp_path):
     users = prepare_embedded(tmp_path, Streams(), 7001, consumed=CONSUMED)
     acl = parse_acl_file((tmp_path / ACL_FILE).read_text())
     assert acl["default"].on is False and acl["default"].secrets == ()
-    expected = {ADMIN, *ROLES, "operator-reader", reader("inventory"), writer("inventory"), reader("recalls"),
+    expected = {ADMIN, *ROLES, "operator-reader", "archiver", reader("inventory"), writer("inventory"), reader("recalls"),
                 writer("recalls")}
     assert set(users.urls) == expected and set(acl) == expected | {"default"}
     for name, url in users.urls.items():

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SCHEMA = ROOT / "tests" / "schemas" / "compose-spec.json"  # vendored (tests/schemas/README.md): never skipped
 INFRASTRUCTURE = ("redis", "postgres", "prometheus", "grafana")
-APP_SERVICES = {name: spec for name, spec in COMPOSE["services"].items() if name not in INFRASTRUCTURE}
+ARCHIVER = "archiver"  # not a service: archives and trims the streams (shared/retention.py)
+APP_SERVICES = {name: spec for name, spec in COMPOSE["services"].items() if name not in (*INFRASTRUCTURE, ARCHIVER)}
 
 
 def test_matches_the_compose_specification():
@@ -286,3 +287,25 @@ def test_no_container_uses_admin_and_only_admin_may_do_everything():
     from shared.roles import ROLES
 
     assert set(ROLES) <= set(users)  # one user per producer role
+
+
+def test_the_archiver_runs_the_archive_command_as_its_own_user_onto_a_volume():
+    from shared.retention import STATUS_FILE
+
+    spec = COMPOSE["services"][ARCHIVER]
+    assert spec["build"] == "." and spec["image"] == "serialtrack:latest"
+    args = spec["command"]
+    command = get_command(app).get_command(None, args[0])
+    assert args[0] == "archive" and command is not None
+    context = command.make_context(args[0], list(args[1:]))  # raises on unknown options
+    assert context.params["once"] is False  # a loop, not one pass
+    user, variable = _redis_user(spec["environment"]["REDIS_URL"])
+    assert (user, variable) == ("archiver", "REDIS_ARCHIVER_PASSWORD")
+    rules = _template_users()[user].rules
+    assert "+xtrim" in rules and "+xrange" in rules
+    assert not {"+xadd", "+xack", "+xdel", "+xgroup|setid", "+del"} & set(rules)  # trims; never writes or acks
+    archive_dir = spec["environment"]["SERIALTRACK_ARCHIVE_DIR"]
+    assert f"archive-data:{archive_dir}" in spec["volumes"] and "archive-data" in COMPOSE["volumes"]
+    assert f"{archive_dir}/{STATUS_FILE}" in " ".join(spec["healthcheck"]["test"])
+    assert f"install -d -o serialtrack -m 700 {archive_dir}" in (ROOT / "Dockerfile").read_text()
+    assert spec["depends_on"] == {"redis": {"condition": "service_healthy"}}
