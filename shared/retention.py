@@ -389,16 +389,18 @@ def read_live(client: redis.Redis, stream: str, after: str | None = None, chunk:
         start = f"({batch[-1].id}"
 
 
-def _group_bound(client: redis.Redis, stream: str, group: dict) -> tuple[int, int]:
-    """The first id this group may still need: its oldest pending entry, else the one after its
-    last-delivered id."""
+def _group_bound(client: redis.Redis, stream: str, group: dict) -> tuple[tuple[int, int], bool]:
+    """(the first id this group may still need, whether it has read and acked every entry there is).
+    The first id: its oldest pending entry, else the one after its last-delivered id (also when it
+    has read everything: an entry added a moment later is not read yet, whatever the clocks say)."""
     name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
     if int(group["pending"]):
         summary = client.xpending(stream, name)
         if summary["pending"]:
-            return parse_id(summary["min"])
+            return parse_id(summary["min"]), False
     last = group["last-delivered-id"]
-    return parse_id(successor(last.decode() if isinstance(last, bytes) else last))
+    last = last.decode() if isinstance(last, bytes) else last
+    return parse_id(successor(last)), not client.xrange(stream, f"({last}", "+", count=1)
 
 
 def expected_groups(streams: Streams, consumed: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
@@ -476,10 +478,11 @@ def retention_pass(client: redis.Redis, archive: Archive, streams: Streams, cons
                     report.held_back.append(f"group {missing} does not exist yet (its service never started): "
                                             "nothing is trimmed until it has read the stream")
                     bound = (0, 0)
+                cutoff = bound
                 for group in groups:
-                    group_bound = _group_bound(client, stream, group)
-                    if group_bound < bound:
-                        bound = group_bound
+                    group_bound, done = _group_bound(client, stream, group)
+                    bound = min(bound, group_bound)
+                    if group_bound < cutoff and not done:
                         report.held_back.append(f"group {group['name'].decode()} has not read or acked every "
                                                 "entry older than the window")
             chunk = DEADLETTER_CHUNK if report.kind == "deadletter" else EVENT_CHUNK

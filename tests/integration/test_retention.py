@@ -83,6 +83,8 @@ def test_only_what_every_group_acked_and_the_window_let_go_is_archived_then_trim
     report = _pass(server, archive, retention=0.0)
     by_stream = _by_stream(report)
     assert (by_stream[sold].archived, by_stream[sold].trimmed, by_stream[sold].length) == (6, 6, 4)
+    assert by_stream[sold].held_back == [f"group {group} has not read or acked every entry older than the window"
+                                         for group in ("inventory", "warranty")]  # 6..9 pending; 8, 9 not delivered
     assert _ids(admin, sold) == ids[6:]  # the oldest pending entry and all after it stay
     assert by_stream[sold].archived_through == ids[5]
     assert by_stream[received].trimmed == 0 and admin.xlen(received) == 1
@@ -106,8 +108,16 @@ def test_only_what_every_group_acked_and_the_window_let_go_is_archived_then_trim
     report = _pass(server, archive, retention=0.0, deadletters=0.0)
     by_stream = _by_stream(report)
     assert (by_stream[sold].archived, by_stream[sold].trimmed) == (2, 2)  # 8, 9: warranty has not read them
+    assert by_stream[sold].held_back == [f"group {group} has not read or acked every entry older than the window"
+                                         for group in ("inventory", "warranty")]  # 8, 9: pending; not delivered
+    _read(admin, sold, "warranty", 10)
+    for group in ("inventory", "warranty"):  # every group done: nothing holds the stream back
+        admin.xack(sold, group, *ids[8:])
+    report = _pass(server, archive, retention=0.0)
+    assert (_by_stream(report)[sold].trimmed, _by_stream(report)[sold].held_back) == (2, [])
+    assert admin.xlen(sold) == 0 and _by_stream(_pass(server, archive)).get(sold).held_back == []  # empty: nothing held
     assert (by_stream[dead].archived, by_stream[dead].trimmed, admin.xlen(dead)) == (3, 3, 0)
-    assert [e.id for e in archive.read(sold)] == ids[:8]
+    assert [e.id for e in archive.read(sold)] == ids
     assert [dict(e.fields)[b"original"] for e in archive.read(dead)] == [b"d0", b"d1", b"d2"]
 
 
