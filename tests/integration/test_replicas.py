@@ -349,13 +349,13 @@ def test_three_processes_starting_together_on_an_empty_database_migrate_it_once(
         logs = [(tmp_path / f"warranty-{worker}.log").read_text() for worker in range(3)]
         assert sum("schema (none) ->" in log for log in logs) == 1, logs
         assert not any("Traceback" in log for log in logs), logs
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with engine.connect() as conn:
+                versions = {r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))}
+        finally:
+            engine.dispose()
     finally:
         fleet.stop()
         postgres_admin.drop_database(url)
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    try:
-        with engine.connect() as conn:
-            versions = {r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))}
-    finally:
-        engine.dispose()
     assert versions == set(load("warranty").migrations.script.get_heads())
