@@ -104,7 +104,7 @@ def test_r1_no_loss_when_the_consumer_is_killed(settings, tmp_path):
     asyncio.run(publish_events(settings, events))
 
     log = tmp_path / "inventory.log"
-    process = start_service_process("inventory", settings, log, hold_ack_ms=400)
+    process = start_service_process("inventory", settings, log, hold_ack_ms=1500)
     window = asyncio.run(kill_mid_batch(settings, "inventory", process, inventory.event_types))
     window.assert_mid_batch(len(events))  # pending, some of it committed, not everything applied
 

@@ -63,7 +63,7 @@ async def test_sigkill_during_a_broadcast_leaves_exact_counts(settings, tmp_path
     await publish_events(settings, reports + reports[: UNITS // 2])
 
     # SIGKILL inside a batch: committed, not acked (the consumer's test hook holds that window open).
-    process = start_service_process("recalls", settings, tmp_path / "recalls-1.log", hold_ack_ms=400)
+    process = start_service_process("recalls", settings, tmp_path / "recalls-1.log", hold_ack_ms=1500)
     window = await kill_mid_batch(settings, "recalls", process, recalls.event_types)
     window.assert_mid_batch(2 + UNITS)
     seen = progress_in_store(settings, rid)

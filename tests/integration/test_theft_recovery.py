@@ -117,7 +117,7 @@ def test_killed_process_restarts_and_every_sighting_alerts_exactly_once(settings
     total = 2 + len(sales)
 
     log = tmp_path / "theft.log"
-    process = start_service_process(SERVICE, settings, log, hold_ack_ms=400)
+    process = start_service_process(SERVICE, settings, log, hold_ack_ms=1500)
     window = asyncio.run(kill_mid_batch(settings, SERVICE, process, theft.event_types))
     window.assert_mid_batch(total)
 

@@ -106,7 +106,7 @@ async def test_crash_and_restart_with_pending_entries_decides_every_claim_once(s
         process.terminate()
         process.wait(30)
     await publish_events(settings, claims)
-    process = start_service_process("warranty", settings, tmp_path / "warranty-1.log", hold_ack_ms=300)
+    process = start_service_process("warranty", settings, tmp_path / "warranty-1.log", hold_ack_ms=1500)
     window = await kill_mid_batch(settings, "warranty", process, ["warranty.claim.submitted"])
     window.assert_mid_batch(3 * count)
     assert _decided_count(settings) < count, "crash happened too late to test anything"
