@@ -23,6 +23,7 @@ from shared.redact import mask_url
 from shared.settings import CREDENTIALS_DIR, REDIS_URL_FILE, Settings
 from shared.tokens import admin_token_path, ensure_admin_token
 
+from .console.process import ConsoleProcess
 from .credentials import EmbeddedUsers, prepare_embedded
 from .private import make_private
 from .redis_server import RedisServerProcess, free_port, port_is_free
@@ -46,6 +47,7 @@ class System:
         self.redis: RedisServerProcess | None = None
         self.users: EmbeddedUsers | None = None
         self.children: list[Child] = []
+        self.console = ConsoleProcess(settings, say)  # the web console, a client of the services' HTTP APIs
         self._stopping = False
 
     def _env(self, service: str) -> dict[str, str]:
@@ -95,6 +97,7 @@ class System:
         for child in self.children:
             self._wait_healthy(child, deadline)
             self.say(f"{child.service:<10} {child.url}  (API docs: {child.url}/docs)")
+        self.console.start()
         self.say(f"data       {data_dir.resolve()}")
 
     def _spawn(self, child: Child) -> None:
@@ -130,6 +133,7 @@ class System:
                     child.restarts += 1
                     self.say(f"{child.service} exited with code {code}; restarting (restart #{child.restarts})")
                     self._spawn(child)
+            self.console.keep_alive()
             time.sleep(0.2)
 
     def request_stop(self, *_args) -> None:
@@ -137,6 +141,7 @@ class System:
 
     def stop(self) -> None:
         self._stopping = True
+        self.console.stop()
         for child in self.children:
             if child.process and child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)

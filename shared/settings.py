@@ -20,6 +20,7 @@
 | SERIALTRACK_LOG_FORMAT | text | service log lines: `text`, or `json` (one object per line: time, level, service, logger, message, trace_id) |
 | SERIALTRACK_LINGER_MS | 5 | after a read that was not full, wait this long before the next read of that stream |
 | SERIALTRACK_TOKENS_DIR | <data dir>/tokens | HTTP API token registry (registry.json) and pseudonym key; e.g. a mounted secret |
+| SERIALTRACK_CONSOLE_PORT | 8000 | the web console's port (serialtrack/console); `serialtrack up` takes a free one if it is taken |
 | SERIALTRACK_TOKEN | (none) | CLI: the API token to send; else $SERIALTRACK_TOKEN_FILE, else <data dir>/credentials/admin.token |
 """
 
@@ -74,6 +75,7 @@ class Settings(BaseSettings):
     require_signatures: bool = Field(default=False, validation_alias="SERIALTRACK_REQUIRE_SIGNATURES")
     log_format: Literal["text", "json"] = Field(default="text", validation_alias="SERIALTRACK_LOG_FORMAT")
     tokens_dir_override: Path | None = Field(default=None, validation_alias="SERIALTRACK_TOKENS_DIR")
+    console_port: int = Field(default=8000, validation_alias="SERIALTRACK_CONSOLE_PORT")
 
     @property
     def streams(self) -> Streams:
