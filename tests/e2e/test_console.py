@@ -80,12 +80,13 @@ def text(driver) -> str:
 
 
 def screenshot(driver, name: str) -> None:
-    """The whole page (the window grown to its height, at most 2400 px), at a tablet's width."""
+    """The whole page at a tablet's width (1180 CSS px), as tall as it is (at most 2400 px)."""
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1180, min(max(height, 700), 2400))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": 1180, "height": min(max(height, 700), 2400), "deviceScaleFactor": 1, "mobile": False})
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
-    driver.set_window_size(1180, 900)
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 @pytest.fixture(scope="module")
