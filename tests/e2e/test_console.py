@@ -244,3 +244,30 @@ def test_a_manufacturer_scoped_user_cannot_see_another_manufacturers_unit(system
     assert "No such recall" in text(browser)
     browser.get(system.url + "/theft")
     assert "Not for your role" in text(browser)
+
+
+async def test_a_service_that_is_down_is_named_and_the_rest_of_the_story_still_shows(system):
+    """A console whose theft service does not answer (its address points at a closed port), in
+    process, over the module's real services."""
+    from serialtrack.console.app import create_app
+    from shared.settings import Settings
+
+    settings = Settings(data_dir=Path(system.env["SERIALTRACK_DATA_DIR"]))
+    urls = {name: f"http://127.0.0.1:{system.env[f'{name.upper()}_PORT']}" for name in INSTALLED}
+    closed = f"http://127.0.0.1:{free_port()}"
+    token = (Path(system.env["SERIALTRACK_DATA_DIR"]) / "credentials" / "admin.token").read_text().strip()
+    transport = httpx.ASGITransport(app=create_app(settings, {**urls, "theft": closed}))
+    async with httpx.AsyncClient(transport=transport, base_url="http://console") as console:
+        assert (await console.post("/signin", content=f"token={token}",
+                                   headers={"content-type": "application/x-www-form-urlencoded"})).status_code == 303
+        serial = system.demo["serials"][4]
+        page = (await console.get(f"/unit/acme/{serial}")).text
+        assert f"The theft service does not answer</strong> ({closed})" in page
+        assert "theft reports and alerts, the theft desk" in page  # what is missing until it is back
+        assert "Sold at store-12" in page and "sold owner notified" in page  # what the others still tell
+        desk = (await console.get("/theft")).text
+        assert "The theft service does not answer" in desk
+        assert (await console.get("/theft/export/alerts.csv")).status_code == 503
+        refused = await console.post("/signin", content="token=st_0123456789abcdef_" + "A" * 43,
+                                     headers={"content-type": "application/x-www-form-urlencoded"})
+        assert refused.status_code == 401 and "does not work" in refused.text
