@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -45,7 +45,7 @@ from .story import at, timeline, unit_found, when
 HERE = Path(__file__).parent
 LIVE_POLL_S = 0.5  # how often the theft desk's event stream asks theft for new alerts
 NEAR_MISSES = 12
-CAMPAIGN_CHART_UNITS = 10_000  # units read to draw a campaign's progress over time
+CAMPAIGN_CHART_UNITS = 10_000  # units read (1,000 a request) to draw a campaign's progress over time
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,9 @@ def create_app(settings: Settings | None = None, urls: dict[str, str] | None = N
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
-        if request.method == "POST" and request.headers.get("origin") not in (None, _origin(request)):
+        origin = request.headers.get("origin")
+        if request.method == "POST" and origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+            # Forms post to their own host only (a TLS proxy in front may change the scheme, not the host).
             return Response("cross-site request refused", status_code=403)
         response = await call_next(request)
         # Everything is served from here: no CDN, no inline script, no framing, no referrer to other sites.
@@ -135,9 +137,6 @@ def create_app(settings: Settings | None = None, urls: dict[str, str] | None = N
         if not request.url.path.startswith("/static/"):
             response.headers["Cache-Control"] = "no-store"
         return response
-
-    def _origin(request: Request) -> str:
-        return f"{request.url.scheme}://{request.headers.get('host', '')}"
 
     @app.exception_handler(SignInNeeded)
     async def sign_in_needed(request: Request, exc: SignInNeeded):
@@ -332,7 +331,7 @@ def create_app(settings: Settings | None = None, urls: dict[str, str] | None = N
             return render(request, session, "message.html", {
                 "heading": "No such recall", "message": f"The recalls service knows no recall {recall_id} "
                 "that you may see."}, status=404)
-        chart = None
+        chart, chart_note = None, None
         if recall:
             history, offset_read = [], 0
             while offset_read < min(recall["progress"]["affected"], CAMPAIGN_CHART_UNITS):
@@ -342,11 +341,16 @@ def create_app(settings: Settings | None = None, urls: dict[str, str] | None = N
                     break
                 history += page["items"]
                 offset_read += len(page["items"])
-            chart = charts.progress_chart(charts.campaign_points(history, recall["progress"]["affected"]),
-                                          datetime.now(UTC))
+            # A campaign larger than that is drawn from its first units (serial order), as fractions of them.
+            sampled = len(history) < recall["progress"]["affected"]
+            chart = charts.progress_chart(charts.campaign_points(history, len(history) if sampled else
+                                                                 recall["progress"]["affected"]), datetime.now(UTC))
+            if sampled:
+                chart_note = (f"Drawn from the first {len(history):,} of {recall['progress']['affected']:,} units "
+                              "(serial order); the counts below are the whole campaign's.")
         units = None if isinstance(results["units"], Exception) else results["units"]
         return render(request, session, "campaign.html", {
-            "page": "recalls", "recall": recall, "units": units, "status": status, "chart": chart,
+            "page": "recalls", "recall": recall, "units": units, "status": status, "chart": chart, "chart_note": chart_note,
             "down": down, "refused": refused, "statuses": STATUSES})
 
     @app.get("/recalls/{recall_id}/report.{fmt}")
@@ -359,24 +363,23 @@ def create_app(settings: Settings | None = None, urls: dict[str, str] | None = N
 
     async def passthrough(session: Session, service: str, path: str, params: dict, filename: str) -> Response:
         """A service's download, streamed to the browser as it comes, saved under ``filename``."""
-        context = backend.stream(session.token, service, path, params)
         try:
-            response = await context.__aenter__()
+            response = await backend.open_stream(session.token, service, path, params)
         except ServiceDown as exc:
             return Response(f"{exc}: the download is not available until it is back.", status_code=503)
         if response.status_code != 200:
-            status = response.status_code
-            await context.__aexit__(None, None, None)
-            if status == 401:
+            await response.aclose()
+            if response.status_code == 401:
                 raise SignInNeeded("Your token no longer works (revoked or expired): sign in again.")
-            return Response(f"{service} answered {status} to this download.", status_code=status)
+            return Response(f"{service} answered {response.status_code} to this download.",
+                            status_code=response.status_code)
 
         async def body() -> AsyncIterator[bytes]:
             try:
                 async for chunk in response.aiter_bytes():
                     yield chunk
             finally:
-                await context.__aexit__(None, None, None)
+                await response.aclose()
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
         return StreamingResponse(body(), media_type=response.headers.get("content-type", "application/octet-stream"),
                                  headers={"Content-Disposition": f'attachment; filename="{safe}"'})

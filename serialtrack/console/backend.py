@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -86,21 +85,17 @@ class Backend:
                 raise result
         return dict(zip(calls, results, strict=True))
 
-    @asynccontextmanager
-    async def stream(self, token: str, service: str, path: str,
-                     params: Mapping[str, Any] | None = None) -> AsyncIterator[httpx.Response]:
-        """A download passed through as it comes (a recall report of a million serials)."""
+    async def open_stream(self, token: str, service: str, path: str,
+                          params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """A download to pass through as it comes (a recall report of a million serials); the caller
+        closes it (``aclose``)."""
         request = self._client.build_request(
             "GET", self.urls[service] + path, params={k: v for k, v in (params or {}).items() if v not in (None, "")},
             headers={"Authorization": f"Bearer {token}"})
         try:
-            response = await self._client.send(request, stream=True)
+            return await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise ServiceDown(service, self.urls[service], type(exc).__name__) from None
-        try:
-            yield response
-        finally:
-            await response.aclose()
 
     async def health(self) -> dict[str, bool]:
         """Which services answer /healthz (open, no token): the banner of a page names the ones down."""

@@ -265,9 +265,14 @@ async def test_a_service_that_is_down_is_named_and_the_rest_of_the_story_still_s
         assert f"The theft service does not answer</strong> ({closed})" in page
         assert "theft reports and alerts, the theft desk" in page  # what is missing until it is back
         assert "Sold at store-12" in page and "sold owner notified" in page  # what the others still tell
-        desk = (await console.get("/theft")).text
+        desk_response = await console.get("/theft")
+        desk, desk_headers = desk_response.text, desk_response.headers
         assert "The theft service does not answer" in desk
         assert (await console.get("/theft/export/alerts.csv")).status_code == 503
+        forged = await console.post("/signin", content=f"token={token}", headers={
+            "content-type": "application/x-www-form-urlencoded", "origin": "http://elsewhere.example"})
+        assert forged.status_code == 403  # another site's form cannot sign a browser in (or out)
+        assert "default-src 'self'" in desk_headers["content-security-policy"]  # nothing from a CDN
         refused = await console.post("/signin", content="token=st_0123456789abcdef_" + "A" * 43,
                                      headers={"content-type": "application/x-www-form-urlencoded"})
         assert refused.status_code == 401 and "does not work" in refused.text
