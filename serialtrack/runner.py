@@ -93,11 +93,12 @@ class System:
             child = Child(service, self.settings.service_url(service))
             self._spawn(child)
             self.children.append(child)
+        self.console.start()
         deadline = time.monotonic() + timeout
         for child in self.children:
             self._wait_healthy(child, deadline)
             self.say(f"{child.service:<10} {child.url}  (API docs: {child.url}/docs)")
-        self.console.start()
+        self.console.announce()
         self.say(f"data       {data_dir.resolve()}")
 
     def _spawn(self, child: Child) -> None:

@@ -1,5 +1,5 @@
-"""The console as a child of `serialtrack up` (serialtrack/runner.py calls ``start``, ``keep_alive``
-and ``stop``). The console is a convenience: if it cannot start, the system runs on without it and
+"""The console as a child of `serialtrack up` (serialtrack/runner.py calls ``start`` with the
+services, ``announce`` once they are healthy, ``keep_alive`` while it supervises, ``stop`` first). The console is a convenience: if it cannot start, the system runs on without it and
 says so."""
 
 from __future__ import annotations
@@ -39,13 +39,16 @@ class ConsoleProcess:
                                         env=env, start_new_session=True)
         self.started_at = time.monotonic()
 
-    def start(self, timeout: float = 30.0) -> bool:
+    def start(self) -> None:
+        """Spawn it; ``announce`` waits for it. Started with the services, it loads while they do."""
         if not port_is_free(self.port):
             self.port = free_port()  # like the embedded Redis: another program (or system) has the default
         self._spawn()
+
+    def announce(self, timeout: float = 60.0) -> bool:
+        """Once it answers: record its address and print it with a one-time sign-in link."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
+        while self.process is not None and time.monotonic() < deadline:
             if self.process.poll() is not None:
                 break
             try:
