@@ -86,14 +86,6 @@ def _format_time(value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return f"{t.astimezone(UTC):{fmt}} UTC" if t else "-"
 
 
-def _days_ago(value: Any) -> str:
-    t = value if isinstance(value, datetime) else when(value)
-    if t is None:
-        return ""
-    days = (datetime.now(UTC) - t).days
-    return "today" if days == 0 else (f"{days} days ago" if days > 0 else f"in {-days} days")
-
-
 def parse_query(text: str) -> tuple[str | None, str]:
     """What a person types: ``SERIAL``, ``MANUFACTURER SERIAL`` or ``MANUFACTURER/SERIAL``."""
     parts = [p for p in re.split(r"[\s/]+", text.strip()) if p]
@@ -118,7 +110,6 @@ def create_app(settings: Settings | None = None, urls: dict[str, str] | None = N
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["t"] = _format_time
-    templates.env.filters["ago"] = _days_ago
     templates.env.filters["label"] = lambda v: str(v).replace("_", " ") if v is not None else "-"
     templates.env.globals["quote"] = lambda v: quote(str(v), safe="")
 
@@ -142,7 +133,8 @@ def create_app(settings: Settings | None = None, urls: dict[str, str] | None = N
     async def sign_in_needed(request: Request, exc: SignInNeeded):
         target = "/signin" + (f"?message={quote(exc.message)}" if exc.message else "")
         response = RedirectResponse(target, status_code=303)
-        if exc.message:
+        if exc.message:  # the token stopped working: this session is over
+            sessions.close(request.cookies.get(COOKIE))
             response.delete_cookie(COOKIE)
         return response
 
@@ -185,7 +177,7 @@ def create_app(settings: Settings | None = None, urls: dict[str, str] | None = N
         if code is not None:
             token = client_token(settings.data_dir)
             if token and redeem_code(settings.data_dir, code):
-                return await open_session(request, token, via_link=True)
+                return await open_session(request, token)
             message = ("This sign-in link was used already or has expired. Sign in with a token, or get a new "
                        "link with `serialtrack console --link`.")
         return render(request, None, "signin.html", {"message": message})
@@ -196,9 +188,9 @@ def create_app(settings: Settings | None = None, urls: dict[str, str] | None = N
         token = (form.get("token") or [""])[0].strip()
         if not token:
             return render(request, None, "signin.html", {"message": "Paste a token to sign in."}, status=400)
-        return await open_session(request, token, via_link=False)
+        return await open_session(request, token)
 
-    async def open_session(request: Request, token: str, via_link: bool):
+    async def open_session(request: Request, token: str):
         try:
             me = await backend.get(token, "inventory", "/whoami")
         except ServiceDown as exc:

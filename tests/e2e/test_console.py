@@ -7,6 +7,7 @@ SERIALTRACK_CI, and tests/support/skip_policy.py turns a skip into a failure).""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -21,7 +22,8 @@ from serialtrack.redis_server import free_port
 from services.registry import INSTALLED
 from tests.e2e.test_cli import System, cli, cli_env, redis_as
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+# The first test also pays for starting the system and the demo (a minute or more on a busy machine).
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(300)]
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
@@ -276,3 +278,25 @@ async def test_a_service_that_is_down_is_named_and_the_rest_of_the_story_still_s
         refused = await console.post("/signin", content="token=st_0123456789abcdef_" + "A" * 43,
                                      headers={"content-type": "application/x-www-form-urlencoded"})
         assert refused.status_code == 401 and "does not work" in refused.text
+
+
+async def test_a_token_revoked_while_signed_in_ends_the_session(system):
+    from serialtrack.console.app import create_app
+    from shared.settings import Settings
+    from shared.tokens import create_token, revoke_token
+
+    settings = Settings(data_dir=Path(system.env["SERIALTRACK_DATA_DIR"]))
+    token, _ = create_token(settings.tokens_dir, "store", name="store-desk-9")
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://console") as console:
+        assert (await console.post("/signin", content=f"token={token}", headers=form)).status_code == 303
+        assert (await console.get("/stock")).status_code == 200
+        session_id = console.cookies["serialtrack_session"]
+        revoke_token(settings.tokens_dir, "store-desk-9")
+        deadline = time.monotonic() + 15  # services see a revocation within seconds
+        while (answer := await console.get("/stock")).status_code == 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+        assert answer.status_code == 303 and "no%20longer%20works" in answer.headers["location"]
+        console.cookies.set("serialtrack_session", session_id)  # a kept copy of the cookie is dead too
+        assert (await console.get("/stock")).headers.get("location") == "/signin"
