@@ -65,6 +65,11 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
+def service_urls(system) -> dict[str, str]:
+    """The module's services, for a console made in process."""
+    return {name: f"http://127.0.0.1:{system.env[f'{name.upper()}_PORT']}" for name in INSTALLED}
+
+
 def wait_until(check, message: str, timeout: float = 20.0, interval: float = 0.1, detail=lambda: ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -255,10 +260,9 @@ async def test_a_service_that_is_down_is_named_and_the_rest_of_the_story_still_s
     from shared.settings import Settings
 
     settings = Settings(data_dir=Path(system.env["SERIALTRACK_DATA_DIR"]))
-    urls = {name: f"http://127.0.0.1:{system.env[f'{name.upper()}_PORT']}" for name in INSTALLED}
     closed = f"http://127.0.0.1:{free_port()}"
     token = (Path(system.env["SERIALTRACK_DATA_DIR"]) / "credentials" / "admin.token").read_text().strip()
-    transport = httpx.ASGITransport(app=create_app(settings, {**urls, "theft": closed}))
+    transport = httpx.ASGITransport(app=create_app(settings, {**service_urls(system), "theft": closed}))
     async with httpx.AsyncClient(transport=transport, base_url="http://console") as console:
         assert (await console.post("/signin", content=f"token={token}",
                                    headers={"content-type": "application/x-www-form-urlencoded"})).status_code == 303
@@ -288,7 +292,7 @@ async def test_a_token_revoked_while_signed_in_ends_the_session(system):
     settings = Settings(data_dir=Path(system.env["SERIALTRACK_DATA_DIR"]))
     token, _ = create_token(settings.tokens_dir, "store", name="store-desk-9")
     form = {"content-type": "application/x-www-form-urlencoded"}
-    transport = httpx.ASGITransport(app=create_app(settings))
+    transport = httpx.ASGITransport(app=create_app(settings, service_urls(system)))
     async with httpx.AsyncClient(transport=transport, base_url="http://console") as console:
         assert (await console.post("/signin", content=f"token={token}", headers=form)).status_code == 303
         assert (await console.get("/stock")).status_code == 200
