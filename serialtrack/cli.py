@@ -181,6 +181,35 @@ def serve(
 
 
 @app.command()
+def console(
+    port: Annotated[int | None, typer.Option(help="HTTP port. Default: $SERIALTRACK_CONSOLE_PORT or 8000")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address. Default: $SERIALTRACK_HTTP_HOST")] = None,
+    link: Annotated[bool, typer.Option("--link", help="Print a new one-time sign-in link (admin, 15 minutes) for "
+                                                      "the console of `serialtrack up` on this data dir, and exit.")]
+    = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The web console: unit lookup, customers, recalls, theft desk, stock, claims queue, system.
+
+    A client of the services' HTTP APIs (<SERVICE>_URL, else their ports here). `serialtrack up`
+    runs it for you and prints its address with a one-time sign-in link."""
+    from .console.signin import CONSOLE_URL_FILE, issue_code
+
+    settings = _settings(data_dir)
+    if link:
+        recorded = settings.data_dir / CONSOLE_URL_FILE
+        url = recorded.read_text().strip() if recorded.is_file() else f"http://127.0.0.1:{port or settings.console_port}"
+        say(f"{url}/signin?code={issue_code(settings.data_dir)}")
+        return
+    import uvicorn
+
+    from .console.app import create_app
+
+    uvicorn.run(create_app(settings), host=host or settings.http_host, port=port or settings.console_port,
+                log_level="warning", timeout_graceful_shutdown=5)
+
+
+@app.command()
 def publish(
     event_type: Annotated[str | None, typer.Argument(metavar="TYPE", help="Event type, e.g. unit.sold; see `serialtrack types`")] = None,
     data: Annotated[str | None, typer.Option("--data", help="The event's data as a JSON object")] = None,

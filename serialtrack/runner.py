@@ -46,6 +46,9 @@ from shared.redact import mask_url
 from shared.settings import CREDENTIALS_DIR, REDIS_URL_FILE, Settings
 from shared.tokens import admin_token_path, ensure_admin_token
 
+from .console.process import announce as announce_console
+from .console.process import console_args, console_port
+from .console.process import forget as forget_console
 from .credentials import EmbeddedUsers, prepare_embedded
 from .private import make_private
 from .redis_server import RedisServerProcess, free_port, maxmemory_bytes, port_is_free
@@ -53,7 +56,8 @@ from .redis_server import RedisServerProcess, free_port, maxmemory_bytes, port_i
 LOCK_FILE = "run/up.lock"
 CHILDREN_FILE = "run/children.json"
 FIRST_RESTART_DELAY_S = 1.0
-ARCHIVER = acl.ARCHIVER  # the one child that is not a service: no HTTP port, its own Redis user
+ARCHIVER = acl.ARCHIVER  # a child that is not a service: no HTTP port, its own Redis user
+CONSOLE = "console"  # the web console: a client of the services' HTTP APIs (serialtrack/console/)
 STABLE_AFTER_S = 30.0  # a child that ran this long before it died starts its backoff afresh
 LAST_LINES = 200  # of a child's stderr, per run: its error and the shutdown that followed
 LEFTOVER_STOP_TIMEOUT_S = 15.0
@@ -208,6 +212,8 @@ class System:
         env = dict(os.environ)
         if self.users is not None and service == ARCHIVER:
             env["REDIS_URL"] = self.users.url(ARCHIVER)
+        elif self.users is not None and service == CONSOLE:
+            pass  # its System page reads Redis as the operator-reader, from the data dir's credentials
         elif self.users is not None:  # embedded: the service's own two users (shared/acl.py)
             env["REDIS_URL"] = self.users.url(acl.reader(service))
             env["REDIS_WRITER_URL"] = self.users.url(acl.writer(service))
@@ -243,6 +249,9 @@ class System:
             url = self.settings.service_url(name)
             self._wait_healthy(child, url, deadline)
             self.say(f"{name:<10} {url}  (API docs: {url}/docs)")
+        port = console_port(self.settings)
+        console = self.supervise_command(CONSOLE, console_args(self.settings, port), self._env(CONSOLE))
+        announce_console(self.settings, port, self.say, running=lambda: console.process is not None)
         self.supervise_command(ARCHIVER, ["archive", "--quiet", "--data-dir", str(self.data_dir)], self._env(ARCHIVER))
         self.say(f"{ARCHIVER:<10} every {self.settings.archive_interval_seconds:g}s: archives to "
                  f"{self.settings.archive_dir.resolve()}, then trims, what every service acked and is older than "
@@ -426,6 +435,7 @@ class System:
 
     def stop(self) -> None:
         self._stopping = True
+        forget_console(self.settings)
         services = [c for c in self.children if c.name != "redis" and c.process is not None]
         for child in services:
             if child.process and child.process.poll() is None:

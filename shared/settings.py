@@ -26,6 +26,7 @@
 | SERIALTRACK_DEADLETTER_RETENTION_SECONDS | 2592000 (30 days) | the same for dead-letter streams (no group reads them) |
 | SERIALTRACK_ARCHIVE_DIR | <data dir>/archive | where trimmed entries are archived (compressed JSONL per stream and UTC day) |
 | SERIALTRACK_ARCHIVE_INTERVAL_SECONDS | 60 | seconds between two passes of the archiver (`serialtrack archive`, run by `serialtrack up`) |
+| SERIALTRACK_CONSOLE_PORT | 8000 | the web console's port (serialtrack/console); `serialtrack up` takes a free one if it is taken |
 | SERIALTRACK_TOKEN | (none) | CLI: the API token to send; else $SERIALTRACK_TOKEN_FILE, else <data dir>/credentials/admin.token |
 """
 
@@ -88,6 +89,7 @@ class Settings(BaseSettings):
                                                 validation_alias="SERIALTRACK_DEADLETTER_RETENTION_SECONDS")
     archive_dir_override: Path | None = Field(default=None, validation_alias="SERIALTRACK_ARCHIVE_DIR")
     archive_interval_seconds: float = Field(default=60, gt=0, validation_alias="SERIALTRACK_ARCHIVE_INTERVAL_SECONDS")
+    console_port: int = Field(default=8000, validation_alias="SERIALTRACK_CONSOLE_PORT")
 
     @property
     def streams(self) -> Streams:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from shared.auth import (
+    ALL_ROLES,
     ANOMALIES,
     CUSTOMER,
     RECEIPT,
@@ -92,6 +93,32 @@ class UnitDetail(UnitOut):
     anomalies: list[AnomalyOut]
 
 
+class Caller(BaseModel):
+    name: str
+    role: str
+    manufacturer: str | None
+
+
+class SerialMatches(BaseModel):
+    serial: str
+    match: Literal["exact", "prefix"]
+    items: list[UnitOut]  # manufacturer, then serial order
+
+
+class Count(BaseModel):
+    key: str | None  # None: units without a location or sku
+    count: int
+
+
+class StockSummary(BaseModel):
+    manufacturer: str | None
+    total: int
+    by_status: list[Count]
+    by_location: list[Count]  # largest first, at most 50
+    by_sku: list[Count]
+    aging: list[Count]  # units in stock by days since their last event (stock that does not move)
+
+
 def _unit(row) -> dict:
     return {
         "manufacturer": row.manufacturer, "serial": row.serial, "status": row.status,
@@ -170,5 +197,38 @@ def read_api(engine: Engine) -> APIRouter:
             total, rows = store.list_anomalies(session, kind=kind, status=status, manufacturer=manufacturer,
                                                limit=limit, offset=offset)
         return Page(total=total, limit=limit, offset=offset, items=[_anomaly(r) for r in rows])
+
+    # --- for the web console (serialtrack/console) ---
+
+    @router.get("/whoami", response_model=Caller, summary="The caller's token: its name, role and manufacturer")
+    def whoami(caller: Annotated[Principal, allow(*ALL_ROLES)]) -> Caller:
+        return Caller(name=caller.name, role=caller.role, manufacturer=caller.manufacturer)
+
+    @router.get("/serials", response_model=SerialMatches,
+                summary="Units by serial, whatever the manufacturer: the exact serial, or serials starting with it")
+    def find_serials(
+        caller: Annotated[Principal, allow(*UNIT_LISTS)],
+        serial: Annotated[str, Query(min_length=1, max_length=64, description="a serial, or its beginning")],
+        match: Annotated[Literal["exact", "prefix"], Query()] = "exact",
+        manufacturer: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> SerialMatches:
+        manufacturer = manufacturer_filter(caller, manufacturer)  # a manufacturer token: its own units only
+        serial = unit_key_or_400(manufacturer or "x", serial)[1]
+        with Session(engine) as session:
+            rows = store.units_by_serial(session, serial, prefix=match == "prefix", manufacturer=manufacturer,
+                                         limit=limit)
+        return SerialMatches(serial=serial, match=match, items=[UnitOut(**_unit(r)) for r in rows])
+
+    @router.get("/stock", response_model=StockSummary,
+                summary="Counts by status, location and sku; units in stock by days since their last event")
+    def stock(caller: Annotated[Principal, allow(*UNIT_LISTS)], manufacturer: str | None = None) -> StockSummary:
+        manufacturer = manufacturer_filter(caller, manufacturer)
+        with Session(engine) as session:
+            summary = store.stock_summary(session, manufacturer, datetime.now(UTC))
+        return StockSummary(
+            manufacturer=manufacturer, total=summary["total"],
+            **{k: [Count(key=key, count=n) for key, n in summary[k]]
+               for k in ("by_status", "by_location", "by_sku", "aging")})
 
     return router

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Hashable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from types import SimpleNamespace
 
-from sqlalchemy import BigInteger, Index, Table, UniqueConstraint, bindparam, func, select, update
+from sqlalchemy import BigInteger, ColumnElement, Index, Table, UniqueConstraint, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -610,3 +610,62 @@ def list_anomalies(session: Session, *, kind=None, status=None, manufacturer=Non
         select(_anomalies).where(*conditions).order_by(_anomalies.c.id.desc()).limit(limit).offset(offset)
     )
     return total or 0, list(rows)
+
+
+# --- the web console's reads (serialtrack/console) -----------------------------------------------------
+
+def manufacturers(session: Session) -> list[str]:
+    """Every manufacturer with a unit, by a loose index scan: one seek per manufacturer on the primary
+    key, not a pass over every unit."""
+    step = select(func.min(_units.c.manufacturer)).scalar_subquery()
+    first = select(step.label("m")).cte("makers", recursive=True)
+    following = select(
+        select(func.min(_units.c.manufacturer)).where(_units.c.manufacturer > first.c.m).scalar_subquery()
+    ).where(first.c.m.is_not(None))
+    makers = first.union_all(following)
+    return [m for (m,) in session.execute(select(makers.c.m).where(makers.c.m.is_not(None)))]
+
+
+def units_by_serial(session: Session, serial: str, *, prefix: bool, manufacturer: str | None,
+                    limit: int) -> list:
+    """Units whose serial is ``serial`` (or starts with it), manufacturer by manufacturer so that each
+    query is a seek on the primary key (manufacturer, serial)."""
+    rows: list = []
+    for maker in [manufacturer] if manufacturer else manufacturers(session):
+        match: ColumnElement[bool]
+        if prefix:  # >= seeks to the first candidate; LIKE (escaped) keeps only true prefixes in any collation
+            match = (_units.c.serial >= serial) & _units.c.serial.startswith(serial, autoescape=True)
+        else:
+            match = _units.c.serial == serial
+        rows += session.execute(select(_units).where(_units.c.manufacturer == maker, match)
+                                .order_by(_units.c.serial).limit(limit - len(rows)))
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+AGING_BANDS_DAYS = (30, 90, 180)  # units in stock by days since their last event (labels in stock_summary)
+
+
+def stock_summary(session: Session, manufacturer: str | None, now: datetime, top: int = 50) -> dict:
+    """Counts by status, location and sku (the ``top`` largest of each), and in-stock units by how long
+    nothing has happened to them."""
+    scope = [_units.c.manufacturer == manufacturer] if manufacturer else []
+
+    def counts(column, *extra) -> list[tuple]:
+        n = func.count().label("n")
+        return [tuple(r) for r in session.execute(
+            select(column, n).where(*scope, *extra).group_by(column).order_by(n.desc(), column).limit(top))]
+
+    in_stock = _units.c.status == Status.IN_STOCK.value
+    bounds = [now - timedelta(days=d) for d in AGING_BANDS_DAYS]
+    band = case(*((_units.c.last_event_time >= b, i) for i, b in enumerate(bounds)), else_=len(bounds))
+    aging = dict(counts(band, in_stock))
+    labels = ("0-30 days", "31-90 days", "91-180 days", "over 180 days")
+    return {
+        "total": session.scalar(select(func.count()).select_from(_units).where(*scope)) or 0,
+        "by_status": counts(_units.c.status),
+        "by_location": counts(_units.c.location),
+        "by_sku": counts(_units.c.sku),
+        "aging": [(label, aging.get(i, 0)) for i, label in enumerate(labels)],
+    }

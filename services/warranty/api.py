@@ -26,6 +26,7 @@ from shared.auth import (
     COUNTER,
     CUSTOMER,
     CUSTOMER_CASES,
+    CUSTOMER_PURCHASES,
     CUSTOMER_SERVICE,
     PSEUDONYM,
     RECEIPT,
@@ -236,6 +237,17 @@ class WarrantyOut(BaseModel):
     open_recalls: list[RecallOut]
     requests: list[RequestSummary]
     history: list[HistoryEntry]
+
+
+class PurchaseOut(BaseModel):
+    manufacturer: str
+    serial: str
+    at: datetime
+    via: Literal["sale", "registration"]
+    sku: str | None
+    location: str | None
+    receipt_id: str | None
+    customer_id: str | None
 
 
 class ClaimAsk(BaseModel):
@@ -470,6 +482,17 @@ def read_api(engine: Engine) -> APIRouter:
             total, rows = store.list_claims(session, status=status, manufacturer=manufacturer,
                                             customer_id=customer_id, limit=limit, offset=offset)
         return Page(total=total, limit=limit, offset=offset, items=[ClaimOut(**claim_out(r)) for r in rows])
+
+    @router.get("/customers/{customer_id}/purchases", response_model=list[PurchaseOut],
+                summary="A customer's units: bought here or registered to them, newest first",
+                dependencies=[allow(*CUSTOMER_PURCHASES)])
+    def customer_purchases(customer_id: Annotated[str, id_path("customer id")],
+                           limit: Limit = 100) -> list[PurchaseOut]:
+        with Session(engine) as session:
+            rows = store.purchases_of(session, customer_id, limit)
+        return [PurchaseOut(manufacturer=r.manufacturer, serial=r.serial, at=as_utc(r.event_time),
+                            via="sale" if r.event_type == "unit.sold" else "registration", sku=r.sku,
+                            location=r.location, receipt_id=r.receipt_id, customer_id=r.customer_id) for r in rows]
 
     @router.get("/returns/{request_id}", response_model=ReturnDetail, summary="One return request and its decision",
                 responses=errors({404: "unknown request"}), dependencies=[allow(*CUSTOMER_CASES)])

@@ -534,3 +534,12 @@ def notices_of_unit(session: Session, key: UnitKey) -> list:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def purchases_of(session: Session, customer_id: str, limit: int) -> list:
+    """The units a customer bought here or registered, newest first (the web console's customer page).
+    No index on customer_id in the facts: a scan, fine for a desk asking about one customer at a time."""
+    return list(session.execute(
+        select(_facts).where(_facts.c.customer_id == customer_id,
+                             _facts.c.event_type.in_(("unit.sold", "warranty.owner.registered")))
+        .order_by(_facts.c.event_time.desc()).limit(limit)))

@@ -113,6 +113,7 @@ THEFT_CASES = (200, 403, 403, 200, 403, 200)
 CAMPAIGNS = (200, 200, 403, 403, 200, 200)
 OTHERS_CAMPAIGN = (200, 200, 403, 403, 404, 200)
 ERASURE = (202, 202, 403, 403, 403, 403)  # requested: every service applies it (tests/integration/test_erasure.py)
+PURCHASES = (200, 200, 403, 403, 403, 403)
 
 
 def matrix(story: Story) -> list[tuple[str, str, str, str, dict | None, tuple[int, ...]]]:
@@ -128,11 +129,18 @@ def matrix(story: Story) -> list[tuple[str, str, str, str, dict | None, tuple[in
         ("inventory", "GET", "/units", "/units", None, A),
         ("inventory", "GET", "/units", "/units?manufacturer=zeta", None, MINE_ONLY),
         ("inventory", "GET", "/anomalies", "/anomalies", None, THEFT_CASES),
+        ("inventory", "GET", "/whoami", "/whoami", None, A),
+        ("inventory", "GET", "/serials", f"/serials?serial={zsn}", None, A),  # a manufacturer's: its own only
+        ("inventory", "GET", "/serials", f"/serials?serial={zsn}&manufacturer=zeta", None, MINE_ONLY),
+        ("inventory", "GET", "/stock", "/stock", None, A),
+        ("inventory", "GET", "/stock", "/stock?manufacturer=zeta", None, MINE_ONLY),
         ("warranty", "GET", "/warranties/{manufacturer}/{serial}", f"/warranties/acme/{sn}", None, A),
         ("warranty", "GET", "/warranties/{manufacturer}/{serial}", f"/warranties/zeta/{zsn}", None, MINE_ONLY),
         ("warranty", "GET", "/claims/{claim_id}", f"/claims/CL-0-{sn}", None, CASES),
         ("warranty", "GET", "/claims", "/claims", None, CASES),
         ("warranty", "GET", "/returns/{request_id}", f"/returns/RQ-{sn}", None, CASES),
+        ("warranty", "GET", "/customers/{customer_id}/purchases", f"/customers/{CUSTOMER}/purchases", None,
+         PURCHASES),
         ("warranty", "POST", "/claims/decisions", "/claims/decisions", claim, COUNTER),
         ("warranty", "POST", "/returns/decisions", "/returns/decisions", ret, COUNTER),
         ("warranty", "POST", "/erasures", "/erasures", {"customer_id": "C-NOBODY-KNOWN"}, ERASURE),
@@ -195,6 +203,33 @@ async def test_every_route_answers_each_role_401_403_404_or_200(system):
             for operation in operations.values():
                 wanted = None if path in ("/healthz", "/metrics") else [{"token": []}]
                 assert operation.get("security") == wanted, (name, path)
+
+
+async def test_the_web_consoles_reads_answer_by_role_and_manufacturer(system):
+    story, _, clients, _ = system
+    sn, zsn = story.sn, story.zsn
+    me = (await clients[("inventory", "manufacturer")].get("/whoami")).json()
+    assert me == {"name": "t-manufacturer", "role": "manufacturer", "manufacturer": "acme"}
+
+    admin, maker = clients[("inventory", "admin")], clients[("inventory", "manufacturer")]
+    exact = (await admin.get(f"/serials?serial={sn.lower()}")).json()  # serials are normalized
+    assert [(u["manufacturer"], u["serial"]) for u in exact["items"]] == [("acme", sn)]
+    near = (await admin.get(f"/serials?serial={sn[:-1]}&match=prefix")).json()["items"]
+    assert ("acme", sn) in [(u["manufacturer"], u["serial"]) for u in near]
+    assert all(u["serial"].startswith(sn[:-1]) for u in near)
+    assert (await admin.get(f"/serials?serial={sn}X")).json()["items"] == []
+    assert (await maker.get(f"/serials?serial={zsn}")).json()["items"] == []  # zeta's unit: not for acme
+    assert (await admin.get(f"/serials?serial={zsn}")).json()["items"][0]["manufacturer"] == "zeta"
+    assert (await admin.get("/serials?serial=bad/serial")).status_code == 400
+
+    everyone, acme_only = (await admin.get("/stock")).json(), (await maker.get("/stock")).json()
+    assert acme_only["manufacturer"] == "acme" and 1 <= acme_only["total"] < everyone["total"]
+    assert sum(c["count"] for c in everyone["by_status"]) == everyone["total"]
+    in_stock = next((c["count"] for c in everyone["by_status"] if c["key"] == "in_stock"), 0)
+    assert sum(c["count"] for c in everyone["aging"]) == in_stock
+
+    purchases = (await clients[("warranty", "customer-service")].get(f"/customers/{CUSTOMER}/purchases")).json()
+    assert [(p["serial"], p["via"], p["receipt_id"]) for p in purchases] == [(sn, "sale", RECEIPT)]
 
 
 async def test_a_manufacturer_learns_nothing_of_another_manufacturers_recalls(system):

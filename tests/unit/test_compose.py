@@ -19,7 +19,9 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SCHEMA = ROOT / "tests" / "schemas" / "compose-spec.json"  # vendored (tests/schemas/README.md): never skipped
 INFRASTRUCTURE = ("redis", "postgres", "prometheus", "grafana")
 ARCHIVER = "archiver"  # not a service: archives and trims the streams (shared/retention.py)
-APP_SERVICES = {name: spec for name, spec in COMPOSE["services"].items() if name not in (*INFRASTRUCTURE, ARCHIVER)}
+CONSOLE = "console"  # the web console: a client of the services, not one of them
+APP_SERVICES = {name: spec for name, spec in COMPOSE["services"].items()
+                if name not in (*INFRASTRUCTURE, ARCHIVER, CONSOLE)}
 
 
 def test_matches_the_compose_specification():
@@ -103,6 +105,24 @@ def test_container_command_is_a_real_cli_command(name):
     # The container's port is published (on a host port of its own, or of a range for replicas).
     assert any(p.startswith("127.0.0.1:") and p.endswith(f":{port}") for p in APP_SERVICES[name]["ports"])
     assert f"127.0.0.1:{port}/healthz" in " ".join(APP_SERVICES[name]["healthcheck"]["test"])
+
+
+def test_the_console_runs_its_cli_command_on_loopback_and_reaches_each_service_by_its_container_port():
+    spec = COMPOSE["services"][CONSOLE]
+    args = spec["command"]
+    subcommand = get_command(app).get_command(None, args[0])
+    assert subcommand is not None, f"serialtrack has no command {args[0]!r}"
+    context = subcommand.make_context(args[0], list(args[1:]))
+    port = context.params["port"]
+    assert spec["ports"] == [f"127.0.0.1:{port}:{port}"]  # loopback only, like every other port
+    assert f"127.0.0.1:{port}/healthz" in " ".join(spec["healthcheck"]["test"])
+    assert spec["image"] == "serialtrack:latest"
+    for name, service in APP_SERVICES.items():
+        assert spec["environment"][f"{name.upper()}_URL"] == f"http://{name}:{_container_port(service)}"
+        assert spec["depends_on"][name] == {"condition": "service_healthy"}
+    # A client of the APIs: no database, no token registry, no signing keys, only Redis's read-only operator user.
+    assert not any(key.endswith("_DATABASE_URL") or "TOKEN" in key for key in spec["environment"])
+    assert "secrets" not in spec and spec["environment"]["REDIS_URL"].startswith("redis://operator-reader:")
 
 
 # Monitoring: Prometheus scrapes every service container; the dashboard asks only for metrics the

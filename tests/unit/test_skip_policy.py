@@ -43,3 +43,23 @@ def test_without_the_url_it_skips_with_its_reason(suite, monkeypatch):
     result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines(["SKIPPED*no PostgreSQL here*"])
     assert result.ret == 0
+
+
+BROWSER_SUITE = """
+import pytest
+
+@pytest.mark.browser
+def test_console():
+    pytest.skip("no chromium here")
+"""
+
+
+def test_in_ci_a_skipped_browser_test_fails_the_run_and_elsewhere_it_skips(pytester, monkeypatch):
+    pytester.makeini("[pytest]\nmarkers =\n    browser: drives Chromium\n")
+    pytester.makepyfile(BROWSER_SUITE)
+    monkeypatch.setenv("SERIALTRACK_CI", "1")
+    result = pytester.runpytest("-p", "tests.support.skip_policy")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*browser test skipped although SERIALTRACK_CI is set: no chromium here*"])
+    monkeypatch.delenv("SERIALTRACK_CI")
+    pytester.runpytest("-p", "tests.support.skip_policy").assert_outcomes(skipped=1)
