@@ -44,8 +44,9 @@ def archive(
     quiet: Annotated[bool, typer.Option("--quiet", help="Print a pass only when it archived or trimmed something, "
                                                         "or when what holds a stream back changed.")] = False,
 ) -> None:
-    """Archive, then trim, the stream entries every consumer group acked that are older than the
-    retention window; dead letters after theirs.
+    """Archive, then trim, the stream entries every group acked that are past the retention window.
+
+    Dead letters go after their own window.
 
     The archive is compressed JSONL per stream and UTC day in $SERIALTRACK_ARCHIVE_DIR (default
     <data dir>/archive); `serialtrack rebuild` replays it. Streams no service reads are never trimmed:
@@ -116,8 +117,9 @@ def rebuild(
                                                             "table; exit 1 if they differ.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Build SERVICE's store anew from the archive plus the live streams, through the service's own
-    processor, into a fresh database; --compare then shows how it differs from the live store.
+    """Build SERVICE's store anew from the archive plus the live streams, into a fresh database.
+
+    It goes through the service's own processor; --compare then shows how it differs from the live store.
 
     Columns that legitimately differ are not compared (times a row was written, row numbers): the
     output names them per table."""
