@@ -24,6 +24,7 @@ from shared.auth import (
     manufacturer_filter,
 )
 from shared.http import (
+    NAME_PATTERN,
     SHAPED_ERRORS,
     Filter,
     Limit,
@@ -205,12 +206,16 @@ def read_api(engine: Engine) -> APIRouter:
         return Caller(name=caller.name, role=caller.role, manufacturer=caller.manufacturer)
 
     @router.get("/serials", response_model=SerialMatches,
-                summary="Units by serial, whatever the manufacturer: the exact serial, or serials starting with it")
+                summary="Units by serial, whatever the manufacturer: the exact serial, or serials starting with it",
+                responses=errors({400: "invalid serial or manufacturer",
+                                  404: "another manufacturer's units (manufacturer tokens)"}))
     def find_serials(
         caller: Annotated[Principal, allow(*UNIT_LISTS)],
-        serial: Annotated[str, Query(min_length=1, max_length=64, description="a serial, or its beginning")],
+        serial: Annotated[str, Query(
+            description="a serial, or its beginning: 1-64 of A-Z 0-9 . _ - starting with a letter or digit "
+                        "(case-insensitive)", json_schema_extra={"pattern": NAME_PATTERN})],
         match: Annotated[Literal["exact", "prefix"], Query()] = "exact",
-        manufacturer: str | None = None,
+        manufacturer: ManufacturerFilter = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> SerialMatches:
         manufacturer = manufacturer_filter(caller, manufacturer)  # a manufacturer token: its own units only
@@ -221,8 +226,10 @@ def read_api(engine: Engine) -> APIRouter:
         return SerialMatches(serial=serial, match=match, items=[UnitOut(**_unit(r)) for r in rows])
 
     @router.get("/stock", response_model=StockSummary,
-                summary="Counts by status, location and sku; units in stock by days since their last event")
-    def stock(caller: Annotated[Principal, allow(*UNIT_LISTS)], manufacturer: str | None = None) -> StockSummary:
+                summary="Counts by status, location and sku; units in stock by days since their last event",
+                responses=errors({400: "invalid manufacturer",
+                                  404: "another manufacturer's units (manufacturer tokens)"}))
+    def stock(caller: Annotated[Principal, allow(*UNIT_LISTS)], manufacturer: ManufacturerFilter = None) -> StockSummary:
         manufacturer = manufacturer_filter(caller, manufacturer)
         with Session(engine) as session:
             summary = store.stock_summary(session, manufacturer, datetime.now(UTC))
