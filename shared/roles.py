@@ -44,8 +44,8 @@ REPORTED_BY_EVERY_SERVICE: tuple[str, ...] = ("customer.erasure.completed",)
 # service's HTTP API also publishes the inbound types warranty.claim.submitted and return.requested
 # on behalf of the counter: those stay inbound (a service desk or POS may publish them as well).
 SERVICE_TYPES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
-    "inventory": ("unit.quarantined", "inventory.recall.continues", "inventory.anomaly.detected",
-                  "inventory.anomaly.withdrawn", *REPORTED_BY_EVERY_SERVICE),
+    "inventory": ("unit.quarantined", "unit.quarantine.withdrawn", "inventory.recall.continues",
+                  "inventory.anomaly.detected", "inventory.anomaly.withdrawn", *REPORTED_BY_EVERY_SERVICE),
     "warranty": ("warranty.claim.decided", "return.decided", "warranty.stolen_unit_presented",
                  "recall.owner_notified", "recall.owner_unknown", *REPORTED_BY_EVERY_SERVICE),
     "theft": ("theft.alert", "theft.alert.withdrawn", *REPORTED_BY_EVERY_SERVICE),

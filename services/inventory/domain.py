@@ -13,7 +13,7 @@ arrival order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -230,6 +230,34 @@ def apply(state: UnitState, fact: Fact) -> list[Effect]:
         raise ValueError(f"inventory has no rule for {kind!r}")
     state.last = fact.order if state.last is None or fact.order > state.last else state.last
     return effects
+
+
+@dataclass(frozen=True, slots=True)
+class RecallVersion:
+    """One scope of a recall, in force from its event's time: the issue's, or an amendment's."""
+
+    covers: Callable[[str, str | None], bool]  # (serial, sku) -> covered by this scope
+    covered: Fact  # what a unit this scope covers gets: the issue, or the amendment as "covered"
+    released: Fact | None  # what a unit an earlier scope covered and this one does not gets
+
+
+def recall_coverage(versions: Iterable[RecallVersion], closure: Fact | None, serial: str,
+                    sku: str | None) -> list[Fact]:
+    """A unit's facts of one recall, from the recall's scopes alone, in event-time order: covered
+    by each scope that covers it, released by each later one that does not, closed with the recall.
+    The same facts whatever order the issue, the amendments and the closure arrived in, and
+    whichever process applied them: a unit's recall state never depends on arrival order."""
+    facts: list[Fact] = []
+    ever = False
+    for version in sorted(versions, key=lambda v: v.covered.order):
+        if version.covers(serial, sku):
+            facts.append(version.covered)
+            ever = True
+        elif ever and version.released is not None:
+            facts.append(version.released)
+    if ever and closure is not None:
+        facts.append(closure)
+    return facts
 
 
 def fold(manufacturer: str, serial: str, facts: Iterable[Fact]) -> tuple[UnitState, list[Effect]]:

@@ -27,16 +27,17 @@ from shared.contracts import (
     TheftReported,
     UnitAdjusted,
     UnitQuarantined,
+    UnitQuarantineWithdrawn,
     UnitReceived,
     UnitReturned,
     UnitSold,
     UnitTransferred,
 )
 from shared.envelope import Event, make_event, make_trusted_event
-from shared.store import add_to_outbox, refresh_statistics
+from shared.store import add_to_outbox, refresh_statistics, utcnow
 
 from . import store
-from .domain import Anomaly, Fact, Quarantined, UnitState, advance, needs_refold
+from .domain import Anomaly, Fact, Quarantined, UnitState, advance, needs_refold, recall_coverage
 
 SERVICE = "inventory"
 SOURCE = "serialtrack/inventory"
@@ -89,18 +90,20 @@ def _theft_fact(event: Event) -> Fact:
                 case_number=d.case_number, note=getattr(d, "description", None) or None)
 
 
-def _theft_selection_facts(session: Session, event: Event) -> Iterator[tuple[store.UnitKey, Fact]]:
-    """A stolen report (or recovery) over a range or a list: one row, whatever its size. Each unit
-    gets it as a fact when an event names the unit (_add_theft_selections). Now, only the units sold
-    since the report's time get it: their "sold while stolen" anomalies depend on it (a late report
-    raises one, a late recovery withdraws it)."""
+def _theft_selection_facts(session: Session, event: Event,
+                           states: dict[store.UnitKey, UnitState]) -> Iterator[tuple[store.UnitKey, Fact]]:
+    """A stolen report (or recovery) over a range or a list: one row, whatever its size, which a
+    unit received later gets on arrival (_add_theft_selections). The units already known in it get
+    it now, found by index (range bounds, serial list), as many as are known, never as many as
+    serials in the range: a unit's stolen flag then never waits for its next event."""
     d = event.data
     assert isinstance(d, (TheftReported, TheftRecovered))
     selection = d.serial_range if d.serial_range is not None else d.serials
     assert selection is not None  # a single serial is applied as a fact of that unit
     fact = _theft_fact(event)
     store.save_theft_selection(session, d.manufacturer, selection, fact)
-    for key in store.sold_since(session, d.manufacturer, selection, event.time):
+    for key, state in store.units_in_selection(session, d.manufacturer, selection).items():
+        states[key] = state
         yield key, fact
 
 
@@ -113,70 +116,60 @@ def _recall_fact(event: Event, disposition: str | None = None) -> Fact:
 
 def _recall_facts(session: Session, event: Event, states: dict[store.UnitKey, UnitState],
                   outgoing: list[Event]) -> Iterator[tuple[store.UnitKey, Fact]]:
-    """The units a recall event concerns, each with its fact. Units found through the recall's
-    scope come with their state, added to ``states`` (a broadcast reads its units once)."""
+    """The units a recall event concerns, each with its facts. An issue, an amendment or a closure
+    is stored, then the recall's facts are worked out again for every known unit any of its scopes
+    covers (``domain.recall_coverage``): the facts follow from all the recall's events, never from
+    the order they came in, so one process or several, in any order, end the same. Units found
+    through the scopes come with their state, added to ``states``."""
     d = event.data
-    if isinstance(d, RecallIssued):
+    if isinstance(d, RecallRemedyCompleted):
+        yield (d.manufacturer, d.serial), _recall_fact(event)
+        return
+    if isinstance(d, (RecallIssued, RecallAmended)):
         fact = _recall_fact(event)
-        store.save_recall(session, d, fact)
-        yield from _broadcast_step(session, d, fact, None, states, outgoing)
-    elif isinstance(d, RecallApplicationContinues):
+        store.save_recall(session, d, fact)  # the recall's row (status): the first of its events makes it
+        store.save_recall_version(session, d, fact)
         known = store.get_recall_scope(session, d.recall_id)
-        if known is not None:  # the current scope: an amendment may have come in between steps
-            fact = Fact(time=d.broadcast_time, source=d.broadcast_source, event_id=d.broadcast_id,
-                        type="recall.issued", recall_id=d.recall_id)
-            yield from _broadcast_step(session, known[0], fact, d.after_serial, states, outgoing)
-    elif isinstance(d, RecallAmended):
-        known = store.get_recall_scope(session, d.recall_id)
-        old = known[0] if known else None
-        if known is None or event.time >= known[1]:
-            # An amendment that arrives before its recall is kept as the scope; the older issue
-            # will not replace it (save_recall ignores a recall it already has).
-            if known is None:
-                store.save_recall(session, d, _recall_fact(event))
+        if known is None or event.time >= known[1]:  # the row shows the latest scope by event time
             store.set_recall_scope(session, RecallScope.model_validate(d.model_dump()), event.time)
-        new_units = store.units_covered_by(session, d)
-        old_units = store.units_covered_by(session, old) if old else {}
-        states.update(new_units)
-        states.update(old_units)
-        covered, released = _recall_fact(event, "covered"), _recall_fact(event, "released")
-        closure = store.recall_closure(session, d.recall_id)  # the closure may have been applied first
-        for key in sorted(new_units.keys() - old_units.keys()):
-            yield key, covered
-            if closure:
-                yield key, closure
-        yield from ((key, released) for key in sorted(old_units.keys() - new_units.keys()))
     elif isinstance(d, RecallClosed):
         fact = _recall_fact(event)
         store.close_recall(session, d.recall_id, fact)
-        known = store.get_recall_scope(session, d.recall_id)
-        units = store.units_covered_by(session, known[0]) if known else {}
-        states.update(units)
-        yield from ((key, fact) for key in units)
-    elif isinstance(d, RecallRemedyCompleted):
-        yield (d.manufacturer, d.serial), _recall_fact(event)
+    elif isinstance(d, RecallApplicationContinues):
+        fact = Fact(time=d.broadcast_time, source=d.broadcast_source, event_id=d.broadcast_id,
+                    type="recall.issued", recall_id=d.recall_id)
+        yield from _broadcast_step(session, d.recall_id, fact, d.after_serial, states, outgoing)
+        return
+    else:
+        raise TypeError(f"inventory has no recall rule for {event.type}")
+    yield from _broadcast_step(session, d.recall_id, fact, None, states, outgoing)
 
 
-def _broadcast_step(session: Session, scope: RecallScope, fact: Fact, after: str | None,
+def _broadcast_step(session: Session, recall_id: str, trigger: Fact, after: str | None,
                     states: dict[store.UnitKey, UnitState],
                     outgoing: list[Event]) -> Iterator[tuple[store.UnitKey, Fact]]:
-    """One step of a broadcast: up to RECALL_STEP covered units after ``after`` (the first step:
-    from the start), and the bookmark that starts the next step if more may follow."""
-    covered, bound = store.covered_units_page(session, scope, after, RECALL_STEP)
+    """One step of a broadcast: up to RECALL_STEP known units after ``after`` (the first step: from
+    the start) that any scope of the recall covers, each with the recall facts its history lacks,
+    and the bookmark that starts the next step if more may follow. ``trigger``: the event that
+    started the broadcast (it names the steps)."""
+    scopes, (versions, closure) = store.recall_rules(session, recall_id)
+    if not scopes:  # a closure before any issue or amendment: nothing to apply yet
+        return
+    units, bound = store.units_of_any_page(session, scopes, after, RECALL_STEP)
     if bound is not None:
         outgoing.append(make_event(
-            RecallApplicationContinues(recall_id=fact.recall_id, manufacturer=scope.manufacturer, after_serial=bound,
-                                       broadcast_source=fact.source, broadcast_id=fact.event_id,
-                                       broadcast_time=fact.time),
-            source=SOURCE, id=str(uuid.uuid5(_IDS, f"recall-step/{fact.source}/{fact.event_id}/{bound}")),
+            RecallApplicationContinues(recall_id=recall_id, manufacturer=scopes[0].manufacturer, after_serial=bound,
+                                       broadcast_source=trigger.source, broadcast_id=trigger.event_id,
+                                       broadcast_time=trigger.time),
+            source=SOURCE, id=str(uuid.uuid5(_IDS, f"recall-step/{trigger.source}/{trigger.event_id}/{bound}")),
         ))
-    for key, state in covered.items():
-        # A later step skips units that already have the recall: a unit event that arrived between
-        # steps brought it (_add_open_recalls), as it would for a unit received after the broadcast.
-        if after is not None and fact.recall_id in state.recalls_seen:
-            continue
-        states[key] = state
-        yield key, fact
+    applied = store.recall_facts_applied(session, units)
+    for key, state in units.items():
+        done = applied.get(key, set())
+        missing = [f for f in recall_coverage(versions, closure, key[1], state.sku) if (f.source, f.event_id) not in done]
+        if missing:
+            states[key] = state
+            yield from ((key, fact) for fact in missing)
 
 
 def apply_events(session: Session, events: list[Event]) -> None:
@@ -188,14 +181,19 @@ def apply_events(session: Session, events: list[Event]) -> None:
             for key, fact in _recall_facts(session, event, states, outgoing):
                 per_unit.setdefault(key, []).append(fact)
         elif isinstance(event.data, (TheftReported, TheftRecovered)) and event.data.serial is None:
-            for key, fact in _theft_selection_facts(session, event):
+            for key, fact in _theft_selection_facts(session, event, states):
                 per_unit.setdefault(key, []).append(fact)
         else:
             for key, fact in facts_of(event):
                 per_unit.setdefault(key, []).append(fact)
 
+    for key, facts in per_unit.items():  # two broadcasts of one recall in a batch name a unit's fact twice
+        if len(facts) > 1:
+            unique = {(f.source, f.event_id): f for f in reversed(facts)}
+            if len(unique) < len(facts):
+                per_unit[key] = list(reversed(unique.values()))
     states.update(store.load_units(session, [key for key in per_unit if key not in states]))
-    _add_open_recalls(session, per_unit, states)
+    _add_recall_coverage(session, per_unit, states)
     histories = _add_theft_selections(session, per_unit)
     late = [key for key, facts in per_unit.items() if needs_refold(states.get(key), facts)]
     unread = [key for key in late if key not in histories]
@@ -205,7 +203,8 @@ def apply_events(session: Session, events: list[Event]) -> None:
 
     saved_states, anomaly_rows = [], []
     history: list[tuple[store.UnitKey, Fact]] = []
-    quarantines: dict[tuple[str, str, datetime], list[tuple[str, str | None]]] = {}
+    first_holds: dict[store.UnitKey, dict[str, store.Hold]] = {}  # per unit: each recall's first hold found now
+    refolded: set[store.UnitKey] = set()
     withdraw: list[tuple] = []
     reopen: list[tuple] = []
     for key, facts in per_unit.items():
@@ -225,15 +224,20 @@ def apply_events(session: Session, events: list[Event]) -> None:
             derived = [row for row in derived if store.anomaly_identity(row) not in known]
         anomaly_rows.extend(derived)
         outgoing.extend(_anomaly_event(row) for row in derived)
-        for effect in outcome.effects:
-            if isinstance(effect, Quarantined):
-                quarantines.setdefault((key[0], effect.recall_id, effect.fact.time), []).append(
-                    (key[1], effect.location))
-    outgoing.extend(_quarantine_events(quarantines))
+        holds = _first_holds(outcome.effects)
+        if outcome.refolded and outcome.state.recalls_seen:
+            refolded.add(key)
+            first_holds[key] = holds
+        elif holds:
+            first_holds[key] = holds
+    hold_rows, held, released = _hold_changes(session, first_holds, refolded)
+    outgoing.extend(_quarantine_events(held))
+    outgoing.extend(_withdrawn_hold_events(released))
 
     store.save_units(session, saved_states)
     store.save_history(session, history)
     store.save_anomalies(session, anomaly_rows)
+    store.save_holds(session, hold_rows)
     store.set_anomaly_status(session, withdraw, "withdrawn")
     store.set_anomaly_status(session, reopen, "open")
     add_to_outbox(session, SERVICE, outgoing)
@@ -241,27 +245,39 @@ def apply_events(session: Session, events: list[Event]) -> None:
         refresh_statistics(session, "inventory_units", "inventory_history")
 
 
-def _add_open_recalls(session: Session, per_unit: dict[store.UnitKey, list[Fact]],
-                      states: dict[store.UnitKey, UnitState]) -> None:
-    """Units first seen now (or whose sku just became known) get the open recalls that cover them,
-    as facts at the recall's time: a unit received after a recall is quarantined on arrival."""
-    indexes = store.open_recall_index(session, {maker for maker, _ in per_unit})
+def _add_recall_coverage(session: Session, per_unit: dict[store.UnitKey, list[Fact]],
+                         states: dict[store.UnitKey, UnitState]) -> None:
+    """Units named now get the recall facts their history lacks, from every recall any of whose
+    scopes covers them (open or closed), at the recall events' times: a unit received after a
+    recall is quarantined on arrival, one whose sku just became known gets the recalls of its sku,
+    and one first seen after an amendment narrowed a recall still shows it held in between."""
+    indexes = store.recall_index(session, {maker for maker, _ in per_unit})
     if not indexes:
         return
+    wanted: dict[store.UnitKey, list[tuple[str, str | None]]] = {}
     for key, facts in per_unit.items():
         index = indexes.get(key[0])
         if index is None:
             continue
-        matcher, recall_facts = index
         state = states.get(key)
         sku = (state.sku if state else None) or next((f.sku for f in facts if f.sku), None)
-        covering = matcher.match(key[1], sku)  # an index lookup: as cheap with 20 recalls of 1,000 ranges as with one
-        if not covering:
-            continue
-        seen: set[str | None] = set(state.recalls_seen) if state else set()
-        # Only a broadcast brings a recall to a unit; a remedy or closure fact names it too.
-        seen.update(f.recall_id for f in facts if f.type == "recall.issued" or f.disposition == "covered")
-        facts.extend(recall_facts[recall_id] for recall_id in covering if recall_id not in seen)
+        # an index lookup: as cheap with 20 recalls of 1,000 ranges as with one
+        covering = {match[0] for match in index[0].match(key[1], sku) if isinstance(match, tuple)}
+        if covering:
+            wanted[key] = [(recall_id, sku) for recall_id in sorted(covering)]
+    if not wanted:
+        return
+    applied = store.recall_facts_applied(session, wanted)
+    for key, recalls in wanted.items():
+        rules = indexes[key[0]][1]
+        facts = per_unit[key]
+        done = applied.get(key, set()) | {(f.source, f.event_id) for f in facts}
+        for recall_id, sku in recalls:
+            versions, closure = rules[recall_id]
+            for fact in recall_coverage(versions, closure, key[1], sku):
+                if (fact.source, fact.event_id) not in done:
+                    facts.append(fact)
+                    done.add((fact.source, fact.event_id))
 
 
 def _add_theft_selections(session: Session, per_unit: dict[store.UnitKey, list[Fact]]) -> dict[store.UnitKey, list[Fact]]:
@@ -308,21 +324,79 @@ def _anomaly_event(row: dict) -> Event:
     )
 
 
-def _quarantine_events(quarantines: dict[tuple[str, str, datetime], list[tuple[str, str | None]]]) -> list[Event]:
+def _first_holds(effects: list) -> dict[str, store.Hold]:
+    """Each recall's first hold among ``effects`` (time order), with where the unit was."""
+    first: dict[str, tuple] = {}
+    for effect in effects:
+        if isinstance(effect, Quarantined) and (effect.recall_id not in first
+                                                or effect.fact.order < first[effect.recall_id][0]):
+            first[effect.recall_id] = (effect.fact.order, effect.location)
+    return {recall_id: (order[0], location) for recall_id, (order, location) in first.items()}
+
+
+Reports = dict[tuple[str, str, datetime | None], list[tuple[str, str | None, int]]]
+
+
+def _hold_changes(session: Session, first_holds: dict[store.UnitKey, dict[str, store.Hold]],
+                  refolded: set[store.UnitKey]) -> tuple[list[dict], Reports, Reports]:
+    """What inventory must report of its holds: a refolded unit's first hold per recall, from its
+    whole history, replaces what was reported (a hold taken back when there is none now); a unit
+    applied in order reports a new hold only where none stands (its new facts are later than all
+    it had, so an earlier hold stays the first). Returns the rows to store, and the holds and
+    withdrawals to report, by (manufacturer, recall, time)."""
+    stored = store.load_holds(session, first_holds) if first_holds else {}
+    rows: list[dict] = []
+    held: Reports = {}
+    released: Reports = {}
+    no_hold: store.Hold = (None, None)
+    for key, holds in first_holds.items():
+        reported = stored.get(key, {})
+        recalls = set(holds) | (set(reported) if key in refolded else set())
+        for recall_id in sorted(recalls):
+            now = holds.get(recall_id, no_hold)
+            before, revision = reported.get(recall_id, (no_hold, 0))
+            if now == before or (key not in refolded and before[0] is not None):
+                continue
+            revision += 1
+            rows.append({"manufacturer": key[0], "serial": key[1], "recall_id": recall_id, "held_at": now[0],
+                         "location": now[1], "revision": revision})
+            (held if now[0] is not None else released).setdefault((key[0], recall_id, now[0]), []).append(
+                (key[1], now[1], revision))
+    return rows, held, released
+
+
+def _quarantine_events(quarantines: Reports) -> list[Event]:
     """One unit.quarantined per (manufacturer, recall, time) and up to QUARANTINE_LIST units, not one
     per unit: a broadcast over 100,000 units is reported in 50 events."""
     events = []
-    for (manufacturer, recall_id, time), units in sorted(quarantines.items()):
+    for (manufacturer, recall_id, time), units in sorted(quarantines.items(), key=lambda item: str(item[0])):
+        assert time is not None  # a hold has its time
         units.sort()
         for start in range(0, len(units), QUARANTINE_LIST):
             part = units[start:start + QUARANTINE_LIST]
-            # Deterministic id: a refold that quarantines the same units again emits the same event,
-            # which consumers drop (and a quarantine report is a set-once fact anyway).
-            digest = hashlib.sha256("\n".join(serial for serial, _ in part).encode()).hexdigest()
-            listed = [{"serial": serial, "location": location} if location else {"serial": serial}
-                      for serial, location in part]
+            # Deterministic id: the same reports again (a redelivered batch) are the same event.
+            digest = hashlib.sha256("\n".join(f"{serial}/{revision}" for serial, _, revision in part).encode()).hexdigest()
+            listed = [{"serial": serial, "location": location, "revision": revision} if location
+                      else {"serial": serial, "revision": revision} for serial, location, revision in part]
             events.append(make_trusted_event(  # stored unit keys: valid by construction
                 UnitQuarantined, {"manufacturer": manufacturer, "recall_id": recall_id, "units": listed},
                 source=SOURCE, id=str(uuid.uuid5(_IDS, f"quarantine/{manufacturer}/{recall_id}/{digest}")), time=time,
+            ))
+    return events
+
+
+def _withdrawn_hold_events(withdrawals: Reports) -> list[Event]:
+    """One unit.quarantine.withdrawn per (manufacturer, recall) and up to QUARANTINE_LIST units."""
+    events = []
+    for (manufacturer, recall_id, _), units in sorted(withdrawals.items(), key=lambda item: item[0][:2]):
+        units.sort()
+        for start in range(0, len(units), QUARANTINE_LIST):
+            part = units[start:start + QUARANTINE_LIST]
+            digest = hashlib.sha256("\n".join(f"{serial}/{revision}" for serial, _, revision in part).encode()).hexdigest()
+            listed = [{"serial": serial, "revision": revision} for serial, _, revision in part]
+            events.append(make_trusted_event(
+                UnitQuarantineWithdrawn, {"manufacturer": manufacturer, "recall_id": recall_id, "units": listed},
+                source=SOURCE, id=str(uuid.uuid5(_IDS, f"hold-withdrawn/{manufacturer}/{recall_id}/{digest}")),
+                time=utcnow(),
             ))
     return events

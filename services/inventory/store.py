@@ -2,10 +2,10 @@
 
 Stolen reports over a range or a list (``inventory_theft_selections``) are kept as one row per
 report, never expanded: a 10,000,000-serial report costs one row. A unit gets such a report as a
-fact of its history when an event names it (``theft_selection_index``: an index lookup per unit,
-no scan), so a unit received after the report is flagged on arrival, and a known unit at its next
-event; the read side (``get_unit``, ``unit_history``) shows the reports that cover a unit and did
-not reach its history yet. Open recalls are matched the same way (``open_recall_index``).
+fact of its history when the report arrives if the unit is known (``units_in_selection``, by index
+on range bounds), or when an event first names it (``theft_selection_index``: an index lookup per
+unit, no scan), so a unit received after the report is flagged on arrival. Recalls are matched the
+same way (``recall_index``), over every scope a recall has had (``inventory_recall_versions``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from types import SimpleNamespace
@@ -24,9 +25,19 @@ from sqlmodel import Field, SQLModel
 from shared.contracts import RecallScope
 from shared.identity import SerialRange
 from shared.serial_index import Selection, SerialIndex
-from shared.store import as_utc, chunks, driver_rows, insert_ignore, insert_tuples, read_time, table_of, utcnow
+from shared.store import (
+    as_utc,
+    chunks,
+    driver_rows,
+    insert_ignore,
+    insert_tuples,
+    read_time,
+    table_of,
+    upsert_rows,
+    utcnow,
+)
 
-from .domain import Anomaly, Fact, OrderKey, Status, UnitState, fold
+from .domain import Anomaly, Fact, OrderKey, RecallVersion, Status, UnitState, fold
 
 UnitKey = tuple[str, str]
 
@@ -117,6 +128,37 @@ class RecallRow(SQLModel, table=True):
     close_event_id: str | None = Field(default=None, max_length=128)
 
 
+class RecallVersionRow(SQLModel, table=True):
+    """Every scope a recall has had: the issue's and each amendment's, kept with its event time. A
+    unit's recall facts are worked out from all of them (domain.recall_coverage), so the scope an
+    amendment replaced still tells which units it held, and when, whatever order they arrived in."""
+
+    __tablename__ = "inventory_recall_versions"
+    __table_args__ = (Index("ix_inventory_recall_versions_manufacturer", "manufacturer"),)
+    recall_id: str = Field(primary_key=True, max_length=64)
+    event_source: str = Field(primary_key=True, max_length=256)
+    event_id: str = Field(primary_key=True, max_length=128)
+    manufacturer: str = Field(max_length=64)
+    event_type: str = Field(max_length=64)  # recall.issued | recall.amended
+    event_time: datetime
+    scope: str  # RecallScope JSON
+    recorded_at: datetime
+
+
+class HoldRow(SQLModel, table=True):
+    """What inventory last reported of a (recall, unit) hold: when and where the recall first held
+    the unit by its full history, or nothing (``held_at`` None: a hold taken back). ``revision``
+    counts the reports, so the recalls service keeps the latest whatever order they arrive in."""
+
+    __tablename__ = "inventory_holds"
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+    recall_id: str = Field(primary_key=True, max_length=64)
+    held_at: datetime | None = None
+    location: str | None = Field(default=None, max_length=64)
+    revision: int
+
+
 class TheftSelectionRow(SQLModel, table=True):
     """A ``theft.reported`` or ``theft.recovered`` over a range or a list: one row, never expanded."""
 
@@ -143,12 +185,14 @@ class TheftSelectionRow(SQLModel, table=True):
 
 
 TABLES: list[Table] = [table_of(UnitRow), table_of(HistoryRow), table_of(AnomalyRow), table_of(RecallRow),
-                       table_of(TheftSelectionRow)]
+                       table_of(RecallVersionRow), table_of(HoldRow), table_of(TheftSelectionRow)]
 
 _units = table_of(UnitRow)
 _history = table_of(HistoryRow)
 _anomalies = table_of(AnomalyRow)
 _recalls = table_of(RecallRow)
+_recall_versions = table_of(RecallVersionRow)
+_holds = table_of(HoldRow)
 _theft_selections = table_of(TheftSelectionRow)
 
 _FACT_COLUMNS = ("location", "from_location", "sku", "condition", "disposition", "receipt_id", "customer_id",
@@ -287,6 +331,29 @@ def set_anomaly_status(session: Session, identities: Iterable[tuple], status: st
         )
 
 
+Hold = tuple[datetime | None, str | None]  # (held at, where), or (None, None): not held
+
+
+def load_holds(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, dict[str, tuple[Hold, int]]]:
+    """The holds inventory reported for these units: {unit: {recall: ((held at, where), revision)}}."""
+    found: dict[UnitKey, dict[str, tuple[Hold, int]]] = {}
+    for manufacturer, serials in _keys_by_manufacturer(keys).items():
+        for part in chunks(serials):
+            rows = session.execute(select(_holds).where(_holds.c.manufacturer == manufacturer,
+                                                        _holds.c.serial.in_(part)))
+            for row in rows:
+                held = (as_utc(row.held_at) if row.held_at is not None else None, row.location)
+                found.setdefault((row.manufacturer, row.serial), {})[row.recall_id] = (held, row.revision)
+    return found
+
+
+def save_holds(session: Session, rows: Sequence[dict]) -> None:
+    """Each (recall, unit) with its new report; the batch holds the unit's lock (shared/unit_locks.py),
+    so the revision read before is still the latest."""
+    if rows:
+        upsert_rows(session, _holds, rows, keys=("manufacturer", "serial", "recall_id"))
+
+
 def anomaly_identities(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, dict[tuple, str]]:
     """Recorded anomalies of the given units: {unit: {identity: status}}."""
     found: dict[UnitKey, dict[tuple, str]] = {}
@@ -345,9 +412,10 @@ def _scope(text: str) -> RecallScope:
 # Matchers: which open recalls and stolen reports cover a unit (shared.serial_index), built from the
 # store and cached per database; a batch only checks that what it would build is what it has.
 
+RecallRules = tuple[list[RecallVersion], Fact | None]  # a recall's scopes, and its closure if closed
 MatchIndex = tuple[SerialIndex, dict[Hashable, Fact]]  # the index, and the fact each of its keys stands for
 _match_lock = threading.Lock()
-_recall_cache: dict[tuple[str, str], tuple[tuple, MatchIndex]] = {}
+_recall_cache: dict[tuple[str, str], tuple[tuple, tuple[SerialIndex, dict[str, RecallRules]]]] = {}
 _theft_cache: dict[tuple[str, str], tuple[tuple, MatchIndex]] = {}
 
 
@@ -355,44 +423,93 @@ def _cache_key(session: Session, manufacturer: str) -> tuple[str, str]:
     return (session.get_bind().engine.url.render_as_string(hide_password=True), manufacturer)
 
 
-def open_recall_index(session: Session, manufacturers: Iterable[str]) -> dict[str, MatchIndex]:
-    """The open recalls of these manufacturers, indexed, each key a recall id with the fact of its
-    broadcast. Runs for every batch: one small query straight through the driver; the scopes are
-    read and the index rebuilt only when a manufacturer's open recalls or their scopes changed (an
-    amendment sets ``scope_time``)."""
+def save_recall_version(session: Session, scope: RecallScope, fact: Fact) -> None:
+    insert_ignore(session, _recall_versions, [{  # a redelivered issue or amendment stays one row
+        "recall_id": scope.recall_id, "event_source": fact.source, "event_id": fact.event_id,
+        "manufacturer": scope.manufacturer, "event_type": fact.type, "event_time": fact.time,
+        "scope": RecallScope.model_validate(scope.model_dump()).model_dump_json(), "recorded_at": utcnow(),
+    }])
+
+
+def _recall_version(recall_id: str, event_type: str, time: datetime, source: str, event_id: str,
+                    scope_text: str) -> RecallVersion:
+    fact = Fact(time=time, source=source, event_id=event_id, type=event_type, recall_id=recall_id)
+    if event_type == "recall.issued":
+        return RecallVersion(_scope(scope_text).unit_filter, fact, None)
+    return RecallVersion(_scope(scope_text).unit_filter, replace(fact, disposition="covered"),
+                         replace(fact, disposition="released"))
+
+
+def recall_rules(session: Session, recall_id: str) -> tuple[list[RecallScope], RecallRules]:
+    """A recall's scopes as stored (to find its units) and as rules (to work out their facts)."""
+    rows = driver_rows(session, "SELECT event_type, event_time, event_source, event_id, scope "
+                                "FROM inventory_recall_versions WHERE recall_id = ?", (recall_id,))
+    scopes = [_scope(scope_text) for *_, scope_text in rows]
+    versions = [_recall_version(recall_id, kind, read_time(time), source, event_id, scope_text)
+                for kind, time, source, event_id, scope_text in rows]
+    return scopes, (versions, recall_closure(session, recall_id))
+
+
+def recall_index(session: Session, manufacturers: Iterable[str]) -> dict[str, tuple[SerialIndex, dict[str, RecallRules]]]:
+    """Every recall of these manufacturers, open or closed, indexed by every scope it ever had: a
+    match names the recall ids whose facts a unit must have. Runs for every batch: two small
+    queries straight through the driver; the scopes are read and the index rebuilt only when a
+    manufacturer's scopes or closures changed (rows are only ever added, or closed)."""
     makers = sorted(set(manufacturers))
     if not makers:
         return {}
-    # What identifies each open recall's current scope, without the scope itself (up to 1,000 ranges
-    # of JSON each): read only when it changed.
-    rows = driver_rows(
-        session, "SELECT manufacturer, recall_id, scope_time, length(scope) FROM inventory_recalls "
-                 f"WHERE status = 'open' AND manufacturer IN ({', '.join('?' * len(makers))})", makers)
-    by_maker: dict[str, list[tuple]] = {}
-    for row in rows:
-        by_maker.setdefault(row[0], []).append(tuple(row))
-    found: dict[str, MatchIndex] = {}
-    for maker, recalls in by_maker.items():
-        version = tuple(sorted(recalls))
+    marks = ', '.join('?' * len(makers))
+    changes: dict[str, list] = {}
+    for maker, count, latest in driver_rows(
+            session, "SELECT manufacturer, count(*), max(recorded_at) FROM inventory_recall_versions "
+                     f"WHERE manufacturer IN ({marks}) GROUP BY manufacturer", makers):
+        changes[maker] = [count, str(latest)]
+    for maker, count, latest in driver_rows(
+            session, "SELECT manufacturer, count(*), max(close_event_id) FROM inventory_recalls "
+                     f"WHERE status = 'closed' AND manufacturer IN ({marks}) GROUP BY manufacturer", makers):
+        if maker in changes:
+            changes[maker] += [count, latest]
+    found: dict[str, tuple[SerialIndex, dict[str, RecallRules]]] = {}
+    for maker, change in changes.items():
+        version = tuple(change)
         cache_key = _cache_key(session, maker)
         with _match_lock:
             hit = _recall_cache.get(cache_key)
         if hit is None or hit[0] != version:
-            facts: dict[Hashable, Fact] = {}
+            rules: dict[str, RecallRules] = {}
             selections = []
-            stored = driver_rows(
-                session, "SELECT recall_id, scope, issued_at, event_source, event_id FROM inventory_recalls "
-                         "WHERE status = 'open' AND manufacturer = ?", (maker,))
-            for recall_id, scope_text, issued_at, source, event_id in stored:
+            closures = {recall_id: Fact(time=read_time(time), source=source, event_id=event_id,
+                                        type="recall.closed", recall_id=recall_id)
+                        for recall_id, time, source, event_id in driver_rows(
+                            session, "SELECT recall_id, closed_at, close_source, close_event_id FROM "
+                                     "inventory_recalls WHERE status = 'closed' AND manufacturer = ?", (maker,))}
+            for n, (recall_id, kind, time, source, event_id, scope_text) in enumerate(driver_rows(
+                    session, "SELECT recall_id, event_type, event_time, event_source, event_id, scope "
+                             "FROM inventory_recall_versions WHERE manufacturer = ?", (maker,))):
                 scope = _scope(scope_text)
-                selections.append(Selection(recall_id, frozenset(scope.skus), tuple(scope.serial_ranges),
+                selections.append(Selection((recall_id, n), frozenset(scope.skus), tuple(scope.serial_ranges),
                                             frozenset(scope.serials)))
-                facts[recall_id] = Fact(time=read_time(issued_at), source=source, event_id=event_id,
-                                        type="recall.issued", recall_id=recall_id)
-            hit = (version, (SerialIndex.build(selections), facts))
+                versions, _ = rules.setdefault(recall_id, ([], closures.get(recall_id)))
+                versions.append(_recall_version(recall_id, kind, read_time(time), source, event_id, scope_text))
+            hit = (version, (SerialIndex.build(selections), rules))
             with _match_lock:
                 _recall_cache[cache_key] = hit
         found[maker] = hit[1]
+    return found
+
+
+def recall_facts_applied(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, set[tuple[str, str]]]:
+    """The recall facts in these units' histories, as (source, event id) per unit."""
+    by_maker: dict[str, list[str]] = {}
+    for maker, serial in keys:
+        by_maker.setdefault(maker, []).append(serial)
+    found: dict[UnitKey, set[tuple[str, str]]] = {}
+    for maker, serials in by_maker.items():
+        for part in chunks(sorted(serials)):
+            sql = ("SELECT serial, event_source, event_id FROM inventory_history WHERE manufacturer = ? "
+                   f"AND serial IN ({', '.join('?' * len(part))}) AND recall_id IS NOT NULL")
+            for serial, source, event_id in driver_rows(session, sql, (maker, *part)):
+                found.setdefault((maker, serial), set()).add((source, event_id))
     return found
 
 
@@ -412,25 +529,17 @@ def save_theft_selection(session: Session, manufacturer: str, selection: SerialR
     insert_ignore(session, _theft_selections, [row])  # a redelivered report stays one row
 
 
-def sold_since(session: Session, manufacturer: str, selection: SerialRange | list[str], since: datetime) -> list[UnitKey]:
-    """Units of a range or list with a sale at or after ``since`` in their history: the units whose
-    anomalies a stolen report (or recovery) of that time may change. Found by index on the unit
-    key, filtered exactly here; as many as such sales, not as many as serials in the range."""
-    query = select(_history.c.serial).where(_history.c.manufacturer == manufacturer,
-                                            _history.c.event_type == "unit.sold", _history.c.event_time >= since)
-    found: set[str] = set()
+def units_in_selection(session: Session, manufacturer: str,
+                       selection: SerialRange | list[str]) -> dict[UnitKey, UnitState]:
+    """The known units of a range or a list, with their state, found by index (range bounds, the
+    serials themselves), as many as are known, not as many as serials in the range."""
     if isinstance(selection, SerialRange):
-        if selection.width is not None:
-            low = f"{selection.prefix}{selection.first:0{selection.width}d}"
-            high = f"{selection.prefix}{selection.last:0{selection.width}d}"
-        else:  # unpadded numbers do not sort as strings: scan the prefix, filter exactly below
-            low, high = selection.prefix, selection.prefix + "\x7f"
-        found.update(serial for (serial,) in session.execute(query.where(_history.c.serial.between(low, high)))
-                     if serial in selection)
+        scope = RecallScope.model_construct(recall_id="", manufacturer=manufacturer, skus=[],
+                                            serial_ranges=[selection], serials=[])
     else:
-        for part in chunks(sorted(set(selection))):
-            found.update(serial for (serial,) in session.execute(query.where(_history.c.serial.in_(part))))
-    return [(manufacturer, serial) for serial in sorted(found)]
+        scope = RecallScope.model_construct(recall_id="", manufacturer=manufacturer, skus=[], serial_ranges=[],
+                                            serials=selection)
+    return covered_units_page(session, scope, after=None, limit=None)[0]  # a scope of serials alone
 
 
 def _theft_fact(row) -> Fact:
@@ -484,6 +593,22 @@ def units_covered_by(session: Session, recall: RecallScope) -> dict[UnitKey, Uni
     """Known units a recall covers with their current state, in serial
     order, found by index (serial list, range bounds, sku), not by scan."""
     return covered_units_page(session, recall, after=None, limit=None)[0]
+
+
+def units_of_any_page(session: Session, scopes: Sequence[RecallScope], after: str | None,
+                      limit: int | None) -> tuple[dict[UnitKey, UnitState], str | None]:
+    """``covered_units_page`` over several scopes of one recall: the known units any of them covers,
+    one page (up to the lowest bound any scope's query reached) at a time."""
+    found: dict[UnitKey, UnitState] = {}
+    bound: str | None = None
+    for scope in scopes:
+        covered, reached = covered_units_page(session, scope, after, limit)
+        found.update(covered)
+        if reached is not None and (bound is None or reached < bound):
+            bound = reached
+    if bound is not None:
+        found = {key: state for key, state in found.items() if key[1] <= bound}
+    return dict(sorted(found.items())), bound
 
 
 def covered_units_page(session: Session, recall: RecallScope, after: str | None,

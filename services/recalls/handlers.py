@@ -35,6 +35,7 @@ from shared.contracts import (
     RecallOwnerUnknown,
     RecallRemedyCompleted,
     UnitQuarantined,
+    UnitQuarantineWithdrawn,
     UnitReceived,
     UnitReturned,
     UnitSold,
@@ -50,7 +51,7 @@ SOURCE = "serialtrack/recalls"
 EVENT_TYPES = (
     "recall.issued", "recall.amended", "recall.closed", "recall.remedy.completed",
     "unit.received", "unit.sold", "unit.returned",
-    "unit.quarantined", "recall.owner_notified", "recall.owner_unknown",
+    "unit.quarantined", "unit.quarantine.withdrawn", "recall.owner_notified", "recall.owner_unknown",
     "inventory.anomaly.detected", "inventory.anomaly.withdrawn",
     "customer.erasure.requested",  # applied around this module by shared/erasure.py (ServiceDefinition.customer_data)
 )
@@ -58,6 +59,7 @@ RECALL_TYPES = frozenset({"recall.issued", "recall.amended", "recall.closed"})
 UNIT_TYPES = frozenset(STOCK_OF_EVENT)
 REPORT_COLUMN = {
     "unit.quarantined": "quarantined_at",
+    "unit.quarantine.withdrawn": "quarantined_at",
     "recall.owner_notified": "notified_at",
     "recall.owner_unknown": "owner_unknown_at",
     "recall.remedy.completed": "remedied_at",
@@ -263,7 +265,7 @@ def _apply_reports(session: Session, index: RecallIndex, events: list[Event]) ->
         rows = by_column.setdefault(column, {})
         for row in _report_rows(event, column, now):
             key = (row["recall_id"], row["manufacturer"], row["serial"])
-            if key not in rows or event.time < rows[key][column]:  # earliest report wins, as in the store
+            if key not in rows or _replaces(column, row, rows[key]):  # as the store decides
                 rows[key] = row
     # A reported unit's verdict depends on its sku only under an sku condition (and never on when it
     # was first seen): load the units only for those.
@@ -284,14 +286,29 @@ def _apply_reports(session: Session, index: RecallIndex, events: list[Event]) ->
         store.save_reports(session, column, list(rows.values()))
 
 
+def _replaces(column: str, new: dict, old: dict) -> bool:
+    """Which of two reports on one (recall, unit) in a batch stands (store._earliest_report)."""
+    if column != "quarantined_at":
+        return new[column] < old[column]  # the earliest
+    if new["quarantine_revision"] is not None:  # inventory's latest word
+        return old["quarantine_revision"] is None or new["quarantine_revision"] > old["quarantine_revision"]
+    return old["quarantine_revision"] is None and (old[column] is None or new[column] < old[column])
+
+
 def _report_rows(event: Event, column: str, now) -> Iterator[dict]:
     d = event.data
-    assert isinstance(d, (UnitQuarantined, RecallOwnerNotified, RecallOwnerUnknown, RecallRemedyCompleted)), event.type
+    assert isinstance(d, (UnitQuarantined, UnitQuarantineWithdrawn, RecallOwnerNotified, RecallOwnerUnknown,
+                          RecallRemedyCompleted)), event.type
     base = {"recall_id": d.recall_id, "manufacturer": d.manufacturer, "in_scope": None, "matched_at": now,
             column: event.time}
     if isinstance(d, UnitQuarantined):  # a list of units
         for unit in d.units:
-            yield {**base, "serial": unit.serial, "quarantine_location": unit.location}
+            yield {**base, "serial": unit.serial, "quarantine_location": unit.location,
+                   "quarantine_revision": unit.revision}
+    elif isinstance(d, UnitQuarantineWithdrawn):  # inventory takes the holds back
+        for released in d.units:
+            yield {**base, column: None, "serial": released.serial, "quarantine_location": None,
+                   "quarantine_revision": released.revision}
     elif isinstance(d, RecallRemedyCompleted):
         yield {**base, "serial": d.serial, "remedy": d.remedy.value, "remedy_location": d.location}
     else:

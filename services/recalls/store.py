@@ -106,6 +106,9 @@ class AffectedRow(SQLModel, table=True):
     matched_at: datetime
     quarantined_at: datetime | None = None
     quarantine_location: str | None = Field(default=None, max_length=64)
+    # Inventory's revision of the hold it reports (unit.quarantined, unit.quarantine.withdrawn): a
+    # higher one replaces the hold, or takes it back. None: reports without one, the earliest wins.
+    quarantine_revision: int | None = None
     notified_at: datetime | None = None
     owner_unknown_at: datetime | None = None
     remedied_at: datetime | None = None
@@ -155,7 +158,8 @@ _meta = table_of(MetaRow)
 _progress = table_of(ProgressRow)
 
 REPORT_COLUMNS = ("quarantined_at", "notified_at", "owner_unknown_at", "remedied_at")
-_EXTRA_COLUMNS = {"quarantined_at": ("quarantine_location",), "remedied_at": ("remedy", "remedy_location")}
+_EXTRA_COLUMNS = {"quarantined_at": ("quarantine_location", "quarantine_revision"),
+                  "remedied_at": ("remedy", "remedy_location")}
 
 
 def _pg(session: Session) -> bool:
@@ -368,9 +372,19 @@ def add_campaign_rows(session: Session, rows: Sequence[dict]) -> None:
     _add_to_counts(session, added)
 
 
+def _hold_replaces(new, old):
+    """Inventory's later word on a hold replaces its earlier one (a higher revision, a withdrawal
+    included); reports without a revision (before 0.4) keep the earliest, never over a revised one."""
+    revised = new.quarantine_revision.isnot(None)
+    return or_(and_(revised, or_(old.quarantine_revision.is_(None), new.quarantine_revision > old.quarantine_revision)),
+               and_(~revised, old.quarantine_revision.is_(None),
+                    or_(old.quarantined_at.is_(None), new.quarantined_at < old.quarantined_at)))
+
+
 def _earliest_report(column: str):
     def on_conflict(new, old) -> dict:
-        earlier = or_(old[column].is_(None), new[column] < old[column])
+        earlier = (_hold_replaces(new, old) if column == "quarantined_at"
+                   else or_(old[column].is_(None), new[column] < old[column]))
         # in_scope: the caller's verdict for a reported row under the current scope (what a recompute
         # would say); None (recall not here yet) keeps what the row had.
         set_ = {column: case((earlier, new[column]), else_=old[column]),

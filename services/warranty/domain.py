@@ -305,6 +305,38 @@ def recall_states(events: Iterable[RecallEvent], as_of: datetime | None = None) 
     return states
 
 
+def recall_notice_due(recall_events: Iterable[RecallEvent], facts: Iterable[Fact], manufacturer: str,
+                      serial: str, sku: str | None) -> datetime | None:
+    """When a recall's owner notice became due for a unit, or None: the first moment, by event time,
+    the recall was open, one of its scopes covered the unit, and the unit was out with a customer
+    (sold, not returned). Decided from all the facts, never from the order they arrived in: one
+    process or several, a late sale or a late amendment, the same units are notified."""
+    timeline = sorted([(e.order, e) for e in recall_events] + [(f.order, f) for f in facts], key=lambda item: item[0])
+    open_, covers, out = False, None, False
+    for order, item in timeline:
+        if isinstance(item, RecallEvent):
+            if item.type == "recall.closed":
+                open_ = False
+            else:  # the issue, or an amendment (without its issue: the scope is known already)
+                open_, covers = (True, item.covers) if item.type == "recall.issued" or covers is None else (open_, item.covers)
+        elif item.type == "unit.sold":
+            out = True
+        elif item.type == "unit.returned":
+            out = False
+        if open_ and out and covers is not None and covers(manufacturer, serial, sku):
+            return order[0]
+    return None
+
+
+def owner_to_notify(facts: list[Fact], due: datetime) -> str | None:
+    """Who a recall notice due at ``due`` goes to: the owner then, or else the first one known after
+    (a registration months later still reaches the person holding the unit)."""
+    owner = fold_unit(facts, as_of=due).owner
+    if owner:
+        return owner
+    return next((o.customer_id for o in fold_unit(facts).owner_history if o.since > due and o.customer_id), None)
+
+
 def open_recalls_covering(states: dict[str, RecallState], manufacturer: str, serial: str,
                           sku: str | None) -> list[RecallState]:
     covering = (s for s in states.values() if s.open and s.covers is not None and s.covers(manufacturer, serial, sku))

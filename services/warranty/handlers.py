@@ -58,7 +58,8 @@ from .domain import (
     decide_return,
     fold_unit,
     issue_key,
-    recall_states,
+    owner_to_notify,
+    recall_notice_due,
 )
 
 SERVICE = "warranty"
@@ -101,6 +102,7 @@ class _Batch:
     maker_since: dict[str, datetime] = field(default_factory=dict)  # policies and recalls: whole manufacturer
     receipt_since: dict[tuple[str, str], datetime] = field(default_factory=dict)  # new sales per receipt
     sold: set[store.UnitKey] = field(default_factory=set)
+    registered: set[store.UnitKey] = field(default_factory=set)  # an owner may have become known
 
     def touch(self, key: store.UnitKey, time: datetime) -> None:
         if key not in self.unit_since or time < self.unit_since[key]:
@@ -142,6 +144,7 @@ def _collect(events: list[Event]) -> _Batch:
             elif isinstance(d, UnitReturned):
                 fact = Fact(**base, location=d.location, receipt_id=d.receipt_id)
             else:
+                batch.registered.add(key)
                 # Only a key the registry trusts for transfers may replace an owner (domain.fold_unit).
                 fact = Fact(**base, customer_id=d.customer_id, location=d.channel,
                             trusted_transfer=bool(signer is not None and signer.transfers_ownership))
@@ -416,43 +419,58 @@ def _stolen_alert(kind: str, reference: str, manufacturer: str, serial: str, fac
 
 
 def _recall_notices(session: Session, batch: _Batch) -> list[Event]:
-    """Once per (recall, unit): for units out with a customer when a recall (or a widening amendment)
-    arrives, and for units sold while a recall that covers them is open."""
-    makers = {k[0] for k in batch.sold} | {r["manufacturer"] for r in batch.recall_rows}
+    """Once per (recall, unit): for a unit that, by event time, was out with a customer while the
+    recall was open and covered it (``domain.recall_notice_due``). Looked at when a recall event
+    arrives (for the sold units any of its scopes covers) and when a sale or a registration arrives.
+    A notice sent as owner unknown is sent again, to the owner, once warranty learns who that is."""
+    makers = {k[0] for k in batch.sold | batch.registered} | {r["manufacturer"] for r in batch.recall_rows}
     if not makers:
         return []
     recalls = store.load_recalls(session, makers)
-    current = recall_states(recalls.events)
     candidates: set[tuple[str, store.UnitKey]] = set()
-    for recall_id in batch.recall_ids:
-        state, scope = current.get(recall_id), recalls.latest_scope.get(recall_id)
-        if state is not None and state.open and scope is not None and recall_id in recalls.issued:
+    for recall_id in batch.recall_ids & recalls.issued.keys():
+        for scope in recalls.scopes[recall_id]:
             candidates.update((recall_id, key) for key in store.sold_units_in_scope(session, scope))
-    open_ids = [rid for rid, s in current.items() if s.open and s.covers is not None and rid in recalls.issued]
-    for key in batch.sold:
-        candidates.update((rid, key) for rid in open_ids if recalls.latest_scope[rid].manufacturer == key[0])
-    candidates -= store.existing_notices(session, candidates)
+    for key in batch.sold | batch.registered:
+        candidates.update((rid, key) for rid, scope in recalls.latest_scope.items()
+                          if rid in recalls.issued and scope.manufacturer == key[0])
+    sent = store.notice_outcomes(session, candidates)
+    candidates = {c for c in candidates if sent.get(c) != "notified"}
     if not candidates:
         return []
+    events_of: dict[str, list] = {}
+    for recall_event in recalls.events:
+        events_of.setdefault(recall_event.recall_id, []).append(recall_event)
     facts = store.load_facts(session, {key for _, key in candidates})
-    views = {key: fold_unit(unit_facts) for key, unit_facts in facts.items()}
-    outgoing, notices, now = [], [], utcnow()
+    skus = {key: fold_unit(unit_facts).sku for key, unit_facts in facts.items()}
+    outgoing: list[Event] = []
+    notices: list[dict] = []
+    found: list[dict] = []
+    now = utcnow()
     for recall_id, key in sorted(candidates):
-        view, state = views[key], current[recall_id]
-        if not view.out_with_customer or not state.covers(key[0], key[1], view.sku):
+        if key not in facts:
+            continue
+        due = recall_notice_due(events_of[recall_id], facts[key], key[0], key[1], skus[key])
+        if due is None:
+            continue
+        owner = owner_to_notify(facts[key], due)
+        if sent.get((recall_id, key)) == "unknown" and not owner:
             continue
         issued = recalls.issued[recall_id]
-        event_id = str(uuid.uuid5(_IDS, f"recall-notice/{recall_id}/{key[0]}/{key[1]}"))
         data: RecallOwnerNotified | RecallOwnerUnknown
-        if view.owner:
-            data = RecallOwnerNotified(recall_id=recall_id, manufacturer=key[0], serial=key[1], customer_id=view.owner,
+        if owner:
+            data = RecallOwnerNotified(recall_id=recall_id, manufacturer=key[0], serial=key[1], customer_id=owner,
                                        hazard=issued["hazard"], remedy=issued["remedy"],
                                        instructions=issued.get("instructions", ""))
         else:
             data = RecallOwnerUnknown(recall_id=recall_id, manufacturer=key[0], serial=key[1])
+        again = "/owner" if (recall_id, key) in sent else ""  # the owner, found after an "unknown" notice
+        event_id = str(uuid.uuid5(_IDS, f"recall-notice/{recall_id}/{key[0]}/{key[1]}{again}"))
         outgoing.append(make_event(data, source=SOURCE, id=event_id, time=now))
-        notices.append({"recall_id": recall_id, "manufacturer": key[0], "serial": key[1],
-                        "outcome": "notified" if view.owner else "unknown", "customer_id": view.owner,
-                        "event_id": event_id, "created_at": now})
+        (found if again else notices).append({
+            "recall_id": recall_id, "manufacturer": key[0], "serial": key[1],
+            "outcome": "notified" if owner else "unknown", "customer_id": owner,
+            "event_id": event_id, "created_at": now})
     store.save_notices(session, notices)
+    store.owner_found(session, found)
     return outgoing

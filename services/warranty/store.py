@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Table, UniqueConstraint, and_, false, func, or_, select, tuple_
+from sqlalchemy import BigInteger, Index, Table, UniqueConstraint, and_, false, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -351,6 +351,7 @@ class Recalls:
         self.events: list[RecallEvent] = []
         self.issued: dict[str, dict] = {}
         self.latest_scope: dict[str, RecallIssued | RecallAmended] = {}
+        self.scopes: dict[str, list[RecallIssued | RecallAmended]] = {}  # every scope it had, oldest first
 
 
 def load_recalls(session: Session, manufacturers: Iterable[str]) -> Recalls:
@@ -369,6 +370,7 @@ def load_recalls(session: Session, manufacturers: Iterable[str]) -> Recalls:
         found.events.append(RecallEvent(r.recall_id, r.event_type, order, scope.covers,
                                         remedy.value if remedy else None))
         found.latest_scope[r.recall_id] = scope
+        found.scopes.setdefault(r.recall_id, []).append(scope)
         if r.event_type == "recall.issued":
             found.issued[r.recall_id] = json.loads(r.data)
     return found
@@ -395,17 +397,27 @@ def sold_units_in_scope(session: Session, scope: RecallIssued | RecallAmended) -
     return {(maker, s) for s in serials}
 
 
-def existing_notices(session: Session, pairs: Iterable[tuple[str, UnitKey]]) -> set[tuple[str, UnitKey]]:
+def notice_outcomes(session: Session, pairs: Iterable[tuple[str, UnitKey]]) -> dict[tuple[str, UnitKey], str]:
+    """The notices already sent for these (recall, unit) pairs: their outcome, notified or unknown."""
     by_recall: dict[str, list[UnitKey]] = {}
     for recall_id, key in pairs:
         by_recall.setdefault(recall_id, []).append(key)
-    found: set[tuple[str, UnitKey]] = set()
+    found: dict[tuple[str, UnitKey], str] = {}
     for recall_id, keys in by_recall.items():
         for part in chunks(sorted(set(keys))):
-            rows = session.execute(select(_notices.c.manufacturer, _notices.c.serial).where(
+            rows = session.execute(select(_notices.c.manufacturer, _notices.c.serial, _notices.c.outcome).where(
                 _notices.c.recall_id == recall_id, tuple_(_notices.c.manufacturer, _notices.c.serial).in_(part)))
-            found.update((recall_id, (r.manufacturer, r.serial)) for r in rows)
+            found.update(((recall_id, (r.manufacturer, r.serial)), r.outcome) for r in rows)
     return found
+
+
+def owner_found(session: Session, rows: Sequence[dict]) -> None:
+    """Notices sent as owner unknown whose owner is now known and notified."""
+    for row in rows:
+        session.execute(update(_notices).where(
+            _notices.c.recall_id == row["recall_id"], _notices.c.manufacturer == row["manufacturer"],
+            _notices.c.serial == row["serial"]).values(outcome=row["outcome"], customer_id=row["customer_id"],
+                                                        event_id=row["event_id"], created_at=row["created_at"]))
 
 
 def claim_request(row: dict) -> ClaimRequest:

@@ -14,6 +14,15 @@ class QuarantinedUnit(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
     serial: Serial
     location: Code | None = None
+    # Inventory's count of its reports on this (recall, unit): a later word replaces an earlier one,
+    # whatever order they arrive in. None: from a version before 0.4, where the earliest report wins.
+    revision: int | None = Field(default=None, ge=1)
+
+
+class ReleasedUnit(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    serial: Serial
+    revision: int = Field(ge=1)
 
 
 class UnitQuarantined(EventData):
@@ -29,6 +38,19 @@ class UnitQuarantined(EventData):
     manufacturer: Manufacturer
     recall_id: Code
     units: list[QuarantinedUnit] = Field(min_length=1, max_length=MAX_SERIALS_PER_EVENT)
+
+
+class UnitQuarantineWithdrawn(EventData):
+    """Inventory takes back a hold it reported: the unit's full history, now known, shows the
+    recall never held it (a sale that arrived late came before the recall, say). Like an anomaly
+    withdrawal: what inventory reported follows from all the facts, not from the order they arrived
+    in. ``revision`` orders it among inventory's reports on the same (recall, unit)."""
+
+    event_type: ClassVar[str] = "unit.quarantine.withdrawn"
+    published_by: ClassVar[str | None] = "inventory"
+    manufacturer: Manufacturer
+    recall_id: Code
+    units: list[ReleasedUnit] = Field(min_length=1, max_length=MAX_SERIALS_PER_EVENT)
 
 
 class RecallApplicationContinues(EventData):

@@ -20,8 +20,10 @@ from services.registry import INSTALLED, load
 from shared.auth import Auth
 from shared.consumer import EventProcessor
 from shared.contracts import (
+    RecallAmended,
     RecallRemedyCompleted,
     TheftReported,
+    UnitQuarantineWithdrawn,
     UnitSold,
     WarrantyClaimSubmitted,
     WarrantyOwnerRegistered,
@@ -171,6 +173,22 @@ def apply_new_events(engines) -> None:
                                              remedy="replace"))
     with read_client("recalls", engines["recalls"]) as client:
         assert client.get("/recalls/RC-REL1-L").json()["progress"]["remedied"] == remedied + 1
+
+    # A narrowing amendment after the upgrade: inventory knows the recall's scope from its one stored
+    # version (inventory_0006), and lets go of the units the new scope leaves out.
+    process("inventory", RecallAmended(recall_id="RC-REL1-L", manufacturer=LAPTOP, skus=["LAPTOP-14"],
+                                       serial_ranges=[{"prefix": "LT-REL1-", "first": 1, "last": 20, "width": 4}]))
+    with read_client("inventory", engines["inventory"]) as client:
+        kept_held, let_go = (client.get(f"/units/{LAPTOP}/{laptop(n)}").json() for n in (20, 30))
+    assert (kept_held["status"], kept_held["recalls"]) == ("quarantined", ["RC-REL1-L"])
+    assert (let_go["status"], let_go["recalls"]) != ("quarantined", ["RC-REL1-L"])
+    # Inventory takes a hold back (recalls_0003): the campaign no longer counts the unit as held.
+    with read_client("recalls", engines["recalls"]) as client:
+        held = client.get("/recalls/RC-REL1-L").json()["progress"]["quarantined"]
+    process("recalls", UnitQuarantineWithdrawn(manufacturer=LAPTOP, recall_id="RC-REL1-L",
+                                               units=[{"serial": laptop(30), "revision": 1}]))
+    with read_client("recalls", engines["recalls"]) as client:
+        assert client.get("/recalls/RC-REL1-L").json()["progress"]["quarantined"] == held - 1
 
     # A stranger registers TVREL1005 (sold to C-REL1-2077), dated before its approved claim CL-REL1-1: the
     # claim is decided again on the upgraded store, and the new version sends it to a person.

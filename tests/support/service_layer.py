@@ -59,10 +59,12 @@ def template(service: str, directory: Path) -> Path:
 class ServiceStore:
     """One service's store, fed batch by batch as its consumer would feed it."""
 
-    def __init__(self, definition: ServiceDefinition, path: Path):
+    def __init__(self, definition: ServiceDefinition, path: Path, url: str | None = None):
+        """``path``: the SQLite file (its folder keeps the pseudonym key); ``url``: another database,
+        migrated already, instead of the file."""
         self.definition = definition
         self.name = definition.name
-        self.engine = make_engine(f"sqlite:///{path}")
+        self.engine = make_engine(url or f"sqlite:///{path}")
         self.directory = path.parent
         # As build_app runs it: the service's handler inside erasure on request (shared/erasure.py).
         self.processor = EventProcessor(self.name, for_writing(self.engine), applier(
