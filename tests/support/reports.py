@@ -4,6 +4,7 @@ layer, tests/integration/test_reports.py over Redis and both stores)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import ClassVar
 
 from shared.contracts import WarrantyOwnerRegistered
 from shared.envelope import Event, make_event
@@ -73,13 +74,13 @@ class SellThroughStory:
             line("sold", 9 * DAY, self.a, "TV-55", "store-2", "store-2/till-1", None, 9 * DAY),
         ]
 
-    expected_counts = [
+    expected_counts: ClassVar[list[dict]] = [
         {"sku": "LT-14", "location": "store-1", "sold": 1, "returned": 0, "net": 1, "sold_with_owner": 0},
         {"sku": "LT-14", "location": "store-2", "sold": 0, "returned": 1, "net": -1, "sold_with_owner": 0},
         {"sku": "TV-55", "location": "store-1", "sold": 3, "returned": 2, "net": 1, "sold_with_owner": 2},
         {"sku": "TV-55", "location": "store-2", "sold": 2, "returned": 0, "net": 2, "sold_with_owner": 1},
     ]
-    expected_totals = {"sold": 6, "returned": 3, "net": 3, "sold_with_owner": 3}
+    expected_totals: ClassVar[dict] = {"sold": 6, "returned": 3, "net": 3, "sold_with_owner": 3}
 
     def params(self, **extra) -> dict:
         return {"since": self.since.isoformat(), "until": self.until.isoformat(), **extra}
@@ -88,3 +89,59 @@ class SellThroughStory:
 def days_before(now, days: float) -> float:
     """f.at's minutes for ``days`` before ``now``."""
     return (now - timedelta(days=days) - f.T0).total_seconds() / 60
+
+
+class AgingStory:
+    """acme's stock relative to ``now``: units on hand in each age band, two units customers brought
+    back (one restocked after two returns, one awaiting), units not on hand (sold, in transit), a
+    transfer that does not restart the clock, a unit found without a receipt, and a zeta unit."""
+
+    def __init__(self, now):
+        self.now = now
+        (self.u1, self.u2, self.u3, self.u4, self.u5, self.u6, self.u7, self.u8, self.u9, self.u10,
+         self.z) = (f.serial(f"G{n}") for n in range(11))
+
+    def events(self) -> list[Event]:
+        def ago(days):
+            return days_before(self.now, days)
+        return [
+            f.received("acme", self.u1, minutes=ago(10)),
+            f.received("acme", self.u2, minutes=ago(45)),
+            f.received("acme", self.u3, minutes=ago(100), location="store-2"),
+            f.received("acme", self.u4, minutes=ago(200), sku="LT-14"),
+            f.received("acme", self.u5, minutes=ago(300)),
+            f.sold("acme", self.u5, minutes=ago(250)),
+            f.returned("acme", self.u5, minutes=ago(20), location="store-2"),
+            f.received("acme", self.u6, minutes=ago(400)),
+            f.sold("acme", self.u6, minutes=ago(300)),
+            f.returned("acme", self.u6, minutes=ago(200)),
+            f.adjusted("acme", self.u6, "sellable", minutes=ago(190)),
+            f.sold("acme", self.u6, minutes=ago(150)),
+            f.returned("acme", self.u6, minutes=ago(120)),
+            f.adjusted("acme", self.u6, "sellable", minutes=ago(110)),
+            f.received("acme", self.u7, minutes=ago(50)),
+            f.sold("acme", self.u7, minutes=ago(5)),
+            f.received("acme", self.u8, minutes=ago(60)),
+            f.transferred("acme", self.u8, minutes=ago(30), in_transit=True),
+            f.received("acme", self.u9, minutes=ago(70)),
+            f.transferred("acme", self.u9, minutes=ago(40)),
+            f.adjusted("acme", self.u10, "found", minutes=ago(10), location="store-1"),
+            f.received("zeta", self.z, minutes=ago(5)),
+        ]
+
+    @staticmethod
+    def band(**counts) -> dict:
+        values = {"0-30": 0, "31-90": 0, "91-180": 0, "180+": 0, "unknown": 0} | {
+            {"d0": "0-30", "d31": "31-90", "d91": "91-180", "d181": "180+"}.get(k, k): v for k, v in counts.items()}
+        return {**values, "total": sum(values.values())}
+
+    def expected_bands(self) -> list[dict]:
+        return [
+            {"sku": None, "location": "store-1", **self.band(unknown=1)},
+            {"sku": "LT-14", "location": "store-1", **self.band(d181=1)},
+            {"sku": "TV-55", "location": "store-1", **self.band(d0=1, d31=1, d91=1)},
+            {"sku": "TV-55", "location": "store-2", **self.band(d0=1, d31=1, d91=1)},
+        ]
+
+    expected_returns: ClassVar[list[dict]] = [{"sku": "TV-55", "returned_units": 2, "restocked": 1, "awaiting": 1, "held": 0, "returns": 3,
+                         "returned_more_than_once": 1}]
