@@ -265,7 +265,12 @@ def sale_ownerships(facts: Iterable[Fact]) -> dict[OrderKey, SaleOwnership]:
 
     def close() -> None:
         sale = segment[0] if segment and segment[0].type == SOLD else None
-        via = fold_unit(segment).owner_via if sale is not None else None
+        if sale is None:
+            via = None
+        elif any(f.type == REGISTERED for f in segment):
+            via = fold_unit(segment).owner_via
+        else:  # no registration: the buyer, if the sale named one (what fold_unit says, without folding)
+            via = "sale" if sale.customer_id else None
         for fact in segment:
             if fact.type in (SOLD, RETURNED):
                 found[fact.order] = SaleOwnership(sale, via)

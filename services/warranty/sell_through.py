@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from shared.store import as_utc, chunks
 
 from .domain import REGISTERED, RETURNED, SOLD, Fact, OrderKey, sale_ownerships
-from .store import _fact, _facts
+from .store import _facts
 
 PART = 1000
 KINDS = {SOLD: "sold", RETURNED: "returned"}
@@ -49,18 +49,29 @@ def _period_rows(session: Session, manufacturer: str, since: datetime | None, un
         conditions.append(_facts.c.event_time < until)
     if sku is not None:
         conditions.append(or_(_facts.c.sku == sku, _facts.c.event_type == RETURNED))
-    query = select(_facts).where(*conditions).order_by(_facts.c.event_time, _facts.c.id)
+    query = select(_facts.c.serial, _facts.c.event_type, _facts.c.event_time, _facts.c.event_source,
+                   _facts.c.event_id, _facts.c.sku, _facts.c.location, _facts.c.terminal_id
+                   ).where(*conditions).order_by(_facts.c.event_time, _facts.c.id)
     yield from session.execute(query.execution_options(yield_per=PART))
 
 
+_OWNERSHIP_COLUMNS = (_facts.c.serial, _facts.c.event_type, _facts.c.event_time, _facts.c.event_source,
+                      _facts.c.event_id, _facts.c.sku, _facts.c.customer_id, _facts.c.trusted_transfer)
+_OWNERSHIP_TYPES = frozenset((SOLD, RETURNED, REGISTERED))
+
+
 def _unit_facts(session: Session, manufacturer: str, serials: Iterable[str]) -> dict[str, list[Fact]]:
-    """The sales, returns and registrations of these units: what their ownerships are folded from."""
+    """The sales, returns and registrations of these units: what their ownerships are folded from.
+    Asked by unit only, the types kept here: with the types in the query SQLite took the period index
+    and read every sale of the manufacturer for each part."""
     found: dict[str, list[Fact]] = {}
     for part in chunks(sorted(set(serials))):
-        for row in session.execute(select(_facts).where(
-                _facts.c.manufacturer == manufacturer, _facts.c.serial.in_(part),
-                _facts.c.event_type.in_((SOLD, RETURNED, REGISTERED)))):
-            found.setdefault(row.serial, []).append(_fact(row))
+        for serial, kind, at, source, event_id, sku, customer, trusted in session.execute(
+                select(*_OWNERSHIP_COLUMNS).where(_facts.c.manufacturer == manufacturer, _facts.c.serial.in_(part))):
+            if kind in _OWNERSHIP_TYPES:
+                found.setdefault(serial, []).append(Fact(
+                    time=as_utc(at), source=source, event_id=event_id, type=kind, sku=sku, customer_id=customer,
+                    trusted_transfer=bool(trusted)))
     return found
 
 
