@@ -106,3 +106,52 @@ async def test_stock_aging_from_events_out_of_order_and_twice(settings):
 async def _unit_in_stock(client, serial: str) -> bool:
     response = await client.get(f"/units/acme/{serial}")
     return response.status_code == 200 and response.json()["status"] == "in_stock"
+
+
+def test_a_long_sell_through_streams_in_time_order_across_parts(database_url, tmp_path):
+    """More lines than one part (1,000) of each read, sales and returns interleaved in time: the two
+    server-side cursors are merged in order on both stores, while each part's ownership facts are read
+    on the same connection."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from shared.auth import Auth
+    from shared.consumer import EventProcessor
+    from shared.schema import migrate
+    from shared.store import for_reading, for_writing, make_engine
+    from shared.tokens import ensure_admin_token
+    from tests.support import factories as f
+    from tests.support.reports import registered
+
+    engine = make_engine(database_url)
+    migrate(engine, warranty.migrations)
+    processor = EventProcessor("warranty", for_writing(engine), warranty.apply)
+    serials = [f"LS{n:05d}" for n in range(1500)]
+    events = []
+    for n, sn in enumerate(serials):
+        events.append(f.sold("acme", sn, minutes=n, sku=f"SKU-{n % 3}", location=f"store-{n % 4}",
+                             customer_id="C-1" if n % 5 == 0 else None))
+        if n % 2:
+            events.append(f.returned("acme", sn, minutes=n + 600.5))  # interleaved with later sales
+        if n % 7 == 0:
+            events.append(registered("acme", sn, f"C-{n}", minutes=n + 1))
+    for start in range(0, len(events), 500):
+        processor.process(events[start:start + 500])
+    app = FastAPI()
+    app.state.auth = Auth(tmp_path / "tokens")
+    app.include_router(warranty.read_api(for_reading(engine)))
+    token = ensure_admin_token(tmp_path, tmp_path / "tokens")
+    try:
+        with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as client:
+            body = client.get("/manufacturers/acme/sell-through").json()
+            rows = list(csv.DictReader(io.StringIO(client.get("/manufacturers/acme/sell-through",
+                                                              params={"format": "csv", "sku": "SKU-1"}).text)))
+    finally:
+        engine.dispose()
+    units = body["units"]
+    assert len(units) == 1500 + 750 and [u["time"] for u in units] == sorted(u["time"] for u in units)
+    assert body["totals"] == {"sold": 1500, "returned": 750, "net": 750,
+                              "sold_with_owner": sum(1 for n in range(1500) if n % 5 == 0 or n % 7 == 0)}
+    assert all(u["sold_at"] < u["time"] and u["sku"] == f"SKU-{int(u['serial'][2:]) % 3}"
+               for u in units if u["kind"] == "returned")
+    assert len(rows) == 500 + 250 and {r["sku"] for r in rows} == {"SKU-1"}
