@@ -29,6 +29,8 @@ from .asyncapi_cli import asyncapi as asyncapi_command  # typer only at import: 
 from .credentials_cli import credentials_app  # likewise
 from .erase_cli import erase as erase_command  # likewise
 from .keys_cli import keys_app  # likewise
+from .reports_cli import sell_through as sell_through_command  # likewise
+from .reports_cli import stock_aging as stock_aging_command  # likewise
 from .tokens_cli import tokens_app  # likewise
 
 app = typer.Typer(
@@ -688,6 +690,8 @@ def status(
 
 
 app.command(name="erase")(erase_command)
+app.command(name="sell-through")(sell_through_command)
+app.command(name="stock-aging")(stock_aging_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(tokens_app, name="tokens")

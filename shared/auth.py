@@ -55,6 +55,7 @@ ANOMALIES = (INVESTIGATOR, AUDITOR)
 RECALL_CAMPAIGNS = (CUSTOMER_SERVICE, MANUFACTURER, AUDITOR)                  # manufacturer: its own recalls
 ALL_ROLES = (CUSTOMER_SERVICE, STORE, INVESTIGATOR, MANUFACTURER, AUDITOR)    # who am I (the web console's sign-in)
 CUSTOMER_PURCHASES = (CUSTOMER_SERVICE,)  # a customer's units by real customer id (an auditor's would undo pseudonyms)
+SELL_THROUGH = (MANUFACTURER,)  # a manufacturer's own sales report (its token's manufacturer only); admin too
 
 # Categories of customers' data and who sees them. A role not listed sees the field as null.
 CLEAR, PSEUDONYM = "clear", "pseudonym"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -39,7 +40,7 @@ from shared.http import (
 )
 from shared.store import as_utc
 
-from . import store
+from . import aging, store
 from .domain import EPCIS_DISPOSITION, Status
 
 
@@ -118,6 +119,53 @@ class StockSummary(BaseModel):
     by_location: list[Count]  # largest first, at most 50
     by_sku: list[Count]
     aging: list[Count]  # units in stock by days since their last event (stock that does not move)
+
+
+class AgingBands(BaseModel):
+    days_0_to_30: int = Field(alias="0-30")
+    days_31_to_90: int = Field(alias="31-90")
+    days_91_to_180: int = Field(alias="91-180")
+    over_180: int = Field(alias="180+")
+    unknown: int  # on hand without a receipt or return on record
+    total: int
+
+
+class AgingGroup(AgingBands):
+    sku: str | None
+    location: str | None
+
+
+class ReturnedStock(BaseModel):
+    sku: str | None
+    returned_units: int  # units on hand that customers brought back at least once
+    restocked: int  # of them, sellable again (in stock)
+    awaiting: int  # back, not restocked yet (status returned)
+    held: int  # damaged or quarantined
+    returns: int  # the returns they had, all told
+    returned_more_than_once: int
+
+
+class AgedUnit(BaseModel):
+    manufacturer: str
+    serial: str
+    sku: str | None
+    location: str | None
+    status: Status
+    stocked_at: datetime | None  # the receipt (or the later return) that put it where it stands
+    days_in_stock: int | None  # whole days since stocked_at
+    times_returned: int
+
+
+class StockAging(BaseModel):
+    as_of: datetime
+    manufacturer: str | None
+    location: str | None
+    sku: str | None
+    older_than_days: int | None
+    bands: list[AgingGroup]  # per (sku, location), sku then location order
+    totals: AgingBands
+    returns: list[ReturnedStock]  # per sku
+    units: Page[AgedUnit]  # oldest stock first
 
 
 def _unit(row) -> dict:
@@ -237,5 +285,43 @@ def read_api(engine: Engine) -> APIRouter:
             manufacturer=manufacturer, total=summary["total"],
             **{k: [Count(key=key, count=n) for key, n in summary[k]]
                for k in ("by_status", "by_location", "by_sku", "aging")})
+
+    @router.get("/stock/aging", response_model=StockAging,
+                summary="Stock that is not selling: units on hand by days in stock, counts per sku and location "
+                        "by age band, returned stock per sku",
+                description="Days in stock count from the event time of the receipt (or of a later return) that put "
+                            "the unit where it stands. Bands: 0-30, 31-90, 91-180 and 180+ whole days. "
+                            "`older_than_days=N` keeps units in stock for more than N days. `format=csv` streams "
+                            "every matching unit (oldest first) instead of a page.",
+                responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+                           **errors({400: "invalid manufacturer",
+                                     404: "another manufacturer's units (manufacturer tokens)"})})
+    def stock_aging(
+        caller: Annotated[Principal, allow(*UNIT_LISTS)],
+        location: Filter = None,
+        sku: Filter = None,
+        older_than_days: Annotated[int | None, Query(ge=0, le=36_500, description="in stock for more than N days")] = None,
+        manufacturer: ManufacturerFilter = None,
+        format: Annotated[Literal["json", "csv"], Query(description="json (default, a page of units) or csv "
+                                                                      "(every unit, streamed)")] = "json",
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> Any:
+        manufacturer = manufacturer_filter(caller, manufacturer)  # a manufacturer token: its own units only
+        now = datetime.now(UTC)
+        filters: dict[str, Any] = {"manufacturer": manufacturer, "location": location, "sku": sku,
+                                   "older_than_days": older_than_days}
+        if format == "csv":
+            def rows():
+                with Session(engine) as session:
+                    yield from aging.csv_text(aging.iter_units(session, now=now, **filters))
+            return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+                                     headers={"Content-Disposition": 'attachment; filename="stock-aging.csv"'})
+        with Session(engine) as session:
+            summary = aging.summary(session, now=now, **filters)
+            total, units = aging.units_page(session, now=now, limit=limit, offset=offset, **filters)
+        return StockAging(as_of=now, **filters, bands=[AgingGroup(**g) for g in summary["bands"]],
+                          totals=AgingBands(**summary["totals"]), returns=[ReturnedStock(**r) for r in summary["returns"]],
+                          units=Page(total=total, limit=limit, offset=offset, items=[AgedUnit(**u) for u in units]))
 
     return router

@@ -109,6 +109,11 @@ class UnitState:
     recalls_seen: tuple[str, ...] = ()  # every recall whose broadcast is in the unit's history
     ever_received: bool = False
     last: OrderKey | None = None
+    # Stock aging (inventory_0005): when the receipt, or a return if later, put the unit where it stands
+    # on hand (a transfer does not restart the clock; a receipt at the destination does), and how many
+    # times customers brought it back.
+    stocked_at: datetime | None = None
+    times_returned: int = 0
 
     @property
     def stolen(self) -> bool:
@@ -175,6 +180,7 @@ def apply(state: UnitState, fact: Fact) -> list[Effect]:
         state.status = Status.DAMAGED if fact.condition == "damaged" else Status.IN_STOCK
         state.location, state.sku, state.condition = fact.location, fact.sku, fact.condition
         state.ever_received = True
+        state.stocked_at = fact.time
         _quarantine_for_recalls(state, fact, effects)
     elif kind == "unit.transferred":
         if status not in ON_HAND:
@@ -208,6 +214,8 @@ def apply(state: UnitState, fact: Fact) -> list[Effect]:
             effects.append(Anomaly("returned_never_sold", f"returned at {fact.location} while {status}", fact))
         state.status = Status.DAMAGED if fact.condition == "damaged" else Status.RETURNED
         state.location, state.condition = fact.location, fact.condition
+        state.stocked_at = fact.time
+        state.times_returned += 1
         _quarantine_for_recalls(state, fact, effects)
     elif kind == "unit.adjusted":
         assert fact.disposition is not None  # unit.adjusted requires one

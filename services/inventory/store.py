@@ -64,6 +64,8 @@ class UnitRow(SQLModel, table=True):
     last_event_source: str = Field(max_length=256)
     last_event_id: str = Field(max_length=128)
     updated_at: datetime
+    stocked_at: datetime | None = None  # stock aging (inventory_0005): domain.UnitState.stocked_at
+    times_returned: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class HistoryRow(SQLModel, table=True):
@@ -211,18 +213,20 @@ def _json_text(values: tuple[str, ...]) -> str:
 
 # The unit row as the hot path reads it (straight from the driver, see shared.store.driver_rows).
 _UNIT_COLUMNS = ("manufacturer", "serial", "status", "location", "sku", "condition", "theft_cases", "recalls",
-                 "recalls_seen", "ever_received", "last_event_time", "last_event_source", "last_event_id")
+                 "recalls_seen", "ever_received", "last_event_time", "last_event_source", "last_event_id",
+                 "stocked_at", "times_returned")
 _SELECT_UNITS = f"SELECT {', '.join(_UNIT_COLUMNS)} FROM inventory_units WHERE manufacturer = ?"
 
 
 def _state_from_tuple(row: tuple) -> UnitState:
     (manufacturer, serial, status, location, sku, condition, theft_cases, recalls, recalls_seen, ever_received,
-     last_time, last_source, last_id) = row
+     last_time, last_source, last_id, stocked_at, times_returned) = row
     return UnitState(
         manufacturer=manufacturer, serial=serial, status=Status(status), location=location, sku=sku,
         condition=condition, theft_cases=_json_tuple(theft_cases), recalls=_json_tuple(recalls),
         recalls_seen=_json_tuple(recalls_seen), ever_received=bool(ever_received),
-        last=(read_time(last_time), last_source, last_id),
+        last=(read_time(last_time), last_source, last_id), stocked_at=read_time(stocked_at),
+        times_returned=times_returned or 0,
     )
 
 
@@ -261,7 +265,7 @@ def load_histories(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, l
 
 _SAVED_UNIT_COLUMNS = ("manufacturer", "serial", "status", "location", "sku", "condition", "stolen", "theft_cases",
                        "recalls", "recalls_seen", "ever_received", "last_event_time", "last_event_source",
-                       "last_event_id", "updated_at")
+                       "last_event_id", "updated_at", "stocked_at", "times_returned")
 
 
 def _last(state: UnitState) -> OrderKey:
@@ -275,7 +279,7 @@ def save_units(session: Session, states: Sequence[UnitState]) -> None:
     insert_tuples(session, _units, _SAVED_UNIT_COLUMNS, [
         (s.manufacturer, s.serial, s.status.value, s.location, s.sku, s.condition, s.stolen,
          _json_text(s.theft_cases), _json_text(s.recalls), _json_text(s.recalls_seen), s.ever_received,
-         *_last(s), now)
+         *_last(s), now, s.stocked_at, s.times_returned)
         for s in states
     ], conflict="update", keys=("manufacturer", "serial"))
 

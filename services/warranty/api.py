@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
@@ -30,6 +31,7 @@ from shared.auth import (
     CUSTOMER_SERVICE,
     PSEUDONYM,
     RECEIPT,
+    SELL_THROUGH,
     UNIT_LOOKUP,
     Principal,
     allow,
@@ -55,18 +57,20 @@ from shared.http import (
     ManufacturerPath,
     Offset,
     Page,
+    QueryTime,
     SerialPath,
     errors,
     id_path,
     invalid_body,
     manufacturer_or_400,
+    time_query,
     unit_key_or_400,
 )
 from shared.publishing import publish
 from shared.store import as_utc
 from shared.time_window import event_time_problem
 
-from . import store
+from . import sell_through, store
 from .domain import fold_unit, open_recalls_covering, policy_for, recall_states
 from .handlers import claim_event_id, return_event_id
 
@@ -433,6 +437,47 @@ def _read_request(engine: Engine, kind: str, reference: str) -> dict | None:
         return store.get_request(session, kind, reference)
 
 
+# --- the sell-through report (services/warranty/sell_through.py): no customer data in it ---
+
+class SellThroughLine(BaseModel):
+    kind: Literal["sold", "returned"]
+    time: datetime
+    serial: str
+    sku: str | None  # a return's: the sku of the sale it ended
+    location: str | None
+    channel: str | None  # a sale's terminal_id; a return's envelope source (unit.returned names no till)
+    owner_registered: bool  # an owner is on record for the ownership the sale began (now, not as of the period)
+    owner_via: Literal["sale", "registration", "transfer"] | None
+    sold_at: datetime | None  # the sale (a sale's own time; a return's sale; null: returned, never sold here)
+
+
+class SellThroughCount(BaseModel):
+    sku: str | None
+    location: str | None
+    sold: int
+    returned: int
+    net: int
+    sold_with_owner: int
+
+
+class SellThroughTotals(BaseModel):
+    sold: int
+    returned: int
+    net: int
+    sold_with_owner: int
+
+
+class SellThroughReport(BaseModel):
+    manufacturer: str
+    since: datetime | None
+    until: datetime | None
+    sku: str | None
+    as_of: datetime
+    units: list[SellThroughLine] | None  # null with view=counts
+    counts: list[SellThroughCount]  # per (sku, location), sku then location order
+    totals: SellThroughTotals
+
+
 def read_api(engine: Engine) -> APIRouter:
     router = APIRouter(tags=["warranty"], route_class=customer_data_routes(CUSTOMER_FIELDS),
                        responses=SHAPED_ERRORS)
@@ -493,6 +538,53 @@ def read_api(engine: Engine) -> APIRouter:
         return [PurchaseOut(manufacturer=r.manufacturer, serial=r.serial, at=as_utc(r.event_time),
                             via="sale" if r.event_type == "unit.sold" else "registration", sku=r.sku,
                             location=r.location, receipt_id=r.receipt_id, customer_id=r.customer_id) for r in rows]
+
+    @router.get("/manufacturers/{manufacturer}/sell-through", response_class=StreamingResponse,
+                summary="Sell-through: the manufacturer's serials sold or returned in a period, and counts per "
+                        "sku and store (JSON or CSV, streamed)",
+                description="Each sale and return in [since, until) (event time), oldest first: date, serial, sku, "
+                            "location, channel (the till), and whether an owner is on record (no customer data). "
+                            "`sku` keeps the sales of that sku and the returns of their units. `format=csv` gives "
+                            "the lines as CSV, or with `view=counts` the counts per sku and location. Only the "
+                            "manufacturer's own token (and admin) may read it.",
+                responses={200: {"model": SellThroughReport, "content": {"text/csv": {"schema": {"type": "string"}}},
+                                 "description": "the report: JSON (below) or CSV"},
+                           **errors({400: "invalid manufacturer, or until not after since",
+                                     404: "another manufacturer's report (manufacturer tokens)"})},
+                dependencies=[allow(*SELL_THROUGH)])
+    def get_sell_through(
+        manufacturer: ManufacturerPath,
+        since: Annotated[QueryTime, time_query("sold or returned at or after")] = None,
+        until: Annotated[QueryTime, time_query("sold or returned before")] = None,
+        sku: Filter = None,
+        format: Annotated[Literal["json", "csv"], Query(description="json (default) or csv")] = "json",
+        view: Annotated[Literal["units", "counts"], Query(
+            description="units: every sale and return, and the counts (JSON); counts: only the counts")] = "units",
+    ) -> StreamingResponse:
+        maker = manufacturer_or_400(manufacturer)
+        if since and until and until <= since:
+            raise HTTPException(400, detail=f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
+        counts = sell_through.Counts()
+        head = {"manufacturer": maker, "since": since, "until": until, "sku": sku, "as_of": datetime.now(UTC)}
+
+        def body():
+            with Session(engine) as session:
+                rows = sell_through.counted(sell_through.lines(session, maker, since=since, until=until, sku=sku),
+                                            counts)
+                if view == "counts":
+                    for _ in rows:
+                        pass
+                if format == "csv":
+                    yield from (sell_through.csv_text(rows, sell_through.UNIT_COLUMNS) if view == "units" else
+                                sell_through.csv_text(counts.rows(), sell_through.COUNT_COLUMNS))
+                else:
+                    yield from sell_through.json_text(head, rows if view == "units" else None, counts)
+
+        if format == "csv":
+            name = f"sell-through-{maker}{'-counts' if view == 'counts' else ''}.csv"
+            return StreamingResponse(body(), media_type="text/csv; charset=utf-8",
+                                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return StreamingResponse(body(), media_type="application/json")
 
     @router.get("/returns/{request_id}", response_model=ReturnDetail, summary="One return request and its decision",
                 responses=errors({404: "unknown request"}), dependencies=[allow(*CUSTOMER_CASES)])

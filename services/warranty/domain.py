@@ -85,6 +85,7 @@ class Fact:
     signed_by: str | None = None  # kid of the key whose signature the consumer verified
     # A registration signed by a key the registry trusts for ownership transfers: it may replace the owner.
     trusted_transfer: bool = False
+    terminal_id: str | None = None  # a sale's till or checkout (warranty_0004): the sell-through's channel
 
     @property
     def order(self) -> OrderKey:
@@ -231,6 +232,56 @@ def fold_unit(facts: Iterable[Fact], as_of: datetime | None = None) -> UnitView:
         else:
             raise ValueError(f"warranty has no rule for {kind!r}")
     return view
+
+
+SOLD, RETURNED, REGISTERED = "unit.sold", "unit.returned", "warranty.owner.registered"
+
+
+@dataclass(frozen=True, slots=True)
+class SaleOwnership:
+    """For a sale or a return (the sell-through report): the sale it is about (itself, or the sale
+    the return ended; None for a return of a unit never sold here) and how an owner came on record
+    for the ownership that sale began (``owner_via``: sale, registration or transfer; None: nobody)."""
+
+    sale: Fact | None
+    owner_via: str | None
+
+    @property
+    def owner_registered(self) -> bool:
+        return self.owner_via is not None
+
+
+def sale_ownerships(facts: Iterable[Fact]) -> dict[OrderKey, SaleOwnership]:
+    """Every sale and return among a unit's facts, by its order key, with its SaleOwnership.
+
+    An ownership runs from a sale to the next sale (a return does not end it: the owner stays on
+    record, as ``fold_unit`` keeps them). It is folded as the facts now stand, so a registration that
+    arrives late, or that happened after the period a report asks about, counts: the report says
+    whether the manufacturer can reach an owner today. Folding each ownership alone gives what
+    ``fold_unit`` gives, since a sale sets the owner afresh."""
+    ordered = sorted((f for f in facts if f.type in (SOLD, RETURNED, REGISTERED)), key=lambda f: f.order)
+    found: dict[OrderKey, SaleOwnership] = {}
+    segment: list[Fact] = []
+
+    def close() -> None:
+        sale = segment[0] if segment and segment[0].type == SOLD else None
+        if sale is None:
+            via = None
+        elif any(f.type == REGISTERED for f in segment):
+            via = fold_unit(segment).owner_via
+        else:  # no registration: the buyer, if the sale named one (what fold_unit says, without folding)
+            via = "sale" if sale.customer_id else None
+        for fact in segment:
+            if fact.type in (SOLD, RETURNED):
+                found[fact.order] = SaleOwnership(sale, via)
+
+    for fact in ordered:
+        if fact.type == SOLD:
+            close()
+            segment = []
+        segment.append(fact)
+    close()
+    return found
 
 
 @dataclass(frozen=True, slots=True)

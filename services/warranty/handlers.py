@@ -137,7 +137,8 @@ def _collect(events: list[Event]) -> _Batch:
         elif isinstance(d, (UnitSold, UnitReturned, WarrantyOwnerRegistered)):
             key = (d.manufacturer, d.serial)
             if isinstance(d, UnitSold):
-                fact = Fact(**base, sku=d.sku, location=d.location, receipt_id=d.receipt_id, customer_id=d.customer_id)
+                fact = Fact(**base, sku=d.sku, location=d.location, receipt_id=d.receipt_id, customer_id=d.customer_id,
+                            terminal_id=d.terminal_id)
                 batch.sold.add(key)
                 receipt = (d.manufacturer, d.receipt_id)
                 batch.receipt_since[receipt] = min(event.time, batch.receipt_since.get(receipt, event.time))

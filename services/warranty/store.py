@@ -35,6 +35,8 @@ class FactRow(SQLModel, table=True):
         Index("ix_warranty_facts_unit", "manufacturer", "serial"),
         Index("ix_warranty_facts_receipt", "receipt_id"),
         Index("ix_warranty_facts_sku", "manufacturer", "event_type", "sku"),
+        # The sell-through report (warranty_0004): a manufacturer's sales or returns of a period, in time order.
+        Index("ix_warranty_facts_period", "manufacturer", "event_type", "event_time", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     manufacturer: str = Field(max_length=64)
@@ -55,6 +57,7 @@ class FactRow(SQLModel, table=True):
     # looked up again, so a decision stays reproducible after the key is revoked or re-flagged.
     signed_by: str | None = Field(default=None, max_length=128)
     trusted_transfer: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    terminal_id: str | None = None  # a sale's till (warranty_0004): the channel of the sell-through report
 
 
 class RangeRow(SQLModel, table=True):
@@ -198,7 +201,7 @@ _decisions = table_of(DecisionRow)
 _notices = table_of(RecallNoticeRow)
 
 _FACT_COLUMNS = ("sku", "location", "receipt_id", "customer_id", "agency", "case_number", "signed_by",
-                 "trusted_transfer")
+                 "trusted_transfer", "terminal_id")
 
 
 # Locks: besides the units its events name (shared/unit_locks.py), a batch holds the keys a

@@ -114,6 +114,8 @@ CAMPAIGNS = (200, 200, 403, 403, 200, 200)
 OTHERS_CAMPAIGN = (200, 200, 403, 403, 404, 200)
 ERASURE = (202, 202, 403, 403, 403, 403)  # requested: every service applies it (tests/integration/test_erasure.py)
 PURCHASES = (200, 200, 403, 403, 403, 403)
+SELL_THROUGH = (200, 403, 403, 403, 200, 403)  # the manufacturer's own report (issue 14)
+OTHERS_SELL_THROUGH = (200, 403, 403, 403, 404, 403)
 
 
 def matrix(story: Story) -> list[tuple[str, str, str, str, dict | None, tuple[int, ...]]]:
@@ -134,6 +136,8 @@ def matrix(story: Story) -> list[tuple[str, str, str, str, dict | None, tuple[in
         ("inventory", "GET", "/serials", f"/serials?serial={zsn}&manufacturer=zeta", None, MINE_ONLY),
         ("inventory", "GET", "/stock", "/stock", None, A),
         ("inventory", "GET", "/stock", "/stock?manufacturer=zeta", None, MINE_ONLY),
+        ("inventory", "GET", "/stock/aging", "/stock/aging", None, A),
+        ("inventory", "GET", "/stock/aging", "/stock/aging?manufacturer=zeta&format=csv", None, MINE_ONLY),
         ("warranty", "GET", "/warranties/{manufacturer}/{serial}", f"/warranties/acme/{sn}", None, A),
         ("warranty", "GET", "/warranties/{manufacturer}/{serial}", f"/warranties/zeta/{zsn}", None, MINE_ONLY),
         ("warranty", "GET", "/claims/{claim_id}", f"/claims/CL-0-{sn}", None, CASES),
@@ -141,6 +145,10 @@ def matrix(story: Story) -> list[tuple[str, str, str, str, dict | None, tuple[in
         ("warranty", "GET", "/returns/{request_id}", f"/returns/RQ-{sn}", None, CASES),
         ("warranty", "GET", "/customers/{customer_id}/purchases", f"/customers/{CUSTOMER}/purchases", None,
          PURCHASES),
+        ("warranty", "GET", "/manufacturers/{manufacturer}/sell-through", "/manufacturers/acme/sell-through", None,
+         SELL_THROUGH),
+        ("warranty", "GET", "/manufacturers/{manufacturer}/sell-through",
+         "/manufacturers/zeta/sell-through?format=csv", None, OTHERS_SELL_THROUGH),
         ("warranty", "POST", "/claims/decisions", "/claims/decisions", claim, COUNTER),
         ("warranty", "POST", "/returns/decisions", "/returns/decisions", ret, COUNTER),
         ("warranty", "POST", "/erasures", "/erasures", {"customer_id": "C-NOBODY-KNOWN"}, ERASURE),

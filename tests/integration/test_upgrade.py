@@ -126,6 +126,7 @@ def test_a_release_0_1_0_store_upgrades_in_place_keeping_every_row_and_every_ans
             assert differences == [], differences[:5]
 
         check_registrations_kept_their_meaning(engines["warranty"])
+        check_reports_on_the_upgraded_stores(engines)
         apply_new_events(engines)
     finally:
         for engine in engines.values():
@@ -146,6 +147,34 @@ def check_registrations_kept_their_meaning(engine) -> None:
     assert [(r["customer_id"], r["outcome"], r["signed_by"]) for r in view["registrations"]] == [
         ("C-REL1-GIFT", "owner", None)]
     assert [(o["customer_id"], o["via"]) for o in view["owner_history"]] == [("C-REL1-GIFT", "registration")]
+
+
+def check_reports_on_the_upgraded_stores(engines) -> None:
+    """inventory_0005 filled each unit's stocked_at and times_returned from its history as the fold
+    computes them; warranty_0004's sell-through reads 0.1.0's sales, whose tills 0.1.0 did not keep."""
+    from sqlalchemy.orm import Session
+
+    from services.inventory import store as inventory_store
+    from services.inventory.domain import fold
+
+    with Session(engines["inventory"]) as session:
+        keys = [(r.manufacturer, r.serial) for r in session.execute(select(inventory_store._units))]
+        states = inventory_store.load_units(session, keys)
+        histories = inventory_store.load_histories(session, keys)
+    assert len(keys) > 100
+    refolded = {key: fold(key[0], key[1], histories.get(key, []))[0] for key in keys}
+    assert {k: (s.stocked_at, s.times_returned) for k, s in states.items()} == {
+        k: (s.stocked_at, s.times_returned) for k, s in refolded.items()}
+    assert any(s.times_returned for s in states.values()) and all(s.stocked_at for s in states.values()
+                                                                    if s.ever_received)
+    with read_client("inventory", engines["inventory"]) as client:
+        aging = client.get("/stock/aging").json()
+        on_hand = client.get("/stock").json()["by_status"]
+    assert aging["totals"]["total"] == sum(c["count"] for c in on_hand
+                                           if c["key"] in ("in_stock", "returned", "quarantined", "damaged"))
+    with read_client("warranty", engines["warranty"]) as client:
+        report = client.get("/manufacturers/acme/sell-through").json()
+    assert report["totals"]["sold"] > 0 and all(u["channel"] is None for u in report["units"] if u["kind"] == "sold")
 
 
 def apply_new_events(engines) -> None:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "inventory_0006"
-down_revision = "inventory_0002"
+down_revision = "inventory_0005"
 branch_labels = None
 depends_on = None
 
