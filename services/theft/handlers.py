@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.contracts import (
     AlertSighting,
+    NearSerial,
     ReturnRequested,
     TheftAlertRaised,
     TheftAlertWithdrawn,
@@ -34,6 +35,7 @@ from shared.store import add_to_outbox, utcnow
 from . import store
 from .domain import (
     AGENCY,
+    FUZZY_SIGHTING_TYPES,
     RETAILER,
     RETAILER_AGENCY,
     RETAILER_REPORT_DISPOSITIONS,
@@ -41,6 +43,8 @@ from .domain import (
     Alert,
     Sighting,
     derive_alerts,
+    derive_possible_matches,
+    priority_of,
     reconcile,
     retailer_case_number,
 )
@@ -92,6 +96,7 @@ class _Batch:
         self.ranges: list[dict] = []
         self.sightings: dict[tuple, dict] = {}
         self.sighted: set[store.UnitKey] = set()
+        self.fuzzy_sighted: set[store.UnitKey] = set()  # sold, returned or claimed: checked for near misses
         self.reported: set[store.UnitKey] = set()
         self.reported_ranges: list[tuple[str, SerialRange]] = []
 
@@ -104,6 +109,8 @@ class _Batch:
         else:
             for key, s in sightings_of(event):
                 self.sighted.add(key)
+                if s.type in FUZZY_SIGHTING_TYPES:
+                    self.fuzzy_sighted.add(key)
                 self.sightings[(*key, s.source, s.event_id)] = {
                     "manufacturer": key[0], "serial": key[1], "event_source": s.source, "event_id": s.event_id,
                     "event_time": s.time, "event_type": s.type, "location": s.location,
@@ -151,13 +158,18 @@ def apply_events(session: Session, events: list[Event]) -> None:
     store.save_registry(session, batch.registry)
     store.save_registry_ranges(session, batch.ranges)
     store.save_sightings(session, list(batch.sightings.values()))
+    store.save_near_keys(session, batch.registry, batch.sightings.values())
 
     # Only a unit with both a registry entry and a sighting can have alerts: find those by index.
     affected = set(store.registry_rows(session, batch.sighted)) if batch.sighted else set()
+    if batch.fuzzy_sighted:  # a sale, return or claim of a serial near a reported one
+        affected |= set(store.near_stolen_serials(session, batch.fuzzy_sighted))
     if batch.reported:
         affected |= store.sighted_keys(session, batch.reported)
+        affected |= store.near_sighted(session, batch.reported)
     for manufacturer, rng in batch.reported_ranges:
         affected |= store.sighted_in_range(session, manufacturer, rng)
+        affected |= store.near_sighted_in_range(session, manufacturer, rng)
     if affected:
         add_to_outbox(session, SERVICE, rederive(session, affected))
 
@@ -167,13 +179,21 @@ def rederive(session: Session, keys: set[store.UnitKey]) -> list[Event]:
     registry = store.registry_rows(session, keys)
     sightings = store.sightings_of(session, keys)
     stored = store.stored_alerts(session, keys)
+    # Near misses: only units sold, returned or claimed, then the facts of the serials they resemble.
+    fuzzy = {key for key in keys if any(s.type in FUZZY_SIGHTING_TYPES for s in sightings.get(key, ()))}
+    near = store.near_stolen_serials(session, fuzzy) if fuzzy else {}
+    near_registry = store.registry_rows(session, {(k[0], other) for k, found in near.items() for other in found})
     new_rows: list[dict] = []
     withdrawn_ids: list[str] = []
     reopened_ids: list[str] = []
     outgoing: list[Event] = []
     for key in sorted(keys):
-        derived = derive_alerts(key[0], key[1], (store.registry_fact(r) for r in registry.get(key, ())),
-                                sightings.get(key, ()))
+        own = [store.registry_fact(r) for r in registry.get(key, ())]
+        derived = derive_alerts(key[0], key[1], own, sightings.get(key, ()))
+        if key in near:
+            derived |= derive_possible_matches(key[0], key[1], own, sightings.get(key, ()), {
+                other: (reason, [store.registry_fact(r) for r in near_registry.get((key[0], other), ())])
+                for other, reason in near[key].items()})
         before = stored.get(key, {})
         result = reconcile(derived, before)
         new_rows.extend(store.alert_row(key, a) for a in result.raised)
@@ -199,6 +219,8 @@ def _alert_event(key: store.UnitKey, alert: Alert, event_id: str) -> Event:
         TheftAlertRaised(
             alert_id=alert.alert_id, kind=alert.kind, manufacturer=key[0], serial=key[1], origin=alert.origin,
             agency=alert.agency, case_number=alert.case_number, seen_at=alert.seen_at,
+            priority=priority_of(alert.kind),
+            near_matches=[NearSerial(serial=n.serial, reason=n.reason) for n in alert.near],
             sightings=[AlertSighting(event_type=s.type, event_source=s.source, event_id=s.event_id, seen_at=s.time,
                                      location=s.location, terminal_id=s.terminal_id, reference=s.reference)
                        for s in alert.sightings],
@@ -209,10 +231,16 @@ def _alert_event(key: store.UnitKey, alert: Alert, event_id: str) -> Event:
     )
 
 
+WITHDRAWN_BECAUSE = {
+    "possible_match": "the case of the similar serial was closed before the unit was seen, or the unit itself was "
+                      "reported (an exact alert replaces this one)",
+}
+
+
 def _withdrawal_event(key: store.UnitKey, alert: Alert) -> Event:
+    reason = WITHDRAWN_BECAUSE.get(alert.kind, "the case was closed (recovered or found) before the unit was seen")
     return make_event(
         TheftAlertWithdrawn(alert_id=alert.alert_id, manufacturer=key[0], serial=key[1], agency=alert.agency,
-                            case_number=alert.case_number,
-                            reason="the case was closed (recovered or found) before the unit was seen"),
+                            case_number=alert.case_number, reason=reason),
         source=SOURCE,  # a random id: an alert may be withdrawn, reopened and withdrawn again
     )

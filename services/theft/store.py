@@ -6,6 +6,9 @@
 - ``theft_sightings``: every event that named a unit (this service's own record: it never asks
   another service where a unit was).
 - ``theft_alerts``: one row per alert id; ``status`` open or withdrawn.
+- ``theft_registry_keys`` / ``theft_sighting_keys``: the near-miss index (services/theft/near.py):
+  each reported serial's and each sold/returned/claimed serial's keys, so that a possible match is
+  found by key lookups in either direction, whichever of the report and the sale arrives first.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Row, Table, and_, func, select, update
+from sqlalchemy import BigInteger, Index, Row, Table, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from shared.identity import SerialRange
 from shared.store import as_utc, chunks, insert_ignore, table_of, utcnow
 
-from .domain import Alert, RegistryFact, Sighting, range_candidates
+from . import near
+from .domain import FUZZY_SIGHTING_TYPES, Alert, NearMatch, RegistryFact, Sighting, range_candidates
 
 UnitKey = tuple[str, str]
 
@@ -103,17 +107,40 @@ class AlertRow(SQLModel, table=True):
     location: str | None = Field(default=None, max_length=64)
     terminal_id: str | None = Field(default=None, max_length=64)
     sightings: str  # JSON list, newest first
+    near_matches: str | None = None  # possible_match alerts: JSON list of the stolen serials it resembles
     raised_at: datetime
     updated_at: datetime
 
 
+class _NearKeyFields(SQLModel):
+    # The primary key is the index: (manufacturer, key) lookups and key-interval scans.
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+
+
+class RegistryKeyRow(_NearKeyFields, table=True):
+    """Near-miss keys of every serial a report names one by one (ranges are matched as ranges)."""
+
+    __tablename__ = "theft_registry_keys"
+
+
+class SightingKeyRow(_NearKeyFields, table=True):
+    """Near-miss keys of every serial sold, returned or claimed (the sightings a possible match needs)."""
+
+    __tablename__ = "theft_sighting_keys"
+
+
 TABLES: list[Table] = [table_of(RegistryRow), table_of(RegistryRangeRow), table_of(SightingRow),
-                       table_of(AlertRow)]
+                       table_of(AlertRow), table_of(RegistryKeyRow), table_of(SightingKeyRow)]
 
 _registry = table_of(RegistryRow)
 _ranges = table_of(RegistryRangeRow)
 _sightings = table_of(SightingRow)
 _alerts = table_of(AlertRow)
+_registry_keys = table_of(RegistryKeyRow)
+_sighting_keys = table_of(SightingKeyRow)
+NEAR_SERIALS_PER_UNIT = 100  # near stolen serials considered for one unit: keeps a range's share bounded
 
 
 # Writes
@@ -128,6 +155,18 @@ def save_registry_ranges(session: Session, rows: Sequence[dict]) -> None:
 
 def save_sightings(session: Session, rows: Sequence[dict]) -> None:
     insert_ignore(session, _sightings, rows)
+
+
+def _key_rows(units: Iterable[UnitKey]) -> list[dict]:
+    return [{"manufacturer": m, "key": k, "serial": s} for m, s in sorted(set(units)) for k in sorted(near.keys(s))]
+
+
+def save_near_keys(session: Session, registry: Sequence[dict], sightings: Iterable[dict]) -> None:
+    """Index the serials a batch reported one by one and those it saw sold, returned or claimed."""
+    insert_ignore(session, _registry_keys, _key_rows(
+        (r["manufacturer"], r["serial"]) for r in registry if r["kind"] == "reported"))
+    insert_ignore(session, _sighting_keys, _key_rows(
+        (r["manufacturer"], r["serial"]) for r in sightings if r["event_type"] in FUZZY_SIGHTING_TYPES))
 
 
 def _by_maker(keys: Iterable[UnitKey]) -> dict[str, list[str]]:
@@ -181,6 +220,100 @@ def _range_rows(session: Session, by_maker: dict[str, list[str]]) -> Iterator[tu
                 for serial in wanted[row.range_prefix]:
                     if serial in rng:
                         yield (manufacturer, serial), row
+
+
+# The near-miss index: possible matches, either direction
+
+
+def near_stolen_serials(session: Session, units: Iterable[UnitKey]) -> dict[UnitKey, dict[str, str]]:
+    """For each unit, the serials reported stolen (one by one, or as range members) that it nearly
+    matches, with the reason (near.near_reason), at most ``NEAR_SERIALS_PER_UNIT`` of them. Reported
+    serials are found by their keys (one IN query per 500 keys); ranges only where the manufacturer
+    has ranges whose (normalized) prefix is within one edit of the unit's."""
+    by_maker = _by_maker(units)
+    found: dict[UnitKey, dict[str, str]] = {}
+    for manufacturer, serials in by_maker.items():
+        wanted: dict[str, list[str]] = {}
+        for serial in serials:
+            for key in near.keys(serial):
+                wanted.setdefault(key, []).append(serial)
+        for part in chunks(sorted(wanted)):
+            rows = session.execute(select(_registry_keys.c.key, _registry_keys.c.serial).where(
+                _registry_keys.c.manufacturer == manufacturer, _registry_keys.c.key.in_(part)))
+            for row in rows:
+                for serial in wanted[row.key]:
+                    reason = near.near_reason(serial, row.serial)
+                    if reason is not None:
+                        found.setdefault((manufacturer, serial), {})[row.serial] = reason
+    for unit, members in _near_range_members(session, by_maker).items():
+        mine = found.setdefault(unit, {})
+        for member in members:
+            mine.setdefault(member, near.near_reason(unit[1], member) or "homoglyph")
+    return {unit: dict(sorted(near_serials.items(), key=lambda item: near.closeness(item[1], item[0]))
+                       [:NEAR_SERIALS_PER_UNIT])
+            for unit, near_serials in found.items() if near_serials}
+
+
+def _near_range_members(session: Session, by_maker: dict[str, list[str]]) -> dict[UnitKey, list[str]]:
+    prefixes: dict[str, set[str]] = {}
+    for part in chunks(list(by_maker)):
+        for manufacturer, prefix in session.execute(select(_ranges.c.manufacturer, _ranges.c.range_prefix)
+                                                    .where(_ranges.c.manufacturer.in_(part)).distinct()):
+            prefixes.setdefault(manufacturer, set()).add(prefix)
+    found: dict[UnitKey, list[str]] = {}
+    for manufacturer, raw_prefixes in prefixes.items():
+        by_norm: dict[str, list[str]] = {}
+        for raw in raw_prefixes:
+            by_norm.setdefault(near.normalize(raw), []).append(raw)
+        prefix_index = near.PrefixIndex(by_norm)
+        units = {serial: prefix_index.near(near.normalize(serial)) for serial in by_maker[manufacturer]}
+        raw_wanted = sorted({raw for hits in units.values() for norm in hits for raw in by_norm[norm]})
+        if not raw_wanted:
+            continue
+        rows = [row for part in chunks(raw_wanted) for row in session.execute(
+            select(_ranges.c.id, _ranges.c.range_prefix, _ranges.c.range_first, _ranges.c.range_last,
+                   _ranges.c.range_width).where(_ranges.c.manufacturer == manufacturer,
+                                                _ranges.c.range_prefix.in_(part)))]
+        index = near.RangeNearIndex((row.id, range_of(row)) for row in rows)
+        for serial, hits in units.items():
+            if hits:
+                members = index.near(serial, limit=NEAR_SERIALS_PER_UNIT)
+                if members:
+                    found[(manufacturer, serial)] = sorted({m.serial for m in members})
+    return found
+
+
+def near_sighted(session: Session, units: Iterable[UnitKey]) -> set[UnitKey]:
+    """Units sold, returned or claimed whose serial nearly matches one of ``units`` (reported serials)."""
+    found: set[UnitKey] = set()
+    for manufacturer, serials in _by_maker(units).items():
+        wanted: dict[str, list[str]] = {}
+        for serial in serials:
+            for key in near.keys(serial):
+                wanted.setdefault(key, []).append(serial)
+        for part in chunks(sorted(wanted)):
+            rows = session.execute(select(_sighting_keys.c.key, _sighting_keys.c.serial).where(
+                _sighting_keys.c.manufacturer == manufacturer, _sighting_keys.c.key.in_(part)))
+            for row in rows:
+                if any(near.near_reason(row.serial, reported) for reported in wanted[row.key]):
+                    found.add((manufacturer, row.serial))
+    return found
+
+
+def near_sighted_in_range(session: Session, manufacturer: str, rng: SerialRange) -> set[UnitKey]:
+    """Units sold, returned or claimed whose serial nearly matches a member of ``rng``: their keys lie in
+    near.range_key_intervals (about as many numbers as the range holds), then each is verified."""
+    candidates: set[str] = set()
+    intervals = near.range_key_intervals(rng)
+    for part in chunks(intervals, 50):
+        candidates.update(session.execute(select(_sighting_keys.c.serial).where(
+            _sighting_keys.c.manufacturer == manufacturer,
+            or_(*(and_(_sighting_keys.c.key >= low, _sighting_keys.c.key <= high) for low, high in part)),
+        ).distinct()).scalars())
+    if not candidates:
+        return set()
+    index = near.RangeNearIndex([(0, rng)])
+    return {(manufacturer, serial) for serial in candidates if index.near(serial, limit=1)}
 
 
 def range_of(row) -> SerialRange:
@@ -257,7 +390,13 @@ def _sighting_from_json(d: dict) -> Sighting:
 def alert_from_row(row) -> Alert:
     return Alert(alert_id=row.alert_id, kind=row.kind, origin=row.origin, agency=row.agency,
                  case_number=row.case_number, seen_at=as_utc(row.seen_at),
-                 sightings=tuple(_sighting_from_json(d) for d in json.loads(row.sightings)))
+                 sightings=tuple(_sighting_from_json(d) for d in json.loads(row.sightings)),
+                 near=tuple(NearMatch(d["serial"], d["reason"]) for d in near_matches_of(row)))
+
+
+def near_matches_of(row) -> list[dict]:
+    """A possible_match alert's near serials ([] for exact alerts), as stored."""
+    return json.loads(row.near_matches) if row.near_matches else []
 
 
 def stored_alerts(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, dict[str, tuple[str, Alert]]]:
@@ -278,6 +417,8 @@ def alert_row(key: UnitKey, alert: Alert) -> dict:
         "origin": alert.origin, "agency": alert.agency, "case_number": alert.case_number, "seen_at": alert.seen_at,
         "event_type": newest.type, "event_source": newest.source, "location": newest.location,
         "terminal_id": newest.terminal_id, "sightings": json.dumps([sighting_json(s) for s in alert.sightings]),
+        "near_matches": json.dumps([{"serial": n.serial, "reason": n.reason} for n in alert.near]) if alert.near
+        else None,
         "raised_at": now, "updated_at": now,
     }
 
@@ -308,8 +449,9 @@ def alerts_for_unit(session: Session, key: UnitKey) -> list:
         .order_by(_alerts.c.seen_at.desc(), _alerts.c.alert_id)))
 
 
-def _alert_conditions(*, agency=None, since=None, until=None, status=None, manufacturer=None) -> list:
+def _alert_conditions(*, agency=None, since=None, until=None, status=None, manufacturer=None, kind=None) -> list:
     return [c for c in (
+        _alerts.c.kind == kind if kind else None,
         _alerts.c.agency == agency if agency else None,
         _alerts.c.seen_at >= since if since else None,
         _alerts.c.seen_at < until if until else None,
