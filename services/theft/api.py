@@ -219,14 +219,33 @@ def _open_cases(rows: list) -> list[CaseRef]:
             for s in case_statuses(store.registry_fact(r) for r in rows) if s.open]
 
 
+def _open_cases_of(session: Session, units: set[tuple[str, str]]) -> dict[tuple[str, str], list[CaseRef]]:
+    """Open cases of each unit now. A unit whose registry rows are all reports is open in each of their
+    cases without a fold; only units with a recovery or a retailer "found" need their facts in time order."""
+    table = table_of(store.RegistryRow)
+    rows = store.registry_rows(session, units, columns=[table.c[name] for name in _CHECK_COLUMNS])
+    open_cases: dict[tuple[str, str], list[CaseRef]] = {}
+    to_fold = []
+    for key, found in rows.items():
+        if all(r.kind == "reported" for r in found):
+            open_cases[key] = [CaseRef(origin=o, agency=a, case_number=c)
+                               for o, a, c in sorted({(r.origin, r.agency, r.case_number) for r in found})]
+        else:
+            to_fold.append(key)
+    if to_fold:
+        for key, found in store.registry_rows(session, to_fold).items():
+            open_cases[key] = _open_cases(found)
+    return open_cases
+
+
 def possible_matches(session: Session, units: set[tuple[str, str]]) -> dict[tuple[str, str], list[PossibleMatch]]:
     """The reported serials each unit nearly matches whose cases are open now, by index (store.near_stolen_serials)."""
     near = store.near_stolen_serials(session, units)
-    registry = store.registry_rows(session, {(key[0], other) for key, found in near.items() for other in found})
+    open_cases = _open_cases_of(session, {(key[0], other) for key, found in near.items() for other in found})
     found: dict[tuple[str, str], list[PossibleMatch]] = {}
     for key, others in near.items():
         for other, reason in others.items():
-            cases = _open_cases(registry.get((key[0], other), []))
+            cases = open_cases.get((key[0], other))
             if cases:
                 found.setdefault(key, []).append(PossibleMatch(serial=other, reason=reason, cases=cases))
     return found
@@ -246,20 +265,8 @@ def check_units(session: Session, items: list[CheckItem], fuzzy: bool = False) -
         except IdentityError as exc:
             keys.append(None)
             errors.append(str(exc))
-    table = table_of(store.RegistryRow)
     wanted = {k for k in keys if k is not None}
-    rows = store.registry_rows(session, wanted, columns=[table.c[name] for name in _CHECK_COLUMNS])
-    open_cases: dict[tuple[str, str], list[CaseRef]] = {}
-    to_fold = []
-    for key, found in rows.items():
-        if all(r.kind == "reported" for r in found):
-            open_cases[key] = [CaseRef(origin=o, agency=a, case_number=c)
-                               for o, a, c in sorted({(r.origin, r.agency, r.case_number) for r in found})]
-        else:
-            to_fold.append(key)
-    if to_fold:
-        for key, found in store.registry_rows(session, to_fold).items():
-            open_cases[key] = _open_cases(found)
+    open_cases = _open_cases_of(session, wanted)
     near = possible_matches(session, {k for k in wanted if not open_cases.get(k)}) if fuzzy else {}
     results = []
     stolen = 0

@@ -24,6 +24,7 @@ intervals of keys that a seen serial near some member must have one of, for the 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -31,7 +32,6 @@ from typing import Literal
 from rapidfuzz.distance import DamerauLevenshtein
 
 from shared.identity import SerialRange
-from shared.serial_index import Selection, SerialIndex
 
 MIN_EDIT_LENGTH = 8
 HOMOGLYPHS = str.maketrans("OILSBZ", "011582")  # each misread letter to the digit it is read as
@@ -115,27 +115,6 @@ def _digit_variants(tail: str) -> Iterator[str]:
             yield tail[:i] + d + tail[i:]
 
 
-def member_candidates(nx: str, prefix: str) -> Iterator[str]:
-    """Strings ``prefix`` + digits within one edit of ``nx`` (both normalized), or equal to it: the
-    only shapes a member of a range with this prefix can have. May repeat; the caller checks
-    membership and the length rule."""
-    lp = len(prefix)
-    if nx.startswith(prefix):  # the edit, if any, is in the number
-        for digits in _digit_variants(nx[lp:]):
-            yield prefix + digits
-    for cut in (lp - 1, lp, lp + 1):  # the edit is in the prefix; the number is intact
-        if 0 <= cut <= len(nx):
-            head, rest = nx[:cut], nx[cut:]
-            if rest.isdigit() and rest.isascii() and head != prefix and _within_one(head, prefix):
-                yield prefix + rest
-    p = lp - 1  # the prefix's last character swapped with the number's first
-    if p >= 0 and p + 1 < len(nx):
-        swapped = nx[:p] + nx[p + 1] + nx[p] + nx[p + 2:]
-        rest = swapped[lp:]
-        if swapped.startswith(prefix) and rest.isdigit() and rest.isascii():
-            yield swapped
-
-
 @dataclass(frozen=True, slots=True)
 class RangeMember:
     key: Hashable  # the range's key as given (a registry row id)
@@ -168,35 +147,139 @@ class PrefixIndex:
         return found
 
 
+class _Segments:
+    """The ranges of one (normalized prefix, width) as disjoint elementary segments (a sweep over their
+    bounds), each with the ranges covering it: a number's ranges, or whether any range meets an
+    interval, by bisection."""
+
+    __slots__ = ("covering", "points")
+
+    def __init__(self, ranges: Iterable[tuple[int, int, Hashable]]):
+        changes: dict[int, list[tuple[int, Hashable]]] = {}
+        for first, last, key in ranges:
+            changes.setdefault(first, []).append((1, key))
+            changes.setdefault(last + 1, []).append((-1, key))
+        active: dict[Hashable, int] = {}
+        self.points: list[int] = []
+        self.covering: list[tuple[Hashable, ...]] = []
+        for point in sorted(changes):
+            for delta, key in changes[point]:
+                count = active.get(key, 0) + delta
+                if count:
+                    active[key] = count
+                else:
+                    active.pop(key, None)
+            self.points.append(point)
+            self.covering.append(tuple(active))
+
+    def find(self, number: int) -> tuple[Hashable, ...]:
+        i = bisect_right(self.points, number) - 1
+        return self.covering[i] if i >= 0 else ()
+
+    def meets(self, low: int, high: int) -> bool:
+        """Whether some range holds a number in [low, high]."""
+        i = max(bisect_right(self.points, low) - 1, 0)
+        while i < len(self.points) and self.points[i] <= high:
+            if self.covering[i] and (i + 1 == len(self.points) or self.points[i + 1] > low):
+                return True
+            i += 1
+        return False
+
+
+def _padded_variants(tail: str, width: int, segments: _Segments) -> Iterator[str]:
+    """Digit strings of ``width`` one edit from ``tail`` that some range could hold: a changed or
+    added digit is tried only where the digits before it leave a range reachable (one bisection)."""
+    odd = [i for i, c in enumerate(tail) if c not in DIGITS]
+    if len(odd) > 1:
+        return
+
+    def reachable(head: str) -> bool:
+        free = width - len(head)
+        base = int(head) * 10 ** free if head else 0
+        return segments.meets(base, base + 10 ** free - 1)
+
+    n = len(tail)
+    if n == width + 1:  # a character too many: drop one
+        for i in range(n) if not odd else odd:
+            yield tail[:i] + tail[i + 1:]
+    elif n == width:
+        positions = odd or range(n)
+        for i in positions:  # change one
+            if reachable(tail[:i]):
+                for d in DIGITS:
+                    if d != tail[i]:
+                        yield tail[:i] + d + tail[i + 1:]
+        if not odd:
+            for i in range(n - 1):  # swap two
+                if tail[i] != tail[i + 1]:
+                    yield tail[:i] + tail[i + 1] + tail[i] + tail[i + 2:]
+    elif n == width - 1 and not odd:  # a character missing: add one
+        for i in range(n + 1):
+            if reachable(tail[:i]):
+                for d in DIGITS:
+                    yield tail[:i] + d + tail[i:]
+
+
+def _number_ok(digits: str, width: int | None) -> bool:
+    if not digits or not digits.isdigit() or not digits.isascii():
+        return False
+    if width is None:
+        return len(digits) == 1 or digits[0] != "0"  # unpadded ranges never write leading zeros
+    return len(digits) == width
+
+
 class RangeNearIndex:
     """Ranges of one manufacturer, for ``near(serial)``: the members within the near-miss rule."""
 
     def __init__(self, ranges: Iterable[tuple[Hashable, SerialRange]]):
         self._raw_prefix: dict[Hashable, str] = {}
-        selections = []
+        groups: dict[str, dict[int | None, list[tuple[int, int, Hashable]]]] = {}
         for key, rng in ranges:
             self._raw_prefix[key] = rng.prefix
-            norm = SerialRange(prefix=normalize(rng.prefix), first=rng.first, last=rng.last, width=rng.width)
-            selections.append(Selection(key=key, ranges=(norm,)))
-        self._index = SerialIndex.build(selections)
-        self._prefixes = PrefixIndex(self._raw_prefix.values())
+            groups.setdefault(normalize(rng.prefix), {}).setdefault(rng.width, []).append((rng.first, rng.last, key))
+        self._buckets = {prefix: {width: _Segments(items) for width, items in by_width.items()}
+                         for prefix, by_width in groups.items()}
+        self._prefixes = PrefixIndex(groups)
+
+    def _numbers(self, nx: str, prefix: str, width: int | None, segments: _Segments,
+                 edits: bool) -> Iterator[tuple[str, bool]]:
+        """(number as written, edited) of every member-shaped candidate with this prefix."""
+        lp = len(prefix)
+        if nx.startswith(prefix):
+            tail = nx[lp:]
+            yield tail, False
+            if edits:
+                variants = _digit_variants(tail) if width is None else _padded_variants(tail, width, segments)
+                for digits in variants:
+                    yield digits, True
+        if not edits:
+            return
+        for cut in (lp - 1, lp, lp + 1):  # the edit is in the prefix; the number is intact
+            if 0 <= cut <= len(nx):
+                head = nx[:cut]
+                if head != prefix and _within_one(head, prefix):
+                    yield nx[cut:], True
+        p = lp - 1  # the prefix's last character swapped with the number's first
+        if p >= 0 and p + 1 < len(nx):
+            swapped = nx[:p] + nx[p + 1] + nx[p] + nx[p + 2:]
+            if swapped.startswith(prefix):
+                yield swapped[lp:], True
 
     def near(self, serial: str, limit: int | None = None) -> list[RangeMember]:
-        """Members of the ranges that ``serial`` nearly matches (not ``serial`` itself), sorted."""
+        """Members of the ranges that ``serial`` nearly matches (not ``serial`` itself): homoglyph
+        matches first, then by serial; at most ``limit``."""
         nx = normalize(serial)
+        edits = len(nx) >= MIN_EDIT_LENGTH
         found: dict[tuple[Hashable, str], bool] = {}  # -> edited (not a homoglyph)
         for prefix in sorted(self._prefixes.near(nx)):
-            for member in dict.fromkeys(member_candidates(nx, prefix)):
-                edited = member != nx
-                if edited and (len(nx) < MIN_EDIT_LENGTH or len(member) < MIN_EDIT_LENGTH):
-                    continue
-                for key in self._index.serial_candidates(member):
-                    raw = self._raw_prefix[key]
-                    if normalize(raw) != member[:len(raw)]:
-                        continue  # another range's prefix split the member differently
-                    raw_member = raw + member[len(raw):]
-                    if raw_member != serial:
-                        found[(key, raw_member)] = edited
+            for width, segments in self._buckets[prefix].items():
+                for digits, edited in self._numbers(nx, prefix, width, segments, edits):
+                    if not _number_ok(digits, width) or (edited and len(prefix) + len(digits) < MIN_EDIT_LENGTH):
+                        continue
+                    for key in segments.find(int(digits)):
+                        member = self._raw_prefix[key] + digits
+                        if member != serial:
+                            found[(key, member)] = found.get((key, member), True) and edited
         # Homoglyph matches first: in a dense range, a serial one edit off is near many members.
         members = sorted(found, key=lambda km: (found[km], km[1], str(km[0])))
         chosen = members[:limit] if limit is not None else members

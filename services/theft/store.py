@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Row, Table, and_, func, or_, select, update
+from sqlalchemy import BigInteger, Index, Row, Table, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -113,7 +113,8 @@ class AlertRow(SQLModel, table=True):
 
 
 class _NearKeyFields(SQLModel):
-    # The primary key is the index: (manufacturer, key) lookups and key-interval scans.
+    # The primary key is the index: (manufacturer, key) lookups and key-interval scans. SQLite keeps
+    # the table as that index alone (WITHOUT ROWID, set in the table args and migration theft_0003).
     manufacturer: str = Field(primary_key=True, max_length=64)
     key: str = Field(primary_key=True, max_length=64)
     serial: str = Field(primary_key=True, max_length=64)
@@ -123,12 +124,14 @@ class RegistryKeyRow(_NearKeyFields, table=True):
     """Near-miss keys of every serial a report names one by one (ranges are matched as ranges)."""
 
     __tablename__ = "theft_registry_keys"
+    __table_args__ = {"sqlite_with_rowid": False}
 
 
 class SightingKeyRow(_NearKeyFields, table=True):
     """Near-miss keys of every serial sold, returned or claimed (the sightings a possible match needs)."""
 
     __tablename__ = "theft_sighting_keys"
+    __table_args__ = {"sqlite_with_rowid": False}
 
 
 TABLES: list[Table] = [table_of(RegistryRow), table_of(RegistryRangeRow), table_of(SightingRow),
@@ -231,27 +234,22 @@ def near_stolen_serials(session: Session, units: Iterable[UnitKey]) -> dict[Unit
     serials are found by their keys (one IN query per 500 keys); ranges only where the manufacturer
     has ranges whose (normalized) prefix is within one edit of the unit's."""
     by_maker = _by_maker(units)
-    found: dict[UnitKey, dict[str, str]] = {}
-    for manufacturer, serials in by_maker.items():
-        wanted: dict[str, list[str]] = {}
-        for serial in serials:
-            for key in near.keys(serial):
-                wanted.setdefault(key, []).append(serial)
-        for part in chunks(sorted(wanted)):
-            rows = session.execute(select(_registry_keys.c.key, _registry_keys.c.serial).where(
-                _registry_keys.c.manufacturer == manufacturer, _registry_keys.c.key.in_(part)))
-            for row in rows:
-                for serial in wanted[row.key]:
-                    reason = near.near_reason(serial, row.serial)
-                    if reason is not None:
-                        found.setdefault((manufacturer, serial), {})[row.serial] = reason
+    found: dict[UnitKey, dict[str, str | None]] = {}
+    for manufacturer, serial, other in _key_hits(session, _registry_keys, by_maker):
+        mine = found.setdefault((manufacturer, serial), {})
+        if other not in mine:  # a homoglyph pair shares every key: judge it once
+            mine[other] = near.near_reason(serial, other)
     for unit, members in _near_range_members(session, by_maker).items():
         mine = found.setdefault(unit, {})
         for member in members:
-            mine.setdefault(member, near.near_reason(unit[1], member) or "homoglyph")
-    return {unit: dict(sorted(near_serials.items(), key=lambda item: near.closeness(item[1], item[0]))
-                       [:NEAR_SERIALS_PER_UNIT])
-            for unit, near_serials in found.items() if near_serials}
+            mine.setdefault(member, near.near_reason(unit[1], member))
+    result: dict[UnitKey, dict[str, str]] = {}
+    for unit, candidates in found.items():
+        hits = sorted(((other, reason) for other, reason in candidates.items() if reason is not None),
+                      key=lambda item: near.closeness(item[1], item[0]))
+        if hits:
+            result[unit] = dict(hits[:NEAR_SERIALS_PER_UNIT])
+    return result
 
 
 def _near_range_members(session: Session, by_maker: dict[str, list[str]]) -> dict[UnitKey, list[str]]:
@@ -286,18 +284,44 @@ def _near_range_members(session: Session, by_maker: dict[str, list[str]]) -> dic
 def near_sighted(session: Session, units: Iterable[UnitKey]) -> set[UnitKey]:
     """Units sold, returned or claimed whose serial nearly matches one of ``units`` (reported serials)."""
     found: set[UnitKey] = set()
-    for manufacturer, serials in _by_maker(units).items():
+    for manufacturer, reported, seen in _key_hits(session, _sighting_keys, _by_maker(units)):
+        if (manufacturer, seen) not in found and near.near_reason(seen, reported):
+            found.add((manufacturer, seen))
+    return found
+
+
+KEY_CHUNK = 50_000  # keys per lookup statement
+
+
+def _key_hits(session: Session, table: Table, by_maker: dict[str, list[str]]) -> Iterator[tuple[str, str, str]]:
+    """(manufacturer, serial asked about, indexed serial sharing a key with it), by index. SQLite: one
+    join per 50,000 keys against the keys as a JSON array (json_each), each pair once. PostgreSQL:
+    one ``key = ANY(array)`` index scan per manufacturer and 50,000 keys, paired here. Either way no
+    statement grows with one bind parameter per key (building those cost more than the lookups)."""
+    name = table.name
+    if session.get_bind().dialect.name == "sqlite":
+        triples = [[serial, manufacturer, key] for manufacturer, serials in by_maker.items() for serial in serials
+                   for key in near.keys(serial)]
+        for part in chunks(triples, KEY_CHUNK):
+            yield from session.execute(text(
+                "SELECT DISTINCT json_extract(w.value, '$[1]'), json_extract(w.value, '$[0]'), r.serial "
+                f"FROM json_each(:wanted) AS w JOIN {name} AS r "
+                "ON r.manufacturer = json_extract(w.value, '$[1]') AND r.key = json_extract(w.value, '$[2]')"),
+                {"wanted": json.dumps(part)}).tuples()
+        return
+    lookup = text(f"SELECT key, serial FROM {name} WHERE manufacturer = :manufacturer "
+                  "AND key = ANY(CAST(:keys AS text[]))")
+    for manufacturer, serials in by_maker.items():
         wanted: dict[str, list[str]] = {}
         for serial in serials:
             for key in near.keys(serial):
                 wanted.setdefault(key, []).append(serial)
-        for part in chunks(sorted(wanted)):
-            rows = session.execute(select(_sighting_keys.c.key, _sighting_keys.c.serial).where(
-                _sighting_keys.c.manufacturer == manufacturer, _sighting_keys.c.key.in_(part)))
-            for row in rows:
-                if any(near.near_reason(row.serial, reported) for reported in wanted[row.key]):
-                    found.add((manufacturer, row.serial))
-    return found
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), KEY_CHUNK):
+            rows = session.execute(lookup, {"manufacturer": manufacturer, "keys": ordered[start:start + KEY_CHUNK]})
+            for key, other in rows:
+                for serial in wanted[key]:
+                    yield manufacturer, serial, other
 
 
 def near_sighted_in_range(session: Session, manufacturer: str, rng: SerialRange) -> set[UnitKey]:

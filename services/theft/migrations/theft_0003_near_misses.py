@@ -36,11 +36,13 @@ def backfill(bind, table: str, source: str, condition: str) -> None:
     """near.keys() of every serial of ``source`` rows matching ``condition``, in SQL."""
     normalized = f"SELECT DISTINCT manufacturer, serial, {_normalized('serial')} AS n FROM {source} WHERE {condition}"
     longest = bind.execute(sa.text(f"SELECT max(length(serial)) FROM {source} WHERE {condition}")).scalar() or 0
-    selects = [f"SELECT manufacturer, n, serial FROM ({normalized}) AS t WHERE 1 = 1"]
-    selects += [f"SELECT DISTINCT manufacturer, substr(n, 1, {i}) || substr(n, {i + 2}), serial FROM ({normalized}) AS t "
+    selects = ["SELECT manufacturer, n AS key, serial FROM t"]
+    selects += [f"SELECT manufacturer, substr(n, 1, {i}) || substr(n, {i + 2}), serial FROM t "
                 f"WHERE length(n) >= {MIN_EDIT_LENGTH} AND length(n) > {i}" for i in range(longest)]
-    for select in selects:
-        bind.execute(sa.text(f"INSERT INTO {table} (manufacturer, key, serial) {select} ON CONFLICT DO NOTHING"))
+    # One statement, its rows in key order: the index is filled front to back, not at random places.
+    bind.execute(sa.text(f"INSERT INTO {table} (manufacturer, key, serial) WITH t AS ({normalized}) "
+                         f"SELECT * FROM ({' UNION ALL '.join(selects)}) AS k WHERE 1 = 1 ORDER BY 1, 2, 3 "
+                         "ON CONFLICT DO NOTHING"))
 
 
 def upgrade() -> None:
@@ -51,6 +53,7 @@ def upgrade() -> None:
             sa.Column("key", sa.String(length=64), nullable=False),
             sa.Column("serial", sa.String(length=64), nullable=False),
             sa.PrimaryKeyConstraint("manufacturer", "key", "serial"),
+            sqlite_with_rowid=False,  # the primary key is the table: half the size, one B-tree to write
         )
     with op.batch_alter_table("theft_alerts") as batch:
         batch.add_column(sa.Column("near_matches", sa.String(), nullable=True))
