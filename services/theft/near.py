@@ -36,6 +36,7 @@ from shared.identity import SerialRange
 MIN_EDIT_LENGTH = 8
 HOMOGLYPHS = str.maketrans("OILSBZ", "011582")  # each misread letter to the digit it is read as
 DIGITS = "0123456789"
+FEW_PREFIXES = 32  # up to this many range prefixes per manufacturer are compared one by one
 
 NearReason = Literal["homoglyph", "dropped_character", "extra_character", "swapped_characters",
                      "changed_character"]
@@ -88,7 +89,7 @@ def closeness(reason: str, serial: str) -> tuple[bool, str]:
 
 
 def _within_one(a: str, b: str) -> bool:
-    return abs(len(a) - len(b)) <= 1 and DamerauLevenshtein.distance(a, b, score_cutoff=1) <= 1
+    return a == b or (abs(len(a) - len(b)) <= 1 and DamerauLevenshtein.distance(a, b, score_cutoff=1) <= 1)
 
 
 def _digit_variants(tail: str) -> Iterator[str]:
@@ -136,6 +137,12 @@ class PrefixIndex:
     def near(self, nx: str) -> set[str]:
         """Normalized prefixes a range member near ``nx`` (normalized) could have."""
         found: set[str] = set()
+        if len(self.prefixes) <= FEW_PREFIXES:  # a handful: comparing is cheaper than building keys
+            for prefix in self.prefixes:
+                lp = len(prefix)
+                if any(_within_one(nx[:cut], prefix) for cut in (lp - 1, lp, lp + 1) if 0 <= cut <= len(nx)):
+                    found.add(prefix)
+            return found
         for length in self._lengths:
             for cut in (length - 1, length, length + 1):
                 if 0 <= cut <= len(nx):

@@ -5,6 +5,14 @@ are tests/service/test_theft_near.py."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import uvicorn
+
 from services.theft.app import definition as theft
 from tests.integration.test_theft_flow import stolen, stream_events
 from tests.support import factories as f
@@ -51,3 +59,50 @@ async def test_a_misread_sale_before_the_report_raises_one_possible_match_withdr
         [withdrawal] = await wait_for(lambda: _published(settings, "theft.alert.withdrawn", 1), message="withdrawal")
         assert withdrawal.data.alert_id == alert["alert_id"]
         assert len(await stream_events(settings, "theft.alert")) == 1  # the duplicate sale raised nothing more
+
+
+async def _cli(settings, *args):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.endswith("_DATABASE_URL")}
+    env.update(SERIALTRACK_DATA_DIR=str(settings.data_dir), THEFT_PORT=str(settings.port("theft")))
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "serialtrack.cli", *args], env=env,
+                                   capture_output=True, text=True, timeout=120, check=False)
+
+
+async def test_the_cli_lists_possible_matches_after_exact_alerts_and_checks_fuzzily(sqlite_settings):
+    """`serialtrack theft alerts` and `theft check --fuzzy`, as separate processes, against the theft
+    service serving HTTP on its port."""
+    settings = sqlite_settings
+    reported, other = f.serial(), f.serial()
+    doubled = reported[:6] + reported[5] + reported[6:]
+    async with running(theft, settings) as app, http(app) as client:
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port("theft"), log_level="error",
+                                               lifespan="off"))
+        serving = asyncio.create_task(server.serve())
+        try:
+            await wait_for(lambda: server.started, message="theft serves HTTP")
+            await publish_events(settings, [f.theft_reported("acme", reported, minutes=5),
+                                            f.theft_reported("acme", other, minutes=5, case_number="C-2")])
+            await publish_events(settings, [f.sold("acme", doubled, minutes=20), f.sold("acme", other, minutes=10)])
+            await wait_for(lambda: _alerts(client, doubled, "open"), message="possible match")
+            await wait_for(lambda: _alerts(client, other, "open"), message="exact alert")
+
+            listed = await _cli(settings, "theft", "alerts")
+            assert listed.returncode == 0, listed.stderr
+            lines = listed.stdout.splitlines()
+            assert lines[0].startswith("HIGH") and f"acme/{other}" in lines[0]  # exact first, though older
+            assert lines[1].startswith("low") and "possible_match" in lines[1] and f"acme/{doubled}" in lines[1]
+            assert f"resembles {reported} (extra character)" in lines[1]
+            as_json = json.loads((await _cli(settings, "theft", "alerts", "--kind", "possible_match", "--json")).stdout)
+            assert [(a["serial"], a["priority"]) for a in as_json["items"]] == [(doubled, "low")]
+
+            checked = await _cli(settings, "theft", "check", "acme", doubled, "SN-NOTHING-1", "--fuzzy")
+            assert checked.returncode == 1  # a possible match
+            assert f"acme/{doubled}: possible match of {reported}" in checked.stdout
+            assert "acme/SN-NOTHING-1: not reported" in checked.stdout
+            plain = await _cli(settings, "theft", "check", "acme", doubled)
+            assert plain.returncode == 0 and "not reported" in plain.stdout
+            bad = await _cli(settings, "theft", "alerts", "--kind", "maybe")
+            assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+        finally:
+            server.should_exit = True
+            await serving
