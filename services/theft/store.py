@@ -228,13 +228,13 @@ def _range_rows(session: Session, by_maker: dict[str, list[str]]) -> Iterator[tu
 # The near-miss index: possible matches, either direction
 
 
-def near_stolen_serials(session: Session, units: Iterable[UnitKey]) -> dict[UnitKey, dict[str, str]]:
+def near_stolen_serials(session: Session, units: Iterable[UnitKey]) -> dict[UnitKey, dict[str, near.NearReason]]:
     """For each unit, the serials reported stolen (one by one, or as range members) that it nearly
     matches, with the reason (near.near_reason), at most ``NEAR_SERIALS_PER_UNIT`` of them. Reported
     serials are found by their keys (one IN query per 500 keys); ranges only where the manufacturer
     has ranges whose (normalized) prefix is within one edit of the unit's."""
     by_maker = _by_maker(units)
-    found: dict[UnitKey, dict[str, str | None]] = {}
+    found: dict[UnitKey, dict[str, near.NearReason | None]] = {}
     for manufacturer, serial, other in _key_hits(session, _registry_keys, by_maker):
         mine = found.setdefault((manufacturer, serial), {})
         if other not in mine:  # a homoglyph pair shares every key: judge it once
@@ -243,7 +243,7 @@ def near_stolen_serials(session: Session, units: Iterable[UnitKey]) -> dict[Unit
         mine = found.setdefault(unit, {})
         for member in members:
             mine.setdefault(member, near.near_reason(unit[1], member))
-    result: dict[UnitKey, dict[str, str]] = {}
+    result: dict[UnitKey, dict[str, near.NearReason]] = {}
     for unit, candidates in found.items():
         hits = sorted(((other, reason) for other, reason in candidates.items() if reason is not None),
                       key=lambda item: near.closeness(item[1], item[0]))
