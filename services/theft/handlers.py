@@ -48,6 +48,7 @@ from .domain import (
     reconcile,
     retailer_case_number,
 )
+from .near import NearReason
 
 SERVICE = "theft"
 SOURCE = "serialtrack/theft"
@@ -162,8 +163,9 @@ def apply_events(session: Session, events: list[Event]) -> None:
 
     # Only a unit with both a registry entry and a sighting can have alerts: find those by index.
     affected = set(store.registry_rows(session, batch.sighted)) if batch.sighted else set()
-    if batch.fuzzy_sighted:  # a sale, return or claim of a serial near a reported one
-        affected |= set(store.near_stolen_serials(session, batch.fuzzy_sighted))
+    # A sale, return or claim of a serial near a reported one (looked up once: rederive reuses it).
+    near_found = store.near_stolen_serials(session, batch.fuzzy_sighted) if batch.fuzzy_sighted else {}
+    affected |= set(near_found)
     if batch.reported:
         affected |= store.sighted_keys(session, batch.reported)
         affected |= store.near_sighted(session, batch.reported)
@@ -171,17 +173,24 @@ def apply_events(session: Session, events: list[Event]) -> None:
         affected |= store.sighted_in_range(session, manufacturer, rng)
         affected |= store.near_sighted_in_range(session, manufacturer, rng)
     if affected:
-        add_to_outbox(session, SERVICE, rederive(session, affected))
+        add_to_outbox(session, SERVICE, rederive(session, affected, (batch.fuzzy_sighted, near_found)))
 
 
-def rederive(session: Session, keys: set[store.UnitKey]) -> list[Event]:
-    """Derive each unit's alerts from all its facts and store/publish what changed."""
+NearLookups = tuple[set[store.UnitKey], dict[store.UnitKey, dict[str, NearReason]]]
+
+
+def rederive(session: Session, keys: set[store.UnitKey], known: NearLookups | None = None) -> list[Event]:
+    """Derive each unit's alerts from all its facts and store/publish what changed. ``known``: units
+    whose near stolen serials were already looked up, and what was found."""
     registry = store.registry_rows(session, keys)
     sightings = store.sightings_of(session, keys)
     stored = store.stored_alerts(session, keys)
     # Near misses: only units sold, returned or claimed, then the facts of the serials they resemble.
     fuzzy = {key for key in keys if any(s.type in FUZZY_SIGHTING_TYPES for s in sightings.get(key, ()))}
-    near = store.near_stolen_serials(session, fuzzy) if fuzzy else {}
+    looked_up, found = known or (set(), {})
+    near = {key: found[key] for key in fuzzy if key in found}
+    if fuzzy - looked_up:
+        near |= store.near_stolen_serials(session, fuzzy - looked_up)
     near_registry = store.registry_rows(session, {(k[0], other) for k, found in near.items() for other in found})
     new_rows: list[dict] = []
     withdrawn_ids: list[str] = []
