@@ -31,6 +31,7 @@ from shared.contracts import (
 from shared.envelope import Event, make_event
 from shared.identity import SerialRange
 from shared.store import add_to_outbox, utcnow
+from shared.unit_locks import UnitLocks, with_keys
 
 from . import store
 from .domain import (
@@ -48,7 +49,7 @@ from .domain import (
     reconcile,
     retailer_case_number,
 )
-from .near import NearReason
+from .near import NearReason, normalize
 
 SERVICE = "theft"
 SOURCE = "serialtrack/theft"
@@ -150,6 +151,22 @@ class _Batch:
             "location": d.location, "disposition": disposition, "description": d.note or None,
         })
         self.reported.add((d.manufacturer, d.serial))
+
+
+def near_lock_keys(locks: UnitLocks, event: Event) -> None:
+    """Beyond the units it names (shared/unit_locks.py), a batch locks the homoglyph-normalized form
+    of each serial it reports or sees sold, returned or claimed: two processes applying a report and
+    a misread sale of it at once then wait for each other, as they do for one unit. Edit-distance
+    pairs share no single key (13 locks per serial would lock whole manufacturers at a few hundred
+    sales a batch): docs/theft.md, "Limits"."""
+    d: Any = event.data
+    named = event.type in FUZZY_SIGHTING_TYPES or isinstance(d, (TheftReported, TheftRecovered, UnitAdjusted))
+    if named and getattr(d, "serial_range", None) is None:  # a range locks its whole manufacturer already
+        for serial in d.iter_serials() if hasattr(d, "iter_serials") else (d.serial,):
+            locks.key("near", d.manufacturer, normalize(serial), manufacturer=d.manufacturer)
+
+
+LOCKS = with_keys(near_lock_keys)
 
 
 def apply_events(session: Session, events: list[Event]) -> None:

@@ -114,3 +114,17 @@ def test_range_key_intervals_leave_out_serials_far_from_the_range():
         assert not any(low <= k <= high for k in keys(far) for low, high in intervals), far
     assert any(low <= k <= high for k in keys("SN00123500") for low, high in intervals)  # a dropped 0
     assert normalize("SNOO") == "5N00"
+
+
+def test_a_report_and_a_misread_sale_of_it_take_a_common_lock_and_unrelated_units_do_not():
+    from services.theft.handlers import LOCKS
+    from tests.support import factories as f
+
+    def exclusive(*events):
+        return {lock for lock, shared in LOCKS(list(events)).plan() if not shared}
+
+    report = exclusive(f.theft_reported("acme", "SN12345670", minutes=1))
+    assert report & exclusive(f.sold("acme", "SN1234567O", minutes=2))
+    assert report & exclusive(f.returned("acme", "5N12345670", minutes=2))
+    assert not report & exclusive(f.sold("acme", "SN99999999", minutes=2))
+    assert not report & exclusive(f.sold("globex", "SN1234567O", minutes=2))
