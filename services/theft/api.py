@@ -228,8 +228,7 @@ def _open_cases_of(session: Session, units: set[tuple[str, str]]) -> dict[tuple[
     to_fold = []
     for key, found in rows.items():
         if all(r.kind == "reported" for r in found):
-            # model_construct: the values come from the store; validating thousands costs a tenth of a second
-            open_cases[key] = [CaseRef.model_construct(origin=o, agency=a, case_number=c)
+            open_cases[key] = [CaseRef(origin=o, agency=a, case_number=c)
                                for o, a, c in sorted({(r.origin, r.agency, r.case_number) for r in found})]
         else:
             to_fold.append(key)
@@ -248,8 +247,7 @@ def possible_matches(session: Session, units: set[tuple[str, str]]) -> dict[tupl
         for other, reason in others.items():
             cases = open_cases.get((key[0], other))
             if cases:
-                found.setdefault(key, []).append(PossibleMatch.model_construct(serial=other, reason=reason,
-                                                                               cases=cases))
+                found.setdefault(key, []).append(PossibleMatch(serial=other, reason=reason, cases=cases))
     return found
 
 
