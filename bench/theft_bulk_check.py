@@ -68,7 +68,7 @@ def check_items(reports: int, count: int) -> list[dict]:
     return items
 
 
-async def time_http(engine, items: list[dict], runs: int) -> tuple[list[float], dict]:
+async def time_http(engine, items: list[dict], runs: int, fuzzy: bool = False) -> tuple[list[float], dict]:
     app = FastAPI()
     tokens = Path(tempfile.mkdtemp(prefix="bench-tokens-"))
     app.state.auth = Auth(tokens)  # the read API alone, called with a token as in production
@@ -79,7 +79,7 @@ async def time_http(engine, items: list[dict], runs: int) -> tuple[list[float], 
                                  headers={"Authorization": f"Bearer {token}"}) as client:
         for _ in range(runs):
             started = time.perf_counter()
-            response = await client.post("/checks", json={"items": items})
+            response = await client.post("/checks", json={"items": items, "fuzzy": fuzzy})
             timings.append(time.perf_counter() - started)
             response.raise_for_status()
             body = response.json()

@@ -31,6 +31,8 @@ from .erase_cli import erase as erase_command  # likewise
 from .keys_cli import keys_app  # likewise
 from .reports_cli import sell_through as sell_through_command  # likewise
 from .reports_cli import stock_aging as stock_aging_command  # likewise
+from .theft_cli import alerts as theft_alerts_command  # likewise
+from .theft_cli import check as theft_check_command  # likewise
 from .tokens_cli import tokens_app  # likewise
 
 app = typer.Typer(
@@ -700,8 +702,11 @@ app.command("archive")(archive_command)
 app.command("rebuild")(rebuild_command)
 
 
-theft_app = typer.Typer(help="The theft-watch service's tools (stolen-property feeds).", no_args_is_help=True)
+theft_app = typer.Typer(help="The theft-watch service's tools (stolen-property feeds, alerts, checks).",
+                        no_args_is_help=True)
 app.add_typer(theft_app, name="theft")
+theft_app.command("alerts")(theft_alerts_command)
+theft_app.command("check")(theft_check_command)
 
 
 @theft_app.command("import")

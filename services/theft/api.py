@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -46,7 +46,7 @@ from shared.identity import IdentityError, normalize_manufacturer, normalize_ser
 from shared.store import as_utc, table_of
 
 from . import store
-from .domain import RETAILER, case_statuses
+from .domain import RETAILER, case_statuses, priority_of
 
 MAX_CHECK_ITEMS = 10_000
 LAST_SIGHTINGS = 5
@@ -81,9 +81,19 @@ class ReportOut(BaseModel):
     event_id: str
 
 
+AlertKind = Literal["sighting", "retroactive", "possible_match"]
+NearReason = Literal["homoglyph", "dropped_character", "extra_character", "swapped_characters", "changed_character"]
+
+
+class NearMatchOut(BaseModel):
+    serial: str  # the reported serial the unit's resembles
+    reason: NearReason
+
+
 class AlertOut(BaseModel):
     alert_id: str
-    kind: Literal["sighting", "retroactive"]
+    kind: AlertKind
+    priority: Literal["high", "low"]  # low: a possible match (a similar serial is reported, not this one)
     status: Literal["open", "withdrawn"]
     manufacturer: str
     serial: str
@@ -96,6 +106,7 @@ class AlertOut(BaseModel):
     event_type: str
     event_source: str
     sightings: list[SightingOut]
+    near_matches: list[NearMatchOut] = []  # possible_match: the reported serials it resembles
     raised_at: datetime
 
 
@@ -116,6 +127,8 @@ class CheckItem(BaseModel):
 
 class CheckRequest(BaseModel):
     items: list[CheckItem] = Field(min_length=1, max_length=MAX_CHECK_ITEMS)
+    fuzzy: StrictBool = Field(False, description="also list the reported serials each unit that is not itself "
+                                                 "reported nearly matches (docs/theft.md, \"Near misses\")")
 
 
 class CaseRef(BaseModel):
@@ -124,17 +137,25 @@ class CaseRef(BaseModel):
     case_number: str
 
 
+class PossibleMatch(BaseModel):
+    serial: str  # a reported serial of the same manufacturer that the checked one nearly matches
+    reason: NearReason
+    cases: list[CaseRef]  # its open cases
+
+
 class CheckResult(BaseModel):
     manufacturer: str
     serial: str
     stolen: bool | None  # None: the item was invalid (see error)
     cases: list[CaseRef] = []
+    possible_matches: list[PossibleMatch] = []  # "fuzzy": true, and the unit itself is not stolen
     error: str | None = None
 
 
 class CheckResponse(BaseModel):
     checked: int
     stolen: int
+    possible: int  # units not stolen with at least one possible match ("fuzzy": true; else 0)
     invalid: int
     results: list[CheckResult]  # in request order
 
@@ -171,11 +192,11 @@ def _sighting_out(s) -> SightingOut:
 
 def _alert_out(row) -> AlertOut:
     return AlertOut(
-        alert_id=row.alert_id, kind=row.kind, status=row.status, manufacturer=row.manufacturer, serial=row.serial,
+        alert_id=row.alert_id, kind=row.kind, priority=priority_of(row.kind), status=row.status, manufacturer=row.manufacturer, serial=row.serial,
         origin=row.origin, agency=row.agency, case_number=row.case_number, seen_at=as_utc(row.seen_at),
         location=row.location, terminal_id=row.terminal_id, event_type=row.event_type,
         event_source=row.event_source, sightings=[SightingOut(**s) for s in json.loads(row.sightings)],
-        raised_at=as_utc(row.raised_at),
+        near_matches=[NearMatchOut(**n) for n in store.near_matches_of(row)], raised_at=as_utc(row.raised_at),
     )
 
 
@@ -193,7 +214,44 @@ def _normal_key(manufacturer: str, serial: str, makers: dict[str, str]) -> tuple
     return maker, serial if _NORMAL_SERIAL.fullmatch(serial) else normalize_serial(serial)
 
 
-def check_units(session: Session, items: list[CheckItem]) -> CheckResponse:
+def _open_cases(rows: list) -> list[CaseRef]:
+    return [CaseRef(origin=s.case[0], agency=s.case[1], case_number=s.case[2])
+            for s in case_statuses(store.registry_fact(r) for r in rows) if s.open]
+
+
+def _open_cases_of(session: Session, units: set[tuple[str, str]]) -> dict[tuple[str, str], list[CaseRef]]:
+    """Open cases of each unit now. A unit whose registry rows are all reports is open in each of their
+    cases without a fold; only units with a recovery or a retailer "found" need their facts in time order."""
+    table = table_of(store.RegistryRow)
+    rows = store.registry_rows(session, units, columns=[table.c[name] for name in _CHECK_COLUMNS])
+    open_cases: dict[tuple[str, str], list[CaseRef]] = {}
+    to_fold = []
+    for key, found in rows.items():
+        if all(r.kind == "reported" for r in found):
+            open_cases[key] = [CaseRef(origin=o, agency=a, case_number=c)
+                               for o, a, c in sorted({(r.origin, r.agency, r.case_number) for r in found})]
+        else:
+            to_fold.append(key)
+    if to_fold:
+        for key, found in store.registry_rows(session, to_fold).items():
+            open_cases[key] = _open_cases(found)
+    return open_cases
+
+
+def possible_matches(session: Session, units: set[tuple[str, str]]) -> dict[tuple[str, str], list[PossibleMatch]]:
+    """The reported serials each unit nearly matches whose cases are open now, by index (store.near_stolen_serials)."""
+    near = store.near_stolen_serials(session, units)
+    open_cases = _open_cases_of(session, {(key[0], other) for key, found in near.items() for other in found})
+    found: dict[tuple[str, str], list[PossibleMatch]] = {}
+    for key, others in near.items():
+        for other, reason in others.items():
+            cases = open_cases.get((key[0], other))
+            if cases:
+                found.setdefault(key, []).append(PossibleMatch(serial=other, reason=reason, cases=cases))
+    return found
+
+
+def check_units(session: Session, items: list[CheckItem], fuzzy: bool = False) -> CheckResponse:
     """The bulk check: normalize, then one indexed lookup per 500 serials (the store function the
     benchmark times). A unit whose registry rows are all reports is stolen without a fold; only
     units with a recovery or a retailer "found" need their facts in time order."""
@@ -207,21 +265,9 @@ def check_units(session: Session, items: list[CheckItem]) -> CheckResponse:
         except IdentityError as exc:
             keys.append(None)
             errors.append(str(exc))
-    table = table_of(store.RegistryRow)
     wanted = {k for k in keys if k is not None}
-    rows = store.registry_rows(session, wanted, columns=[table.c[name] for name in _CHECK_COLUMNS])
-    open_cases: dict[tuple[str, str], list[CaseRef]] = {}
-    to_fold = []
-    for key, found in rows.items():
-        if all(r.kind == "reported" for r in found):
-            open_cases[key] = [CaseRef(origin=o, agency=a, case_number=c)
-                               for o, a, c in sorted({(r.origin, r.agency, r.case_number) for r in found})]
-        else:
-            to_fold.append(key)
-    if to_fold:
-        for key, found in store.registry_rows(session, to_fold).items():
-            open_cases[key] = [CaseRef(origin=s.case[0], agency=s.case[1], case_number=s.case[2])
-                               for s in case_statuses(store.registry_fact(r) for r in found) if s.open]
+    open_cases = _open_cases_of(session, wanted)
+    near = possible_matches(session, {k for k in wanted if not open_cases.get(k)}) if fuzzy else {}
     results = []
     stolen = 0
     for item, unit, error in zip(items, keys, errors, strict=True):
@@ -230,9 +276,10 @@ def check_units(session: Session, items: list[CheckItem]) -> CheckResponse:
             continue
         cases = open_cases.get(unit, [])
         stolen += bool(cases)
-        results.append(CheckResult(manufacturer=unit[0], serial=unit[1], stolen=bool(cases), cases=cases))
-    return CheckResponse(checked=len(items), stolen=stolen, invalid=sum(e is not None for e in errors),
-                         results=results)
+        results.append(CheckResult(manufacturer=unit[0], serial=unit[1], stolen=bool(cases), cases=cases,
+                                   possible_matches=near.get(unit, [])))
+    return CheckResponse(checked=len(items), stolen=stolen, possible=sum(1 for k in keys if k in near),
+                         invalid=sum(e is not None for e in errors), results=results)
 
 
 ALERT_COLUMNS = ("alert_id", "kind", "status", "manufacturer", "serial", "origin", "agency", "case_number",
@@ -321,13 +368,16 @@ def read_api(engine: Engine) -> APIRouter:
     @router.post("/checks", response_model=CheckResponse,
                  summary=f"Check up to {MAX_CHECK_ITEMS:,} units at once (pawn / trade-in desk)",
                  description=f"Invalid items get an `error` and `stolen: null`; the others are still checked. "
+                             "With `\"fuzzy\": true`, a unit not itself stolen also gets `possible_matches`: reported "
+                             "serials of its manufacturer that its serial nearly matches (homoglyphs, one character "
+                             "dropped, added, changed or swapped on serials of 8 or more), with their open cases. "
                              f"At most {MAX_CHECK_ITEMS:,} items and {MAX_BODY_BYTES // (1024 * 1024)} MiB per call "
                              "(422, 413 beyond): split a larger check into calls of that size.",
                  responses=errors({400: "the body is not text (not UTF-8)"}),
                  dependencies=[allow(*STOLEN_CHECKS)])
     def post_checks(request: CheckRequest) -> Response:
         with Session(engine) as session:
-            result = check_units(session, request.items)
+            result = check_units(session, request.items, request.fuzzy)
         # Serialized once, directly: re-validating 10,000 results through response_model would double the cost.
         return Response(result.model_dump_json(), media_type="application/json")
 
@@ -340,10 +390,11 @@ def read_api(engine: Engine) -> APIRouter:
         agency: Filter = None,
         status: Annotated[Literal["open", "withdrawn"] | None, Query()] = None,
         manufacturer: ManufacturerFilter = None,
+        kind: Annotated[AlertKind | None, Query(description="possible_match: the low-priority near misses")] = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Page[AlertOut]:
-        filters = _alert_filters(since, until, agency, status, manufacturer)
+        filters = {**_alert_filters(since, until, agency, status, manufacturer), "kind": kind}
         with Session(engine) as session:
             total, rows = store.list_alerts(session, limit=limit, offset=offset, **filters)
         return Page(total=total, limit=limit, offset=offset, items=[_alert_out(r) for r in rows])

@@ -16,6 +16,7 @@ definition = ServiceDefinition(
     event_types=handlers.EVENT_TYPES,
     tables=store.TABLES,
     apply=handlers.apply_events,
+    locks=handlers.LOCKS,  # units, and the normalized serials near misses pair (handlers.near_lock_keys)
     read_api=api.read_api,
     lookup_path="/stolen/{manufacturer}/{serial}",
     migrations_dir=Path(__file__).parent / "migrations",

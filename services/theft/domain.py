@@ -21,6 +21,11 @@ Rules:
   unit was already seen raises one alert for (unit, case) naming the last
   sightings before the report (newest first). Retailer cases raise none: the
   retailer's own receipt of a unit it later misses is no news.
+- Possible match (lower priority): a sale, return or claim at time t of a unit
+  no case of its own covers at t, whose serial is near (services/theft/near.py)
+  a stolen serial of the same manufacturer, raises one alert per case open at t
+  over the near serials, naming them. Judged at the sighting only: a near serial
+  reported after the sale raises nothing (no retroactive possible matches).
 """
 
 from __future__ import annotations
@@ -43,6 +48,15 @@ SIGHTING_TYPES = (
     "unit.received", "unit.sold", "unit.returned", "unit.transferred",
     "warranty.claim.submitted", "return.requested",
 )
+# The sightings a near-miss serial is checked at: a person keyed or scanned the serial at a desk.
+FUZZY_SIGHTING_TYPES = frozenset({"unit.sold", "unit.returned", "warranty.claim.submitted", "return.requested"})
+NAMED_NEAR_SERIALS = 10  # near stolen serials a possible_match alert names
+AlertKindName = Literal["sighting", "retroactive", "possible_match"]
+
+
+def priority_of(kind: str) -> Literal["high", "low"]:
+    """Exact alerts (the unit itself is reported) come before possible matches (a similar serial is)."""
+    return "low" if kind == "possible_match" else "high"
 RETAILER_REPORT_DISPOSITIONS = frozenset({"lost", "stolen"})
 
 _ALERT_IDS = uuid.UUID("0c6e58f2-27a4-4b53-9a0e-7d2b8f3c4a61")
@@ -87,14 +101,23 @@ class RegistryFact:
 
 
 @dataclass(frozen=True, slots=True)
+class NearMatch:
+    """A stolen serial the seen one resembles, and how (near.NearReason)."""
+
+    serial: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Alert:
     alert_id: str
-    kind: Literal["sighting", "retroactive"]
+    kind: AlertKindName
     origin: str
     agency: str
     case_number: str
     seen_at: datetime
     sightings: tuple[Sighting, ...]
+    near: tuple[NearMatch, ...] = ()  # possible_match: the stolen serials it resembles
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +140,11 @@ def sighting_alert_id(manufacturer: str, serial: str, sighting: Sighting, case: 
 
 def retroactive_alert_id(manufacturer: str, serial: str, case: CaseKey) -> str:
     return str(uuid.uuid5(_ALERT_IDS, "\n".join(("retroactive", manufacturer, serial, *case))))
+
+
+def possible_match_alert_id(manufacturer: str, serial: str, sighting: Sighting, case: CaseKey) -> str:
+    return str(uuid.uuid5(_ALERT_IDS, "\n".join(
+        ("possible_match", sighting.source, sighting.event_id, manufacturer, serial, *case))))
 
 
 class _Case:
@@ -176,6 +204,35 @@ def derive_alerts(manufacturer: str, serial: str, registry: Iterable[RegistryFac
                 named = tuple(reversed(before[-NAMED_SIGHTINGS:]))
                 alert_id = retroactive_alert_id(manufacturer, serial, case.key)
                 alerts[alert_id] = Alert(alert_id, "retroactive", *case.key, named[0].time, named)
+    return alerts
+
+
+def derive_possible_matches(manufacturer: str, serial: str, registry: Iterable[RegistryFact],
+                            sightings: Iterable[Sighting],
+                            near: Mapping[str, tuple[str, Iterable[RegistryFact]]]) -> dict[str, Alert]:
+    """The possible_match alerts of a unit: ``near`` maps each stolen serial it resembles to (reason,
+    that serial's registry facts). A sighting the unit's own open case covers gets none: its exact
+    alert says more."""
+    seen = sorted((s for s in set(sightings) if s.type in FUZZY_SIGHTING_TYPES), key=lambda s: s.order)
+    if not seen or not near:
+        return {}
+    own = _cases(registry)
+    # Homoglyph matches first (the same serial, misread), then edits, each by serial.
+    near_cases = [(other, reason, _cases(facts)) for other, (reason, facts)
+                  in sorted(near.items(), key=lambda item: (item[1][0] != "homoglyph", item[0]))]
+    alerts: dict[str, Alert] = {}
+    for sighting in seen:
+        if any(case.open_at(sighting.order) for case in own):
+            continue
+        by_case: dict[CaseKey, list[NearMatch]] = {}
+        for other, reason, cases in near_cases:
+            for case in cases:
+                if case.open_at(sighting.order):
+                    by_case.setdefault(case.key, []).append(NearMatch(other, reason))
+        for key, matches in sorted(by_case.items()):
+            alert_id = possible_match_alert_id(manufacturer, serial, sighting, key)
+            alerts[alert_id] = Alert(alert_id, "possible_match", *key, sighting.time, (sighting,),
+                                     tuple(matches[:NAMED_NEAR_SERIALS]))
     return alerts
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.contracts import (
     AlertSighting,
+    NearSerial,
     ReturnRequested,
     TheftAlertRaised,
     TheftAlertWithdrawn,
@@ -30,10 +31,12 @@ from shared.contracts import (
 from shared.envelope import Event, make_event
 from shared.identity import SerialRange
 from shared.store import add_to_outbox, utcnow
+from shared.unit_locks import UnitLocks, with_keys
 
 from . import store
 from .domain import (
     AGENCY,
+    FUZZY_SIGHTING_TYPES,
     RETAILER,
     RETAILER_AGENCY,
     RETAILER_REPORT_DISPOSITIONS,
@@ -41,9 +44,12 @@ from .domain import (
     Alert,
     Sighting,
     derive_alerts,
+    derive_possible_matches,
+    priority_of,
     reconcile,
     retailer_case_number,
 )
+from .near import NearReason, normalize
 
 SERVICE = "theft"
 SOURCE = "serialtrack/theft"
@@ -92,6 +98,7 @@ class _Batch:
         self.ranges: list[dict] = []
         self.sightings: dict[tuple, dict] = {}
         self.sighted: set[store.UnitKey] = set()
+        self.fuzzy_sighted: set[store.UnitKey] = set()  # sold, returned or claimed: checked for near misses
         self.reported: set[store.UnitKey] = set()
         self.reported_ranges: list[tuple[str, SerialRange]] = []
 
@@ -104,6 +111,8 @@ class _Batch:
         else:
             for key, s in sightings_of(event):
                 self.sighted.add(key)
+                if s.type in FUZZY_SIGHTING_TYPES:
+                    self.fuzzy_sighted.add(key)
                 self.sightings[(*key, s.source, s.event_id)] = {
                     "manufacturer": key[0], "serial": key[1], "event_source": s.source, "event_id": s.event_id,
                     "event_time": s.time, "event_type": s.type, "location": s.location,
@@ -144,6 +153,22 @@ class _Batch:
         self.reported.add((d.manufacturer, d.serial))
 
 
+def near_lock_keys(locks: UnitLocks, event: Event) -> None:
+    """Beyond the units it names (shared/unit_locks.py), a batch locks the homoglyph-normalized form
+    of each serial it reports or sees sold, returned or claimed: two processes applying a report and
+    a misread sale of it at once then wait for each other, as they do for one unit. Edit-distance
+    pairs share no single key (13 locks per serial would lock whole manufacturers at a few hundred
+    sales a batch): docs/theft.md, "Limits"."""
+    d: Any = event.data
+    named = event.type in FUZZY_SIGHTING_TYPES or isinstance(d, (TheftReported, TheftRecovered, UnitAdjusted))
+    if named and getattr(d, "serial_range", None) is None:  # a range locks its whole manufacturer already
+        for serial in d.iter_serials() if hasattr(d, "iter_serials") else (d.serial,):
+            locks.key("near", d.manufacturer, normalize(serial), manufacturer=d.manufacturer)
+
+
+LOCKS = with_keys(near_lock_keys)
+
+
 def apply_events(session: Session, events: list[Event]) -> None:
     batch = _Batch()
     for event in events:
@@ -151,29 +176,50 @@ def apply_events(session: Session, events: list[Event]) -> None:
     store.save_registry(session, batch.registry)
     store.save_registry_ranges(session, batch.ranges)
     store.save_sightings(session, list(batch.sightings.values()))
+    store.save_near_keys(session, batch.registry, batch.sightings.values())
 
     # Only a unit with both a registry entry and a sighting can have alerts: find those by index.
     affected = set(store.registry_rows(session, batch.sighted)) if batch.sighted else set()
+    # A sale, return or claim of a serial near a reported one (looked up once: rederive reuses it).
+    near_found = store.near_stolen_serials(session, batch.fuzzy_sighted) if batch.fuzzy_sighted else {}
+    affected |= set(near_found)
     if batch.reported:
         affected |= store.sighted_keys(session, batch.reported)
+        affected |= store.near_sighted(session, batch.reported)
     for manufacturer, rng in batch.reported_ranges:
         affected |= store.sighted_in_range(session, manufacturer, rng)
+        affected |= store.near_sighted_in_range(session, manufacturer, rng)
     if affected:
-        add_to_outbox(session, SERVICE, rederive(session, affected))
+        add_to_outbox(session, SERVICE, rederive(session, affected, (batch.fuzzy_sighted, near_found)))
 
 
-def rederive(session: Session, keys: set[store.UnitKey]) -> list[Event]:
-    """Derive each unit's alerts from all its facts and store/publish what changed."""
+NearLookups = tuple[set[store.UnitKey], dict[store.UnitKey, dict[str, NearReason]]]
+
+
+def rederive(session: Session, keys: set[store.UnitKey], known: NearLookups | None = None) -> list[Event]:
+    """Derive each unit's alerts from all its facts and store/publish what changed. ``known``: units
+    whose near stolen serials were already looked up, and what was found."""
     registry = store.registry_rows(session, keys)
     sightings = store.sightings_of(session, keys)
     stored = store.stored_alerts(session, keys)
+    # Near misses: only units sold, returned or claimed, then the facts of the serials they resemble.
+    fuzzy = {key for key in keys if any(s.type in FUZZY_SIGHTING_TYPES for s in sightings.get(key, ()))}
+    looked_up, found = known or (set(), {})
+    near = {key: found[key] for key in fuzzy if key in found}
+    if fuzzy - looked_up:
+        near |= store.near_stolen_serials(session, fuzzy - looked_up)
+    near_registry = store.registry_rows(session, {(k[0], other) for k, found in near.items() for other in found})
     new_rows: list[dict] = []
     withdrawn_ids: list[str] = []
     reopened_ids: list[str] = []
     outgoing: list[Event] = []
     for key in sorted(keys):
-        derived = derive_alerts(key[0], key[1], (store.registry_fact(r) for r in registry.get(key, ())),
-                                sightings.get(key, ()))
+        own = [store.registry_fact(r) for r in registry.get(key, ())]
+        derived = derive_alerts(key[0], key[1], own, sightings.get(key, ()))
+        if key in near:
+            derived |= derive_possible_matches(key[0], key[1], own, sightings.get(key, ()), {
+                other: (reason, [store.registry_fact(r) for r in near_registry.get((key[0], other), ())])
+                for other, reason in near[key].items()})
         before = stored.get(key, {})
         result = reconcile(derived, before)
         new_rows.extend(store.alert_row(key, a) for a in result.raised)
@@ -199,6 +245,8 @@ def _alert_event(key: store.UnitKey, alert: Alert, event_id: str) -> Event:
         TheftAlertRaised(
             alert_id=alert.alert_id, kind=alert.kind, manufacturer=key[0], serial=key[1], origin=alert.origin,
             agency=alert.agency, case_number=alert.case_number, seen_at=alert.seen_at,
+            priority=priority_of(alert.kind),
+            near_matches=[NearSerial(serial=n.serial, reason=n.reason) for n in alert.near],
             sightings=[AlertSighting(event_type=s.type, event_source=s.source, event_id=s.event_id, seen_at=s.time,
                                      location=s.location, terminal_id=s.terminal_id, reference=s.reference)
                        for s in alert.sightings],
@@ -209,10 +257,16 @@ def _alert_event(key: store.UnitKey, alert: Alert, event_id: str) -> Event:
     )
 
 
+WITHDRAWN_BECAUSE = {
+    "possible_match": "the case of the similar serial was closed before the unit was seen, or the unit itself was "
+                      "reported (an exact alert replaces this one)",
+}
+
+
 def _withdrawal_event(key: store.UnitKey, alert: Alert) -> Event:
+    reason = WITHDRAWN_BECAUSE.get(alert.kind, "the case was closed (recovered or found) before the unit was seen")
     return make_event(
         TheftAlertWithdrawn(alert_id=alert.alert_id, manufacturer=key[0], serial=key[1], agency=alert.agency,
-                            case_number=alert.case_number,
-                            reason="the case was closed (recovered or found) before the unit was seen"),
+                            case_number=alert.case_number, reason=reason),
         source=SOURCE,  # a random id: an alert may be withdrawn, reopened and withdrawn again
     )

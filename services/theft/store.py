@@ -6,22 +6,27 @@
 - ``theft_sightings``: every event that named a unit (this service's own record: it never asks
   another service where a unit was).
 - ``theft_alerts``: one row per alert id; ``status`` open or withdrawn.
+- ``theft_registry_keys`` / ``theft_sighting_keys``: the near-miss index (services/theft/near.py):
+  each reported serial's and each sold/returned/claimed serial's keys, so that a possible match is
+  found by key lookups in either direction, whichever of the report and the sale arrives first.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Row, Table, and_, func, select, update
+from sqlalchemy import BigInteger, Index, Row, Table, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from shared.identity import SerialRange
 from shared.store import as_utc, chunks, insert_ignore, table_of, utcnow
 
-from .domain import Alert, RegistryFact, Sighting, range_candidates
+from . import near
+from .domain import FUZZY_SIGHTING_TYPES, Alert, NearMatch, RegistryFact, Sighting, range_candidates
 
 UnitKey = tuple[str, str]
 
@@ -103,17 +108,43 @@ class AlertRow(SQLModel, table=True):
     location: str | None = Field(default=None, max_length=64)
     terminal_id: str | None = Field(default=None, max_length=64)
     sightings: str  # JSON list, newest first
+    near_matches: str | None = None  # possible_match alerts: JSON list of the stolen serials it resembles
     raised_at: datetime
     updated_at: datetime
 
 
+class _NearKeyFields(SQLModel):
+    # The primary key is the index: (manufacturer, key) lookups and key-interval scans. SQLite keeps
+    # the table as that index alone (WITHOUT ROWID, set in the table args and migration theft_0003).
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+
+
+class RegistryKeyRow(_NearKeyFields, table=True):
+    """Near-miss keys of every serial a report names one by one (ranges are matched as ranges)."""
+
+    __tablename__ = "theft_registry_keys"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+
+class SightingKeyRow(_NearKeyFields, table=True):
+    """Near-miss keys of every serial sold, returned or claimed (the sightings a possible match needs)."""
+
+    __tablename__ = "theft_sighting_keys"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+
 TABLES: list[Table] = [table_of(RegistryRow), table_of(RegistryRangeRow), table_of(SightingRow),
-                       table_of(AlertRow)]
+                       table_of(AlertRow), table_of(RegistryKeyRow), table_of(SightingKeyRow)]
 
 _registry = table_of(RegistryRow)
 _ranges = table_of(RegistryRangeRow)
 _sightings = table_of(SightingRow)
 _alerts = table_of(AlertRow)
+_registry_keys = table_of(RegistryKeyRow)
+_sighting_keys = table_of(SightingKeyRow)
+NEAR_SERIALS_PER_UNIT = 100  # near stolen serials considered for one unit: keeps a range's share bounded
 
 
 # Writes
@@ -128,6 +159,18 @@ def save_registry_ranges(session: Session, rows: Sequence[dict]) -> None:
 
 def save_sightings(session: Session, rows: Sequence[dict]) -> None:
     insert_ignore(session, _sightings, rows)
+
+
+def _key_rows(units: Iterable[UnitKey]) -> list[dict]:
+    return [{"manufacturer": m, "key": k, "serial": s} for m, s in sorted(set(units)) for k in sorted(near.keys(s))]
+
+
+def save_near_keys(session: Session, registry: Sequence[dict], sightings: Iterable[dict]) -> None:
+    """Index the serials a batch reported one by one and those it saw sold, returned or claimed."""
+    insert_ignore(session, _registry_keys, _key_rows(
+        (r["manufacturer"], r["serial"]) for r in registry if r["kind"] == "reported"))
+    insert_ignore(session, _sighting_keys, _key_rows(
+        (r["manufacturer"], r["serial"]) for r in sightings if r["event_type"] in FUZZY_SIGHTING_TYPES))
 
 
 def _by_maker(keys: Iterable[UnitKey]) -> dict[str, list[str]]:
@@ -181,6 +224,134 @@ def _range_rows(session: Session, by_maker: dict[str, list[str]]) -> Iterator[tu
                 for serial in wanted[row.range_prefix]:
                     if serial in rng:
                         yield (manufacturer, serial), row
+
+
+# The near-miss index: possible matches, either direction
+
+
+def near_stolen_serials(session: Session, units: Iterable[UnitKey]) -> dict[UnitKey, dict[str, near.NearReason]]:
+    """For each unit, the serials reported stolen (one by one, or as range members) that it nearly
+    matches, with the reason (near.near_reason), homoglyph matches first, at most
+    ``NEAR_SERIALS_PER_UNIT`` of them. Reported serials are found by their keys (``_key_hits``);
+    ranges only where the manufacturer has ranges whose (normalized) prefix is within one edit of
+    the unit's."""
+    by_maker = _by_maker(units)
+    found: dict[UnitKey, dict[str, near.NearReason | None]] = {}
+    for manufacturer, serial, other in _key_hits(session, _registry_keys, by_maker):
+        mine = found.setdefault((manufacturer, serial), {})
+        if other not in mine:  # a homoglyph pair shares every key: judge it once
+            mine[other] = near.near_reason(serial, other)
+    for unit, members in _near_range_members(session, by_maker).items():
+        mine = found.setdefault(unit, {})
+        for member in members:
+            mine.setdefault(member, near.near_reason(unit[1], member))
+    result: dict[UnitKey, dict[str, near.NearReason]] = {}
+    for unit, candidates in found.items():
+        hits = sorted(((other, reason) for other, reason in candidates.items() if reason is not None),
+                      key=lambda item: near.closeness(item[1], item[0]))
+        if hits:
+            result[unit] = dict(hits[:NEAR_SERIALS_PER_UNIT])
+    return result
+
+
+def _near_range_members(session: Session, by_maker: dict[str, list[str]]) -> dict[UnitKey, list[str]]:
+    prefixes: dict[str, set[str]] = {}
+    for part in chunks(list(by_maker)):
+        for manufacturer, prefix in session.execute(select(_ranges.c.manufacturer, _ranges.c.range_prefix)
+                                                    .where(_ranges.c.manufacturer.in_(part)).distinct()):
+            prefixes.setdefault(manufacturer, set()).add(prefix)
+    found: dict[UnitKey, list[str]] = {}
+    for manufacturer, raw_prefixes in prefixes.items():
+        by_norm: dict[str, list[str]] = {}
+        for raw in raw_prefixes:
+            by_norm.setdefault(near.normalize(raw), []).append(raw)
+        prefix_index = near.PrefixIndex(by_norm)
+        units = {serial: prefix_index.near(near.normalize(serial)) for serial in by_maker[manufacturer]}
+        raw_wanted = sorted({raw for hits in units.values() for norm in hits for raw in by_norm[norm]})
+        if not raw_wanted:
+            continue
+        rows = [row for part in chunks(raw_wanted) for row in session.execute(
+            select(_ranges.c.id, _ranges.c.range_prefix, _ranges.c.range_first, _ranges.c.range_last,
+                   _ranges.c.range_width).where(_ranges.c.manufacturer == manufacturer,
+                                                _ranges.c.range_prefix.in_(part)))]
+        index = near.RangeNearIndex((row.id, range_of(row)) for row in rows)
+        for serial, hits in units.items():
+            if hits:
+                members = index.near(serial, limit=NEAR_SERIALS_PER_UNIT)
+                if members:
+                    found[(manufacturer, serial)] = sorted({m.serial for m in members})
+    return found
+
+
+def near_sighted(session: Session, units: Iterable[UnitKey]) -> set[UnitKey]:
+    """Units sold, returned or claimed whose serial nearly matches one of ``units`` (reported serials)."""
+    found: set[UnitKey] = set()
+    for manufacturer, reported, seen in _key_hits(session, _sighting_keys, _by_maker(units)):
+        if (manufacturer, seen) not in found and near.near_reason(seen, reported):
+            found.add((manufacturer, seen))
+    return found
+
+
+KEY_CHUNK = 50_000  # keys per lookup statement
+_PLAIN = re.compile(r"[A-Za-z0-9._-]*")  # what serials, manufacturers and keys are made of: JSON as they are
+
+
+def _json_string(text: str) -> str:
+    """A JSON string literal; a tenth of the cost of json.dumps for names that need no escape."""
+    return f'"{text}"' if _PLAIN.fullmatch(text) else json.dumps(text)
+
+
+def _key_hits(session: Session, table: Table, by_maker: dict[str, list[str]]) -> Iterator[tuple[str, str, str]]:
+    """(manufacturer, serial asked about, indexed serial sharing a key with it), by index. SQLite: one
+    join per 50,000 keys against the keys as a JSON array (json_each), each pair once. PostgreSQL:
+    one ``key = ANY(array)`` index scan per manufacturer and 50,000 keys, paired here. Either way no
+    statement grows with one bind parameter per key (building those cost more than the lookups)."""
+    name = table.name
+    if session.get_bind().dialect.name == "sqlite":
+        triples: list[str] = []
+        for manufacturer, serials in by_maker.items():
+            for serial in serials:
+                head = f"[{_json_string(serial)},{_json_string(manufacturer)},"
+                if _PLAIN.fullmatch(serial):  # so are its keys (letters become digits, nothing else changes)
+                    triples.extend(f'{head}"{key}"]' for key in near.keys(serial))
+                else:
+                    triples.extend(f"{head}{json.dumps(key)}]" for key in near.keys(serial))
+        for part in chunks(triples, KEY_CHUNK):
+            yield from session.execute(text(
+                "SELECT DISTINCT json_extract(w.value, '$[1]'), json_extract(w.value, '$[0]'), r.serial "
+                f"FROM json_each(:wanted) AS w JOIN {name} AS r "
+                "ON r.manufacturer = json_extract(w.value, '$[1]') AND r.key = json_extract(w.value, '$[2]')"),
+                {"wanted": "[" + ",".join(part) + "]"}).tuples()
+        return
+    lookup = text(f"SELECT key, serial FROM {name} WHERE manufacturer = :manufacturer "
+                  "AND key = ANY(CAST(:keys AS text[]))")
+    for manufacturer, serials in by_maker.items():
+        wanted: dict[str, list[str]] = {}
+        for serial in serials:
+            for key in near.keys(serial):
+                wanted.setdefault(key, []).append(serial)
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), KEY_CHUNK):
+            rows = session.execute(lookup, {"manufacturer": manufacturer, "keys": ordered[start:start + KEY_CHUNK]})
+            for key, other in rows:
+                for serial in wanted[key]:
+                    yield manufacturer, serial, other
+
+
+def near_sighted_in_range(session: Session, manufacturer: str, rng: SerialRange) -> set[UnitKey]:
+    """Units sold, returned or claimed whose serial nearly matches a member of ``rng``: their keys lie in
+    near.range_key_intervals (about as many numbers as the range holds), then each is verified."""
+    candidates: set[str] = set()
+    intervals = near.range_key_intervals(rng)
+    for part in chunks(intervals, 50):
+        candidates.update(session.execute(select(_sighting_keys.c.serial).where(
+            _sighting_keys.c.manufacturer == manufacturer,
+            or_(*(and_(_sighting_keys.c.key >= low, _sighting_keys.c.key <= high) for low, high in part)),
+        ).distinct()).scalars())
+    if not candidates:
+        return set()
+    index = near.RangeNearIndex([(0, rng)])
+    return {(manufacturer, serial) for serial in candidates if index.near(serial, limit=1)}
 
 
 def range_of(row) -> SerialRange:
@@ -257,7 +428,13 @@ def _sighting_from_json(d: dict) -> Sighting:
 def alert_from_row(row) -> Alert:
     return Alert(alert_id=row.alert_id, kind=row.kind, origin=row.origin, agency=row.agency,
                  case_number=row.case_number, seen_at=as_utc(row.seen_at),
-                 sightings=tuple(_sighting_from_json(d) for d in json.loads(row.sightings)))
+                 sightings=tuple(_sighting_from_json(d) for d in json.loads(row.sightings)),
+                 near=tuple(NearMatch(d["serial"], d["reason"]) for d in near_matches_of(row)))
+
+
+def near_matches_of(row) -> list[dict]:
+    """A possible_match alert's near serials ([] for exact alerts), as stored."""
+    return json.loads(row.near_matches) if row.near_matches else []
 
 
 def stored_alerts(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, dict[str, tuple[str, Alert]]]:
@@ -278,6 +455,8 @@ def alert_row(key: UnitKey, alert: Alert) -> dict:
         "origin": alert.origin, "agency": alert.agency, "case_number": alert.case_number, "seen_at": alert.seen_at,
         "event_type": newest.type, "event_source": newest.source, "location": newest.location,
         "terminal_id": newest.terminal_id, "sightings": json.dumps([sighting_json(s) for s in alert.sightings]),
+        "near_matches": json.dumps([{"serial": n.serial, "reason": n.reason} for n in alert.near]) if alert.near
+        else None,
         "raised_at": now, "updated_at": now,
     }
 
@@ -308,8 +487,9 @@ def alerts_for_unit(session: Session, key: UnitKey) -> list:
         .order_by(_alerts.c.seen_at.desc(), _alerts.c.alert_id)))
 
 
-def _alert_conditions(*, agency=None, since=None, until=None, status=None, manufacturer=None) -> list:
+def _alert_conditions(*, agency=None, since=None, until=None, status=None, manufacturer=None, kind=None) -> list:
     return [c for c in (
+        _alerts.c.kind == kind if kind else None,
         _alerts.c.agency == agency if agency else None,
         _alerts.c.seen_at >= since if since else None,
         _alerts.c.seen_at < until if until else None,

@@ -43,8 +43,19 @@ class AlertSighting(BaseModel):
     reference: Code | None = None  # receipt, claim or request id the sighting carried
 
 
-AlertKind = Literal["sighting", "retroactive"]
+AlertKind = Literal["sighting", "retroactive", "possible_match"]
+AlertPriority = Literal["high", "low"]
 ReportOrigin = Literal["agency", "retailer"]
+NearReason = Literal["homoglyph", "dropped_character", "extra_character", "swapped_characters", "changed_character"]
+
+
+class NearSerial(BaseModel):
+    """A stolen serial a possible_match alert's unit resembles, and how (docs/theft.md, "Near misses")."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    serial: Serial
+    reason: NearReason
 
 
 class TheftAlertRaised(EventData):
@@ -52,9 +63,11 @@ class TheftAlertRaised(EventData):
 
     ``kind`` "sighting": ``sightings`` holds the one event that named the unit while the case was
     open. ``kind`` "retroactive": the report came after the unit had been seen; ``sightings`` holds
-    the last sightings before the report, newest first. One alert per (sighting, unit, case), or per
-    (unit, case) when retroactive; the envelope id is the alert id, derived from those, so
-    redelivery and refolds never raise it twice.
+    the last sightings before the report, newest first. ``kind`` "possible_match" (``priority``
+    "low"): the unit sold, returned or claimed is not reported, but its serial nearly matches the
+    reported serials in ``near_matches`` (a misread or mistyped serial, or a near-copy). One alert per
+    (sighting, unit, case), or per (unit, case) when retroactive; the envelope id is the alert id,
+    derived from those, so redelivery and refolds never raise it twice.
     """
 
     event_type: ClassVar[str] = "theft.alert"
@@ -68,6 +81,8 @@ class TheftAlertRaised(EventData):
     case_number: Code
     seen_at: AwareDatetime
     sightings: list[AlertSighting] = Field(min_length=1, max_length=20)
+    priority: AlertPriority = "high"  # "low" for possible_match: an exact alert comes first
+    near_matches: list[NearSerial] = Field(default=[], max_length=20)
 
 
 class TheftAlertWithdrawn(EventData):

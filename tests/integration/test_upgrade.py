@@ -195,6 +195,13 @@ def apply_new_events(engines) -> None:
     with read_client("theft", engines["theft"]) as client:
         stolen = client.get(f"/stolen/{LAPTOP}/{laptop(115)}").json()
     assert stolen["stolen"] and stolen["open_cases"] == ["metro-pd:NEW-1"]
+    # theft_0003 indexed the reports 0.1.0 stored: a misread of TVREL1003 (stolen) sold now is a possible match
+    process("theft", UnitSold(manufacturer="acme", serial="TVREL1OO3", sku="TV-55", location="store-7",
+                              terminal_id="store-7/till-1", receipt_id="R-NEW-OO3"))
+    with read_client("theft", engines["theft"]) as client:
+        [alert] = client.get("/stolen/acme/TVREL1OO3").json()["alerts"]
+    assert (alert["kind"], alert["priority"], alert["case_number"], alert["near_matches"]) == (
+        "possible_match", "low", "2026-REL1", [{"serial": "TVREL1003", "reason": "homoglyph"}])
 
     with read_client("recalls", engines["recalls"]) as client:
         remedied = client.get("/recalls/RC-REL1-L").json()["progress"]["remedied"]
