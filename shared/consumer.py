@@ -85,6 +85,9 @@ from .unit_locks import LockPlanner
 log = logging.getLogger("serialtrack.consumer")
 
 ApplyEvents = Callable[[Session, list[Event]], None]
+# Work a service does on its own store while no event comes (inventory: manifests whose deadline
+# passed), in its own transaction, between batches; returns how much it did (0: nothing to do).
+Housekeeping = Callable[[Session], int]
 
 TRANSIENT_BACKOFF_S = 1.0
 
@@ -135,8 +138,10 @@ class EventProcessor:
     """
 
     def __init__(self, service: str, engine: Engine, apply: ApplyEvents,
-                 locks: LockPlanner = unit_locks.units_of, metrics: ServiceMetrics | None = None):
+                 locks: LockPlanner = unit_locks.units_of, metrics: ServiceMetrics | None = None,
+                 housekeeping: Housekeeping | None = None):
         self.service = service
+        self.housekeeping = housekeeping
         self.engine = engine
         self.apply = apply
         self._crash_on = os.environ.get(CRASH_ON_ENV) or None  # the test hook above
@@ -178,6 +183,16 @@ class EventProcessor:
                     self.metrics.retried(kind)
                 time.sleep(random.uniform(0, 0.01 * attempt))  # apart, so the two do not meet again
         raise AssertionError("unreachable")
+
+
+    def housekeep(self) -> int:
+        """The service's housekeeping in one transaction (a worker thread); 0 when it has none."""
+        if self.housekeeping is None:
+            return 0
+        with Session(self.engine) as session, session.begin():
+            done = self.housekeeping(session)
+            outgoing = session.info.get(OUTBOX_ROWS, 0)
+        return done + outgoing
 
 
 RETRIES = 5  # attempts of a batch that lost a race (EventProcessor.process)
@@ -357,7 +372,11 @@ class StreamConsumer:
 
     async def _write_loop(self) -> None:
         while True:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.housekeeping_s)
+            except TimeoutError:  # idle: the writer does the service's housekeeping, between batches
+                await self._housekeep()
+                continue
             self._wake.clear()
             work, self._waiting = self._waiting, []
             if not work:
@@ -375,6 +394,16 @@ class StreamConsumer:
                 for _, done in work:
                     if not done.done():
                         done.set_result(None)
+
+    async def _housekeep(self) -> None:
+        if self.processor.housekeeping is None:
+            return
+        try:
+            if await asyncio.to_thread(self.processor.housekeep) and self.on_outgoing:
+                self.on_outgoing()
+        except Exception as exc:  # noqa: BLE001 - a store outage: the next tick (or batch) tries again
+            log.warning("%s: housekeeping failed (%r); it runs again in %.0f s", self.service, exc,
+                        self.settings.housekeeping_s)
 
     async def _apply(self, entries: list[_Entry]) -> None:
         if not entries:

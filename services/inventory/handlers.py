@@ -7,9 +7,11 @@ rows, so everything here commits or rolls back together with "event applied".
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import uuid
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -23,6 +25,8 @@ from shared.contracts import (
     RecallIssued,
     RecallRemedyCompleted,
     RecallScope,
+    ShipmentDispatched,
+    StockCounted,
     TheftRecovered,
     TheftReported,
     UnitAdjusted,
@@ -33,17 +37,20 @@ from shared.contracts import (
     UnitTransferred,
 )
 from shared.envelope import Event, make_event, make_trusted_event
-from shared.store import add_to_outbox, refresh_statistics
+from shared.store import add_to_outbox, as_utc, refresh_statistics, utcnow
 
 from . import store
 from .domain import Anomaly, Fact, Quarantined, UnitState, advance, needs_refold
+from .reconciliation import MANIFEST_KINDS, judge_count, judge_manifests, receipts_of, state_at
+
+log = logging.getLogger("serialtrack.inventory")
 
 SERVICE = "inventory"
 SOURCE = "serialtrack/inventory"
 EVENT_TYPES = (
     "unit.received", "unit.transferred", "unit.sold", "unit.returned", "unit.adjusted",
     "theft.reported", "theft.recovered", "recall.issued", "recall.amended", "recall.closed",
-    "recall.remedy.completed", "inventory.recall.continues",
+    "recall.remedy.completed", "inventory.recall.continues", "shipment.dispatched", "stock.counted",
     "customer.erasure.requested",  # applied around this module by shared/erasure.py (ServiceDefinition.customer_data)
 )
 LARGE_BATCH = 10_000  # new units in one batch from which PostgreSQL's table statistics are refreshed
@@ -183,8 +190,14 @@ def apply_events(session: Session, events: list[Event]) -> None:
     per_unit: dict[store.UnitKey, list[Fact]] = {}
     states: dict[store.UnitKey, UnitState] = {}
     outgoing: list[Event] = []
+    shipments: list[Event] = []
+    counts: list[Event] = []
     for event in events:
-        if event.type.startswith("recall.") or event.type == RecallApplicationContinues.event_type:
+        if isinstance(event.data, ShipmentDispatched):
+            shipments.append(event)
+        elif isinstance(event.data, StockCounted):
+            counts.append(event)
+        elif event.type.startswith("recall.") or event.type == RecallApplicationContinues.event_type:
             for key, fact in _recall_facts(session, event, states, outgoing):
                 per_unit.setdefault(key, []).append(fact)
         elif isinstance(event.data, (TheftReported, TheftRecovered)) and event.data.serial is None:
@@ -195,6 +208,7 @@ def apply_events(session: Session, events: list[Event]) -> None:
                 per_unit.setdefault(key, []).append(fact)
 
     states.update(store.load_units(session, [key for key in per_unit if key not in states]))
+    known = set(states)  # units inventory had before this batch
     _add_open_recalls(session, per_unit, states)
     histories = _add_theft_selections(session, per_unit)
     late = [key for key, facts in per_unit.items() if needs_refold(states.get(key), facts)]
@@ -215,14 +229,15 @@ def apply_events(session: Session, events: list[Event]) -> None:
         derived = [store.anomaly_row(key, e) for e in outcome.effects if isinstance(e, Anomaly)]
         if outcome.refolded:
             # Reconcile with what was recorded: withdraw anomalies that only came from arrival
-            # order, reopen ones derived again, record the new ones.
-            known = recorded.get(key, {})
+            # order, reopen ones derived again, record the new ones. Manifest anomalies are not the
+            # fold's: _judge_manifests reconciles them.
+            kept = {i: status for i, status in recorded.get(key, {}).items() if i[2] not in MANIFEST_KINDS}
             derived_ids = {store.anomaly_identity(row) for row in derived}
-            withdrawn_now = [i for i, status in known.items() if status == "open" and i not in derived_ids]
+            withdrawn_now = [i for i, status in kept.items() if status == "open" and i not in derived_ids]
             withdraw.extend(withdrawn_now)
-            reopen.extend(i for i in derived_ids if known.get(i) == "withdrawn")
+            reopen.extend(i for i in derived_ids if kept.get(i) == "withdrawn")
             outgoing.extend(_withdrawal_event(identity) for identity in withdrawn_now)
-            derived = [row for row in derived if store.anomaly_identity(row) not in known]
+            derived = [row for row in derived if store.anomaly_identity(row) not in kept]
         anomaly_rows.extend(derived)
         outgoing.extend(_anomaly_event(row) for row in derived)
         for effect in outcome.effects:
@@ -236,8 +251,12 @@ def apply_events(session: Session, events: list[Event]) -> None:
     store.save_anomalies(session, anomaly_rows)
     store.set_anomaly_status(session, withdraw, "withdrawn")
     store.set_anomaly_status(session, reopen, "open")
+    # After the units and their history are saved: reconciliation reads them as they are now.
+    _reconcile_manifests(session, shipments, per_unit, known, outgoing)
+    _apply_counts(session, counts, per_unit)
+    check_deadlines(session, outgoing, utcnow())
     add_to_outbox(session, SERVICE, outgoing)
-    if sum(1 for key in per_unit if key not in states) >= LARGE_BATCH:  # a range receipt: the tables grew
+    if sum(1 for key in per_unit if key not in known) >= LARGE_BATCH:  # a range receipt: the tables grew
         refresh_statistics(session, "inventory_units", "inventory_history")
 
 
@@ -326,3 +345,182 @@ def _quarantine_events(quarantines: dict[tuple[str, str, datetime], list[tuple[s
                 source=SOURCE, id=str(uuid.uuid5(_IDS, f"quarantine/{manufacturer}/{recall_id}/{digest}")), time=time,
             ))
     return events
+
+
+# --- shipment manifests: receipts reconciled against them (reconciliation.judge_manifests) ----------------
+
+# Due manifests checked per transaction: a batch (or an idle tick) checks one and leaves the next to the
+# next one, so a lost truck of 100,000 units does not hold the writer much longer than a bulk receipt.
+DEADLINES_PER_CHECK = 1
+
+
+def deadline_of(expected_arrival, grace_days: int) -> datetime:
+    """The end of the expected arrival day (UTC) plus the grace period."""
+    return datetime.combine(expected_arrival, datetime.min.time(), tzinfo=UTC) + timedelta(days=1 + grace_days)
+
+
+def _shipment_row(event: Event) -> dict:
+    d = event.data
+    assert isinstance(d, ShipmentDispatched)
+    return {
+        "shipment_id": d.shipment_id, "manufacturer": d.manufacturer, "from_location": d.from_location,
+        "to_location": d.to_location, "retailer": d.retailer, "sku": d.sku,
+        "expected_arrival": d.expected_arrival.isoformat(), "grace_days": d.grace_days,
+        "deadline": deadline_of(d.expected_arrival, d.grace_days),
+        "serials": json.dumps(list(dict.fromkeys(d.serials))) if d.serials else None,
+        "serial_ranges": json.dumps([r.model_dump() for r in d.serial_ranges]) if d.serial_ranges else None,
+        "expected_count": d.unit_count, "event_time": event.time, "event_source": event.source,
+        "event_id": event.id, "swept_at": None, "recorded_at": utcnow(),
+    }
+
+
+def _reconcile_manifests(session: Session, shipments: list[Event], per_unit: dict[store.UnitKey, list[Fact]],
+                         known: set[store.UnitKey], outgoing: list[Event]) -> None:
+    """Store new manifests (one row each, whatever their size) and judge the units that need it: the
+    ones received now that a manifest covers or at a location that takes manifests, and the ones a
+    new manifest covers that were received at or after its dispatch (their receipt came first)."""
+    to_judge: set[store.UnitKey] = set()
+    for event in shipments:
+        d = event.data
+        assert isinstance(d, ShipmentDispatched)
+        held_by = store.save_shipment(session, _shipment_row(event))
+        if held_by is not None:
+            log.warning("inventory: shipment.dispatched %s %s not applied: shipment %s came already in %s",
+                        event.source, event.id, d.shipment_id, held_by)
+            continue
+        selections: list = [*(d.serial_ranges or ()), *([d.serials] if d.serials else ())]
+        for selection in selections:
+            to_judge.update(store.units_with_event_since(session, d.manufacturer, selection, event.time,
+                                                         "unit.received"))
+    received = {key: receipts for key, facts in per_unit.items() if (receipts := receipts_of(facts))}
+    if received:
+        index = store.shipment_index(session, {maker for maker, _ in received})
+        destinations = store.manifests_to(session, {r.location for rs in received.values() for r in rs})
+        for key, receipts in received.items():
+            maker_index = index.get(key[0])
+            if (maker_index is not None and maker_index[0].serial_candidates(key[1])) or \
+                    any(r.location in destinations for r in receipts):
+                to_judge.add(key)
+    if to_judge:
+        _judge_manifests(session, sorted(to_judge), per_unit, known, outgoing)
+
+
+def _judge_manifests(session: Session, keys: list[store.UnitKey], per_unit: dict[store.UnitKey, list[Fact]],
+                     known: set[store.UnitKey], outgoing: list[Event]) -> None:
+    """Judge ``keys`` against every manifest that covers them and reconcile with what was recorded:
+    their shipment rows replaced where they changed; anomalies recorded, withdrawn (a late event
+    explained them) or reopened, and published."""
+    index = store.shipment_index(session, {maker for maker, _ in keys})
+    # Receipts: a unit new in this batch has only the batch's; others are read from their history
+    # (saved already, this batch's facts included).
+    from_history = [key for key in keys if key in known or key not in per_unit]
+    histories = store.load_histories(session, from_history) if from_history else {}
+    receipts = {key: receipts_of(histories.get(key, ()) if key in known or key not in per_unit else per_unit[key])
+                for key in keys}
+    destinations = store.manifests_to(session, {r.location for rs in receipts.values() for r in rs})
+    stored_rows = store.shipment_units_of(session, keys)
+    recorded = store.anomaly_identities(session, keys)
+    changed: list[store.UnitKey] = []
+    rows: list[tuple] = []
+    new_anomalies: list[dict] = []
+    withdraw: list[tuple] = []
+    reopen: list[tuple] = []
+    for key in keys:
+        maker_index = index.get(key[0])
+        manifests = [maker_index[1][i] for i in maker_index[0].serial_candidates(key[1])] if maker_index else []
+        judged, anomalies = judge_manifests(manifests, receipts[key], destinations)
+        tuples = {store.shipment_unit_tuple(key, row) for row in judged}
+        if tuples != stored_rows.get(key, set()):
+            changed.append(key)
+            rows.extend(tuples)
+        derived = [store.anomaly_row(key, Anomaly(a.kind, a.detail, Fact(time=a.event[0], source=a.event[1],
+                                                                         event_id=a.event[2], type=a.event_type)))
+                   for a in anomalies]
+        kept = {i: status for i, status in recorded.get(key, {}).items() if i[2] in MANIFEST_KINDS}
+        derived_ids = {store.anomaly_identity(row) for row in derived}
+        withdrawn_now = [i for i, status in kept.items() if status == "open" and i not in derived_ids]
+        withdraw.extend(withdrawn_now)
+        outgoing.extend(_withdrawal_event(identity) for identity in withdrawn_now)
+        reopen.extend(i for i in derived_ids if kept.get(i) == "withdrawn")
+        fresh = [row for row in derived if store.anomaly_identity(row) not in kept]
+        new_anomalies.extend(fresh)
+        outgoing.extend(_anomaly_event(row) for row in fresh)
+    store.replace_shipment_units(session, changed, rows)
+    store.save_anomalies(session, new_anomalies)
+    store.set_anomaly_status(session, withdraw, "withdrawn")
+    store.set_anomaly_status(session, reopen, "open")
+
+
+def check_deadlines(session: Session, outgoing: list[Event], now: datetime, limit: int = DEADLINES_PER_CHECK) -> int:
+    """Check manifests whose deadline passed: each of their units not received by it becomes
+    ``missing_in_transit``. Runs in every batch and when the service is idle (``housekeeping``);
+    the judgement is by event time, so when it runs changes nothing but how soon it is reported."""
+    due = store.due_shipments(session, now, limit)
+    for row in due:
+        store.mark_swept(session, row.shipment_id, now)
+        keys = [(row.manufacturer, serial) for serial in store.shipment_serials(row)]
+        for start in range(0, len(keys), 100_000):
+            _judge_manifests(session, keys[start:start + 100_000], {}, set(), outgoing)
+    return len(due)
+
+
+def housekeeping(session: Session) -> int:
+    """What the service does while no event comes (shared/consumer.py): the manifests whose deadline
+    passed. Returns how many it checked."""
+    outgoing: list[Event] = []
+    checked = check_deadlines(session, outgoing, utcnow())
+    add_to_outbox(session, SERVICE, outgoing)
+    return checked
+
+
+# --- stock counts (reconciliation.judge_count) ---------------------------------------------------------------
+
+def _apply_counts(session: Session, counts: list[Event], per_unit: dict[store.UnitKey, list[Fact]]) -> None:
+    """Store count parts; judge a count when its last part is in. A fact of this batch at or before
+    a count already judged changes that count's judgement of its unit (judged by event time)."""
+    if per_unit:
+        earliest = min(fact.time for facts in per_unit.values() for fact in facts)
+        for count in store.counts_judged_since(session, earliest):
+            counted_at = as_utc(count.counted_at)
+            keys = [key for key, facts in per_unit.items() if any(fact.time <= counted_at for fact in facts)]
+            if keys:
+                seen = {key for key, judged in store.count_judgements(session, count.count_id, keys).items()
+                        if judged[1]}
+                _judge_count(session, count.count_id, count.location, counted_at, keys, seen)
+    ready: list[str] = []
+    for event in counts:
+        d = event.data
+        assert isinstance(d, StockCounted)
+        units = list(dict.fromkeys((u.manufacturer, u.serial) for u in d.units))
+        refused = store.save_count_part(session, d.count_id, d.location, d.counted_at, d.part, d.final, units,
+                                        (event.time, event.source, event.id))
+        if refused:
+            log.warning("inventory: stock.counted %s %s not applied: %s", event.source, event.id, refused)
+            continue
+        ready.append(d.count_id)
+    for count_id in dict.fromkeys(ready):
+        count = store.count_ready(session, count_id)
+        if count is None:
+            continue
+        counted_at = as_utc(count.counted_at)
+        seen = store.counted_units(session, count_id)
+        here, moved = store.count_candidates(session, count.location, counted_at)
+        _judge_count(session, count_id, count.location, counted_at, sorted(here | moved | seen), seen)
+        store.complete_count(session, count_id)
+
+
+def _judge_count(session: Session, count_id: str, location: str, counted_at: datetime,
+                 keys: Iterable[store.UnitKey], seen: set[store.UnitKey]) -> None:
+    """Each unit as it was at ``counted_at`` (its history folded up to then when anything happened to
+    it since) against the count; the judgements saved, a unit that no longer concerns it dropped."""
+    keys = list(keys)
+    states = store.load_units(session, keys)
+    later = [key for key, state in states.items() if state.last is not None and state.last[0] > counted_at]
+    histories = store.load_histories(session, later) if later else {}
+    judged = {}
+    for key in keys:
+        state = states.get(key)
+        if key in histories or (state is not None and key in later):
+            state = state_at(key[0], key[1], histories.get(key, []), counted_at)
+        judged[key] = judge_count(state, key in seen, location)
+    store.save_count_judgements(session, count_id, judged)
