@@ -26,8 +26,8 @@ from .contracts import EVENT_TYPES
 # Roles of producers outside the system and the inbound types each may publish.
 _PRODUCER_TYPES: dict[str, tuple[str, ...]] = {
     "pos": ("unit.sold", "unit.returned", "return.requested"),
-    # A retailer's DC ships transfers to its stores with a manifest, and counts its own stock.
-    "warehouse": ("unit.received", "unit.transferred", "unit.adjusted", "shipment.dispatched", "stock.counted"),
+    # A retailer's DC also ships transfers to its stores with a manifest.
+    "warehouse": ("unit.received", "unit.transferred", "unit.adjusted", "shipment.dispatched"),
     # A store's cycle count (its receipts and adjustments go through its warehouse-role systems).
     "store": ("stock.counted",),
     # A distributor between manufacturers and retailers: its advance ship notices.
