@@ -29,6 +29,7 @@ from .asyncapi_cli import asyncapi as asyncapi_command  # typer only at import: 
 from .credentials_cli import credentials_app  # likewise
 from .erase_cli import erase as erase_command  # likewise
 from .keys_cli import keys_app  # likewise
+from .stock_cli import counts_app, shipments_app  # likewise
 from .tokens_cli import tokens_app  # likewise
 
 app = typer.Typer(
@@ -691,6 +692,8 @@ app.command(name="erase")(erase_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(shipments_app, name="shipments")
+app.add_typer(counts_app, name="counts")
 app.command("asyncapi")(asyncapi_command)
 app.command("archive")(archive_command)
 app.command("rebuild")(rebuild_command)
