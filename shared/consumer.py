@@ -85,8 +85,8 @@ from .unit_locks import LockPlanner
 log = logging.getLogger("serialtrack.consumer")
 
 ApplyEvents = Callable[[Session, list[Event]], None]
-# Work a service does on its own store while no event comes (inventory: manifests whose deadline
-# passed), in its own transaction, between batches; returns how much it did (0: nothing to do).
+# Work a service does on its own store that no event asks for (inventory: manifests whose deadline
+# passed), one transaction per call, between batches; returns how much it did (0: nothing to do).
 Housekeeping = Callable[[Session], int]
 
 TRANSIENT_BACKOFF_S = 1.0
@@ -196,6 +196,7 @@ class EventProcessor:
 
 
 RETRIES = 5  # attempts of a batch that lost a race (EventProcessor.process)
+HOUSEKEEPING_STEPS = 100  # housekeeping transactions in one round at most (events waiting stop it sooner)
 
 
 def _race(exc: DBAPIError) -> str | None:
@@ -371,11 +372,18 @@ class StreamConsumer:
             await done
 
     async def _write_loop(self) -> None:
+        interval = self.settings.housekeeping_s
+        last_housekeeping = time.monotonic()
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.housekeeping_s)
-            except TimeoutError:  # idle: the writer does the service's housekeeping, between batches
+            if time.monotonic() - last_housekeeping >= interval:
+                # Between batches, every ``interval`` seconds, busy or idle: the writer does the
+                # service's housekeeping (shared/service.py ServiceDefinition.housekeeping).
                 await self._housekeep()
+                last_housekeeping = time.monotonic()
+            try:
+                await asyncio.wait_for(self._wake.wait(),
+                                       timeout=max(interval - (time.monotonic() - last_housekeeping), 0.001))
+            except TimeoutError:
                 continue
             self._wake.clear()
             work, self._waiting = self._waiting, []
@@ -396,12 +404,17 @@ class StreamConsumer:
                         done.set_result(None)
 
     async def _housekeep(self) -> None:
+        """Housekeeping in steps of one transaction each, until it has nothing left or events wait."""
         if self.processor.housekeeping is None:
             return
         try:
-            if await asyncio.to_thread(self.processor.housekeep) and self.on_outgoing:
-                self.on_outgoing()
-        except Exception as exc:  # noqa: BLE001 - a store outage: the next tick (or batch) tries again
+            for _ in range(HOUSEKEEPING_STEPS):
+                done = await asyncio.to_thread(self.processor.housekeep)
+                if done and self.on_outgoing:
+                    self.on_outgoing()
+                if not done or self._waiting:
+                    break
+        except Exception as exc:  # noqa: BLE001 - a store outage: the next round tries again
             log.warning("%s: housekeeping failed (%r); it runs again in %.0f s", self.service, exc,
                         self.settings.housekeeping_s)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from shared import unit_locks
 from shared.contracts import (
     InventoryAnomalyDetected,
     InventoryAnomalyWithdrawn,
@@ -38,6 +39,7 @@ from shared.contracts import (
 )
 from shared.envelope import Event, make_event, make_trusted_event
 from shared.store import add_to_outbox, as_utc, refresh_statistics, utcnow
+from shared.unit_locks import UnitLocks
 
 from . import store
 from .domain import Anomaly, Fact, Quarantined, UnitState, advance, needs_refold
@@ -254,7 +256,6 @@ def apply_events(session: Session, events: list[Event]) -> None:
     # After the units and their history are saved: reconciliation reads them as they are now.
     _reconcile_manifests(session, shipments, per_unit, known, outgoing)
     _apply_counts(session, counts, per_unit)
-    check_deadlines(session, outgoing, utcnow())
     add_to_outbox(session, SERVICE, outgoing)
     if sum(1 for key in per_unit if key not in known) >= LARGE_BATCH:  # a range receipt: the tables grew
         refresh_statistics(session, "inventory_units", "inventory_history")
@@ -349,8 +350,8 @@ def _quarantine_events(quarantines: dict[tuple[str, str, datetime], list[tuple[s
 
 # --- shipment manifests: receipts reconciled against them (reconciliation.judge_manifests) ----------------
 
-# Due manifests checked per transaction: a batch (or an idle tick) checks one and leaves the next to the
-# next one, so a lost truck of 100,000 units does not hold the writer much longer than a bulk receipt.
+# Due manifests checked per transaction: housekeeping checks one and leaves the next to its next
+# transaction, so a lost truck of 100,000 units holds the writer about as long as a bulk receipt.
 DEADLINES_PER_CHECK = 1
 
 
@@ -453,20 +454,30 @@ def _judge_manifests(session: Session, keys: list[store.UnitKey], per_unit: dict
 
 def check_deadlines(session: Session, outgoing: list[Event], now: datetime, limit: int = DEADLINES_PER_CHECK) -> int:
     """Check manifests whose deadline passed: each of their units not received by it becomes
-    ``missing_in_transit``. Runs in every batch and when the service is idle (``housekeeping``);
-    the judgement is by event time, so when it runs changes nothing but how soon it is reported."""
+    ``missing_in_transit``. The judgement is by event time, so when this runs changes nothing but
+    how soon it is reported. On PostgreSQL it first takes their manufacturers' locks, as a batch of a
+    range event would (shared/unit_locks.py), so no batch judges their units at the same time."""
     due = store.due_shipments(session, now, limit)
+    if not due:
+        return 0
+    locks = UnitLocks()
     for row in due:
+        locks.whole(row.manufacturer)
+    unit_locks.take(session, locks)
+    checked = 0
+    for row in store.due_shipments(session, now, limit):  # again, under the locks: another process may have
+        # checked some meanwhile
         store.mark_swept(session, row.shipment_id, now)
         keys = [(row.manufacturer, serial) for serial in store.shipment_serials(row)]
         for start in range(0, len(keys), 100_000):
             _judge_manifests(session, keys[start:start + 100_000], {}, set(), outgoing)
-    return len(due)
+        checked += 1
+    return checked
 
 
 def housekeeping(session: Session) -> int:
-    """What the service does while no event comes (shared/consumer.py): the manifests whose deadline
-    passed. Returns how many it checked."""
+    """What the service does between batches, every SERIALTRACK_HOUSEKEEPING_S (shared/consumer.py):
+    the manifest whose deadline passed first, if any. Returns how many it checked (0 or 1)."""
     outgoing: list[Event] = []
     checked = check_deadlines(session, outgoing, utcnow())
     add_to_outbox(session, SERVICE, outgoing)

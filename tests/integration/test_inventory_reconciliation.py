@@ -125,10 +125,10 @@ async def _complete(client, count_id):
     return view if view["status"] == "complete" else None
 
 
-async def test_deadlines_left_by_a_batch_are_checked_by_the_idle_tick(settings):
+async def test_deadlines_are_checked_between_batches(settings):
     p = f.serial("T")
     settings = settings.model_copy(update={"housekeeping_s": 0.3})
-    # three manifests already due, one batch: it checks one deadline, the tick the other two
+    # three manifests already due: the writer's housekeeping checks them, one per transaction
     events = [shipment(f"ASN-{p}-{n}", [f"{p}{n}"], minutes=n, to_location="store-3") for n in range(3)]
     async with running(inventory, settings) as app, http(app) as client:
         await publish_events(settings, events)
