@@ -43,7 +43,7 @@ from shared.unit_locks import UnitLocks
 
 from . import store
 from .domain import Anomaly, Fact, Quarantined, UnitState, advance, needs_refold
-from .reconciliation import MANIFEST_KINDS, judge_count, judge_manifests, receipts_of, state_at
+from .reconciliation import MANIFEST_KINDS, Manifest, Receipt, judge_count, judge_manifests, receipts_of, state_at
 
 log = logging.getLogger("serialtrack.inventory")
 
@@ -394,50 +394,77 @@ def _reconcile_manifests(session: Session, shipments: list[Event], per_unit: dic
             to_judge.update(store.units_with_event_since(session, d.manufacturer, selection, event.time,
                                                          "unit.received"))
     received = {key: receipts for key, facts in per_unit.items() if (receipts := receipts_of(facts))}
+    covering: dict[store.UnitKey, list[Manifest]] = {}
     if received:
         index = store.shipment_index(session, {maker for maker, _ in received})
         destinations = store.manifests_to(session, {r.location for rs in received.values() for r in rs})
         for key, receipts in received.items():
             maker_index = index.get(key[0])
-            if (maker_index is not None and maker_index[0].serial_candidates(key[1])) or \
-                    any(r.location in destinations for r in receipts):
+            covering[key] = _covering(maker_index, key[1])
+            if covering[key] or any(r.location in destinations for r in receipts):
                 to_judge.add(key)
     if to_judge:
-        _judge_manifests(session, sorted(to_judge), per_unit, known, outgoing)
+        _judge_manifests(session, sorted(to_judge), per_unit, known, outgoing, covering, received)
+
+
+def _covering(maker_index: store.ManifestIndex | None, serial: str) -> list[Manifest]:
+    if maker_index is None:
+        return []
+    matcher, manifests = maker_index
+    return [manifests[i] for i in matcher.serial_candidates(serial)]
 
 
 def _judge_manifests(session: Session, keys: list[store.UnitKey], per_unit: dict[store.UnitKey, list[Fact]],
-                     known: set[store.UnitKey], outgoing: list[Event]) -> None:
+                     known: set[store.UnitKey], outgoing: list[Event],
+                     covering: dict[store.UnitKey, list[Manifest]] | None = None,
+                     batch_receipts: dict[store.UnitKey, list[Receipt]] | None = None) -> None:
     """Judge ``keys`` against every manifest that covers them and reconcile with what was recorded:
     their shipment rows replaced where they changed; anomalies recorded, withdrawn (a late event
-    explained them) or reopened, and published."""
+    explained them) or reopened, and published. ``covering`` and ``batch_receipts``: what the
+    caller already looked up (the manifest index is up to date: a new manifest of the batch changed
+    its version only before the lookups)."""
+    covering = dict(covering or {})
+    batch_receipts = batch_receipts or {}
     index = store.shipment_index(session, {maker for maker, _ in keys})
     # Receipts: a unit new in this batch has only the batch's; others are read from their history
     # (saved already, this batch's facts included).
     from_history = [key for key in keys if key in known or key not in per_unit]
     histories = store.load_histories(session, from_history) if from_history else {}
-    receipts = {key: receipts_of(histories.get(key, ()) if key in known or key not in per_unit else per_unit[key])
-                for key in keys}
+    receipts: dict[store.UnitKey, list[Receipt]] = {}
+    for key in keys:
+        if key in known or key not in per_unit:
+            receipts[key] = receipts_of(histories.get(key, ()))
+        else:
+            found = batch_receipts.get(key)
+            receipts[key] = found if found is not None else receipts_of(per_unit[key])
+        if key not in covering:
+            covering[key] = _covering(index.get(key[0]), key[1])
     destinations = store.manifests_to(session, {r.location for rs in receipts.values() for r in rs})
-    stored_rows = store.shipment_units_of(session, keys)
-    recorded = store.anomaly_identities(session, keys)
-    changed: list[store.UnitKey] = []
+    # What was recorded about a unit new in this batch can only come from a checked deadline (a unit
+    # missing before it was ever received): the common bulk receipt reads nothing more.
+    recorded_keys = [key for key in keys if key not in per_unit or key in known or any(m.due for m in covering[key])]
+    stored_rows = store.shipment_units_of(session, recorded_keys) if recorded_keys else {}
+    recorded = store.anomaly_identities(session, recorded_keys) if recorded_keys else {}
+    stale: list[store.UnitKey] = []
     rows: list[tuple] = []
     new_anomalies: list[dict] = []
     withdraw: list[tuple] = []
     reopen: list[tuple] = []
+    no_rows: set[tuple] = set()
     for key in keys:
-        maker_index = index.get(key[0])
-        manifests = [maker_index[1][i] for i in maker_index[0].serial_candidates(key[1])] if maker_index else []
-        judged, anomalies = judge_manifests(manifests, receipts[key], destinations)
+        judged, anomalies = judge_manifests(covering[key], receipts[key], destinations)
         tuples = {store.shipment_unit_tuple(key, row) for row in judged}
-        if tuples != stored_rows.get(key, set()):
-            changed.append(key)
+        before = stored_rows.get(key, no_rows)
+        if tuples != before:
+            if before:
+                stale.append(key)
             rows.extend(tuples)
+        kept = {i: status for i, status in recorded.get(key, {}).items() if i[2] in MANIFEST_KINDS}
+        if not (anomalies or kept):
+            continue  # the common case: received as expected, nothing recorded
         derived = [store.anomaly_row(key, Anomaly(a.kind, a.detail, Fact(time=a.event[0], source=a.event[1],
                                                                          event_id=a.event[2], type=a.event_type)))
                    for a in anomalies]
-        kept = {i: status for i, status in recorded.get(key, {}).items() if i[2] in MANIFEST_KINDS}
         derived_ids = {store.anomaly_identity(row) for row in derived}
         withdrawn_now = [i for i, status in kept.items() if status == "open" and i not in derived_ids]
         withdraw.extend(withdrawn_now)
@@ -446,7 +473,7 @@ def _judge_manifests(session: Session, keys: list[store.UnitKey], per_unit: dict
         fresh = [row for row in derived if store.anomaly_identity(row) not in kept]
         new_anomalies.extend(fresh)
         outgoing.extend(_anomaly_event(row) for row in fresh)
-    store.replace_shipment_units(session, changed, rows)
+    store.replace_shipment_units(session, stale, rows)
     store.save_anomalies(session, new_anomalies)
     store.set_anomaly_status(session, withdraw, "withdrawn")
     store.set_anomaly_status(session, reopen, "open")

@@ -862,9 +862,9 @@ _SHIPMENT_UNIT_COLUMNS = ("shipment_id", "manufacturer", "serial", "outcome", "l
                           "event_source", "event_id")
 
 
-def replace_shipment_units(session: Session, keys: Sequence[UnitKey], rows: Sequence[tuple]) -> None:
-    """The shipment rows of ``keys`` become ``rows`` (a unit judged again)."""
-    for manufacturer, serials in _keys_by_manufacturer(keys).items():
+def replace_shipment_units(session: Session, stale: Sequence[UnitKey], rows: Sequence[tuple]) -> None:
+    """The shipment rows of units judged again: those of ``stale`` deleted, ``rows`` inserted."""
+    for manufacturer, serials in _keys_by_manufacturer(stale).items():
         for part in chunks(serials):
             session.execute(_shipment_units.delete().where(_shipment_units.c.manufacturer == manufacturer,
                                                            _shipment_units.c.serial.in_(part)))
