@@ -255,7 +255,7 @@ def apply_events(session: Session, events: list[Event]) -> None:
     store.set_anomaly_status(session, reopen, "open")
     # After the units and their history are saved: reconciliation reads them as they are now.
     _reconcile_manifests(session, shipments, per_unit, known, outgoing)
-    _apply_counts(session, counts, per_unit)
+    _apply_counts(session, counts, per_unit, {(e.source, e.id) for e in events})
     add_to_outbox(session, SERVICE, outgoing)
     if sum(1 for key in per_unit if key not in known) >= LARGE_BATCH:  # a range receipt: the tables grew
         refresh_statistics(session, "inventory_units", "inventory_history")
@@ -513,14 +513,19 @@ def housekeeping(session: Session) -> int:
 
 # --- stock counts (reconciliation.judge_count) ---------------------------------------------------------------
 
-def _apply_counts(session: Session, counts: list[Event], per_unit: dict[store.UnitKey, list[Fact]]) -> None:
-    """Store count parts; judge a count when its last part is in. A fact of this batch at or before
-    a count already judged changes that count's judgement of its unit (judged by event time)."""
-    if per_unit:
-        earliest = min(fact.time for facts in per_unit.values() for fact in facts)
+def _apply_counts(session: Session, counts: list[Event], per_unit: dict[store.UnitKey, list[Fact]],
+                  batch: set[tuple[str, str]]) -> None:
+    """Store count parts; judge a count when its last part is in. An event of this ``batch`` (its
+    (source, id)s) dated at or before a count already judged changes that count's judgement of its
+    units (judged by event time). Facts the batch only brought along (an open recall reaching a unit
+    first seen now, at the recall's time) are not such events."""
+    late = {key: times for key, facts in per_unit.items()
+            if (times := [fact.time for fact in facts if (fact.source, fact.event_id) in batch])}
+    if late:
+        earliest = min(min(times) for times in late.values())
         for count in store.counts_judged_since(session, earliest):
             counted_at = as_utc(count.counted_at)
-            keys = [key for key, facts in per_unit.items() if any(fact.time <= counted_at for fact in facts)]
+            keys = [key for key, times in late.items() if min(times) <= counted_at]
             if keys:
                 seen = {key for key, judged in store.count_judgements(session, count.count_id, keys).items()
                         if judged[1]}
