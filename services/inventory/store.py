@@ -832,8 +832,11 @@ def manifests_to(session: Session, locations: Iterable[str]) -> dict[str, list[M
     """Every manifest to each location: whether it takes manifests, and what it expected."""
     wanted = sorted(set(locations))
     found: dict[str, list[Manifest]] = {}
+    c = _shipments.c  # not the serials: a location may have had thousands of manifests
+    columns = (c.shipment_id, c.to_location, c.retailer, c.event_time, c.event_source, c.event_id, c.deadline,
+               c.swept_at)
     for part in chunks(wanted):
-        for row in session.execute(select(_shipments).where(_shipments.c.to_location.in_(part))):
+        for row in session.execute(select(*columns).where(c.to_location.in_(part))):
             found.setdefault(row.to_location, []).append(_manifest(row))
     return found
 

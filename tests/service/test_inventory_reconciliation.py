@@ -5,6 +5,7 @@ tests/integration/test_inventory_reconciliation.py."""
 
 from __future__ import annotations
 
+import random
 import secrets
 from datetime import date, timedelta
 
@@ -172,3 +173,59 @@ def test_a_part_that_contradicts_its_count_is_not_applied(inventory):
     assert view["status"] == "open" and [p["part"] for p in view["parts"]] == [1]
     inventory.get("/counts/nope", expect=404)
     inventory.get("/shipments/nope", expect=404)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_arrival_order_and_deadline_timing_ends_the_same(inventory, seed):
+    """The manifests' story delivered one event per batch in a shuffled order, the deadline checked
+    at random moments between batches: the same shipments and open anomalies every time."""
+    rng = random.Random(seed)
+    p = f.serial("O")
+    u1, u2, u3, u4, u5 = (f"{p}{n}" for n in range(1, 6))
+    events = [
+        shipment(f"A-{p}", minutes=0, serials=[u1, u2, u3]),
+        shipment(f"B-{p}", minutes=0, to_location="store-9", serials=[u4]),
+        shipment(f"C-{p}", minutes=65, serials=[u5]),
+        f.received("acme", minutes=60, location="store-1", selection={"serials": [u1, u2, u4]}),
+        f.received("acme", u5, minutes=70, location="store-1"),
+        f.sold("acme", u1, minutes=90, location="store-1"),
+    ]
+    rng.shuffle(events)
+    for event in events:
+        inventory.apply(event, event)  # and each one twice
+        if rng.random() < 0.5:
+            tick(inventory)
+    tick(inventory)
+    opened = [a for a in anomalies(inventory) if a[2] == "open"]
+    assert opened == [(u3, "missing_in_transit", "open"), (u4, "diverted", "open")]
+    counts = {s: inventory.get(f"/shipments/{s}-{p}")["counts"] for s in "ABC"}
+    assert counts["A"] == {"expected": 3, "received": 2, "received_late": 0, "missing": 1, "unexpected": 0,
+                                "diverted": 0, "outstanding": 0}
+    assert (counts["B"]["diverted"], counts["B"]["missing"]) == (1, 0)
+    assert (counts["C"]["received"], counts["C"]["unexpected"]) == (1, 0)
+    assert inventory.get(f"/units/acme/{u1}")["status"] == "sold"  # the fold is untouched by all this
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_count_ends_the_same_in_every_arrival_order(inventory, seed):
+    rng = random.Random(seed)
+    p = f.serial("Q")
+    a, b, c, d = (f"{p}{n}" for n in "ABCD")
+    count_id = f"CNT-{p}"
+    events = [
+        f.received("acme", minutes=0, location="store-1", selection={"serials": [a, b]}),
+        f.received("acme", c, minutes=0, location="store-2"),
+        f.transferred("acme", c, minutes=30, from_location="store-2", to_location="store-1"),
+        f.sold("acme", a, minutes=65, location="store-1"),  # during the count
+        f.sold("acme", b, minutes=50, location="store-1"),  # before it: b is not expected
+        f.received("acme", d, minutes=40, location="store-1"),
+        counted(count_id, [a, b], minutes=60, part=1, final=False),
+        counted(count_id, [c], minutes=60, part=2, final=True),
+    ]
+    rng.shuffle(events)
+    for event in events:
+        inventory.apply(event)
+    view = inventory.get(f"/counts/{count_id}")
+    assert view["status"] == "complete"
+    assert {u["serial"]: u["result"] for u in view["units"]["items"]} == {
+        a: "matched", b: "unexpected", c: "matched", d: "missing"}
