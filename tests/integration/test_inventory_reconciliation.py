@@ -190,3 +190,53 @@ async def test_bad_manifests_and_counts_are_dead_lettered_and_change_nothing(sql
 async def _count(letters, n):
     found = await letters
     return found if len(found) >= n else None
+
+
+async def test_who_may_sign_a_manifest_and_a_count(sqlite_settings):
+    """The roles of the bus-trust rules (shared/roles.py): a manifest from the manufacturer (for its
+    own units only), a distributor or the retailer's DC (warehouse); a count from a store."""
+    from shared.keys import create_key
+    from shared.signing import load_signer
+
+    settings = sqlite_settings
+    data_dir = settings.data_dir
+    create_key(data_dir, "acme-edi", "manufacturer", manufacturer="acme")
+    create_key(data_dir, "dist", "distributor", source_prefix="edi/dist")
+    create_key(data_dir, "dc", "warehouse", source_prefix="wms/dc-1")
+    create_key(data_dir, "store-1", "store", source_prefix="store/store-1")
+    signers = {name: load_signer(name, data_dir) for name in ("acme-edi", "dist", "dc", "store-1")}
+    p = f.serial("S")
+
+    def manifest(event_id, source, maker="acme"):
+        return {"specversion": "1.0", "id": event_id, "source": source, "type": "shipment.dispatched",
+                "time": "2026-11-01T10:00:00Z",
+                "data": {"shipment_id": f"{event_id}-{p}", "manufacturer": maker, "from_location": "dc-1",
+                         "to_location": "store-1", "expected_arrival": "2099-01-01", "serials": [f"{p}1"]}}
+
+    count = {"specversion": "1.0", "id": "count", "source": "store/store-1/handheld", "type": "stock.counted",
+             "time": "2026-11-01T10:00:00Z",
+             "data": {"count_id": f"C-{p}", "location": "store-1", "counted_at": "2026-11-01T10:00:00Z",
+                      "units": []}}
+    entries = {
+        "by-maker": ("acme-edi", manifest("by-maker", "edi/acme")),
+        "by-distributor": ("dist", manifest("by-distributor", "edi/dist/feed")),
+        "by-dc": ("dc", manifest("by-dc", "wms/dc-1")),
+        "other-maker": ("acme-edi", manifest("other-maker", "edi/acme", maker="zeta")),
+        "by-store": ("store-1", manifest("by-store", "store/store-1/handheld")),
+        "count": ("store-1", count),
+        "count-by-dc": ("dc", {**count, "id": "count-by-dc", "source": "wms/dc-1",
+                               "data": {**count["data"], "count_id": f"D-{p}"}}),
+    }
+    client = aioredis.from_url(settings.redis_url)
+    for signer, envelope in entries.values():
+        await client.xadd(settings.streams.for_type(envelope["type"]),
+                          {"event": json.dumps(signers[signer].sign(envelope, check=False))})
+    await client.aclose()
+    async with running(inventory, settings) as app, http(app) as api:
+        await wait_for(lambda: inbox_count(settings, "inventory") == 4, message="the four allowed ones")
+        letters = await wait_for(lambda: _count(dead_letters(settings, "inventory"), 3), message="the others")
+        assert {i: letter["reason"] for i, letter in letters.items()} == {
+            "other-maker": "data_not_allowed", "by-store": "type_not_allowed", "count-by-dc": "type_not_allowed"}
+        for applied_id in ("by-maker", "by-distributor", "by-dc"):
+            assert (await api.get(f"/shipments/{applied_id}-{p}")).status_code == 200
+        assert (await api.get(f"/counts/C-{p}")).json()["status"] == "complete"
