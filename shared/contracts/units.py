@@ -141,8 +141,9 @@ class ShipmentDispatched(EventData):
 
     @property
     def unit_count(self) -> int:
-        """Serials on the manifest; a serial listed and in a range (or in two ranges) counts once only
-        when it is listed twice: ranges of one manifest are expected not to overlap."""
+        """Serials on the manifest, without expanding its ranges: a repeated listed serial counts once,
+        but a serial in two ranges, or listed and in a range, counts twice (a manifest's ranges and
+        list are expected not to overlap; inventory's reconciliation is per serial and not fooled)."""
         return len(set(self.serials or ())) + sum(r.count for r in self.serial_ranges or ())
 
 
