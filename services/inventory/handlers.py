@@ -411,7 +411,8 @@ def _covering(maker_index: store.ManifestIndex | None, serial: str) -> list[Mani
     if maker_index is None:
         return []
     matcher, manifests = maker_index
-    return [manifests[i] for i in matcher.serial_candidates(serial)]
+    # dict.fromkeys: a serial in two ranges (or listed and in a range) of one manifest is on it once
+    return [manifests[i] for i in dict.fromkeys(matcher.serial_candidates(serial))]
 
 
 def _judge_manifests(session: Session, keys: list[store.UnitKey], per_unit: dict[store.UnitKey, list[Fact]],
@@ -495,7 +496,7 @@ def check_deadlines(session: Session, outgoing: list[Event], now: datetime, limi
     for row in store.due_shipments(session, now, limit):  # again, under the locks: another process may have
         # checked some meanwhile
         store.mark_swept(session, row.shipment_id, now)
-        keys = [(row.manufacturer, serial) for serial in store.shipment_serials(row)]
+        keys = list(dict.fromkeys((row.manufacturer, serial) for serial in store.shipment_serials(row)))
         for start in range(0, len(keys), 100_000):
             _judge_manifests(session, keys[start:start + 100_000], {}, set(), outgoing)
         checked += 1

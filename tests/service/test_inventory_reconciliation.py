@@ -229,3 +229,15 @@ def test_a_count_ends_the_same_in_every_arrival_order(inventory, seed):
     assert view["status"] == "complete"
     assert {u["serial"]: u["result"] for u in view["units"]["items"]} == {
         a: "matched", b: "unexpected", c: "matched", d: "missing"}
+
+
+def test_a_manifest_whose_ranges_overlap_its_list_judges_each_unit_once(inventory):
+    p = f.serial("V")
+    inventory.apply(shipment(f"S-{p}", minutes=0, serials=[f"{p}02"],
+                             serial_ranges=[{"prefix": p, "first": 1, "last": 3, "width": 2},
+                                            {"prefix": p, "first": 2, "last": 4, "width": 2}]))
+    inventory.apply(f.received("acme", f"{p}02", minutes=60, location="store-1"))
+    assert tick(inventory) == 1
+    view = inventory.get(f"/shipments/S-{p}")
+    assert (view["counts"]["received"], view["counts"]["missing"]) == (1, 3)
+    assert sorted(a[0] for a in anomalies(inventory)) == [f"{p}01", f"{p}03", f"{p}04"]
