@@ -148,6 +148,14 @@ class ShipmentCounts(BaseModel):
     outstanding: int  # neither received, diverted nor missing yet
 
 
+class ShipmentPartOut(BaseModel):
+    part: int
+    units: int
+    dispatched_at: datetime
+    event_source: str
+    event_id: str
+
+
 class ShipmentOut(BaseModel):
     shipment_id: str
     manufacturer: str
@@ -159,9 +167,8 @@ class ShipmentOut(BaseModel):
     grace_days: int
     deadline: datetime
     deadline_checked: bool  # missing units are known (and reported as missing_in_transit) once it is
-    dispatched_at: datetime
-    event_source: str
-    event_id: str
+    dispatched_at: datetime  # the first part's
+    parts: list[ShipmentPartOut]  # as they came (a manifest of more than 10,000 listed serials is several)
     counts: ShipmentCounts
     received: list[ShipmentUnitOut]  # each list: up to ``limit`` units from ``offset``, unit order
     missing: list[ShipmentUnitOut]
@@ -350,7 +357,8 @@ def read_api(engine: Engine) -> APIRouter:
     def get_shipment(shipment_id: ShipmentId, caller: Annotated[Principal, allow(*SHIPMENTS)],
                      limit: Limit = 100, offset: Offset = 0) -> ShipmentOut:
         with Session(engine) as session:
-            row = store.get_shipment(session, shipment_id)
+            parts = store.get_shipment(session, shipment_id)
+            row = parts[0] if parts else None
             if row is None or (caller.role == MANUFACTURER and not caller.owns(row.manufacturer)):
                 raise HTTPException(404, detail=f"shipment {shipment_id} is not known to inventory")
             totals = store.shipment_totals(session, shipment_id)
@@ -361,16 +369,20 @@ def read_api(engine: Engine) -> APIRouter:
         def total(outcome: str) -> int:
             return totals.get((outcome, True), 0) + totals.get((outcome, False), 0)
 
+        expected = sum(p.expected_count for p in parts)
         judged = total("received") + total("diverted") + total("missing")
-        counts = ShipmentCounts(expected=row.expected_count, received=total("received"),
+        counts = ShipmentCounts(expected=expected, received=total("received"),
                                 received_late=totals.get(("received", False), 0), missing=total("missing"),
                                 unexpected=total("unexpected"), diverted=total("diverted"),
-                                outstanding=max(row.expected_count - judged, 0))
+                                outstanding=max(expected - judged, 0))
         return ShipmentOut(
             shipment_id=row.shipment_id, manufacturer=row.manufacturer, from_location=row.from_location,
             to_location=row.to_location, retailer=row.retailer, sku=row.sku, expected_arrival=row.expected_arrival,
-            grace_days=row.grace_days, deadline=as_utc(row.deadline), deadline_checked=row.swept_at is not None,
-            dispatched_at=as_utc(row.event_time), event_source=row.event_source, event_id=row.event_id,
+            grace_days=row.grace_days, deadline=as_utc(row.deadline),
+            deadline_checked=all(p.swept_at is not None for p in parts),
+            dispatched_at=min(as_utc(p.event_time) for p in parts),
+            parts=[ShipmentPartOut(part=p.part, units=p.expected_count, dispatched_at=as_utc(p.event_time),
+                                   event_source=p.event_source, event_id=p.event_id) for p in parts],
             counts=counts, **lists)
 
     @router.get("/counts/{count_id}", response_model=CountOut,

@@ -364,7 +364,7 @@ def _shipment_row(event: Event) -> dict:
     d = event.data
     assert isinstance(d, ShipmentDispatched)
     return {
-        "shipment_id": d.shipment_id, "manufacturer": d.manufacturer, "from_location": d.from_location,
+        "shipment_id": d.shipment_id, "part": d.part, "manufacturer": d.manufacturer, "from_location": d.from_location,
         "to_location": d.to_location, "retailer": d.retailer, "sku": d.sku,
         "expected_arrival": d.expected_arrival.isoformat(), "grace_days": d.grace_days,
         "deadline": deadline_of(d.expected_arrival, d.grace_days),
@@ -386,8 +386,7 @@ def _reconcile_manifests(session: Session, shipments: list[Event], per_unit: dic
         assert isinstance(d, ShipmentDispatched)
         held_by = store.save_shipment(session, _shipment_row(event))
         if held_by is not None:
-            log.warning("inventory: shipment.dispatched %s %s not applied: shipment %s came already in %s",
-                        event.source, event.id, d.shipment_id, held_by)
+            log.warning("inventory: shipment.dispatched %s %s not applied: %s", event.source, event.id, held_by)
             continue
         selections: list = [*(d.serial_ranges or ()), *([d.serials] if d.serials else ())]
         for selection in selections:
@@ -495,7 +494,7 @@ def check_deadlines(session: Session, outgoing: list[Event], now: datetime, limi
     checked = 0
     for row in store.due_shipments(session, now, limit):  # again, under the locks: another process may have
         # checked some meanwhile
-        store.mark_swept(session, row.shipment_id, now)
+        store.mark_swept(session, row.id, now)
         keys = list(dict.fromkeys((row.manufacturer, serial) for serial in store.shipment_serials(row)))
         for start in range(0, len(keys), 100_000):
             _judge_manifests(session, keys[start:start + 100_000], {}, set(), outgoing)

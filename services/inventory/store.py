@@ -146,17 +146,19 @@ class TheftSelectionRow(SQLModel, table=True):
 
 
 class ShipmentRow(SQLModel, table=True):
-    """A ``shipment.dispatched``: its serials as it sent them (a list, ranges), never expanded."""
+    """A ``shipment.dispatched`` (one part of a manifest): its serials as sent (a list, ranges), never
+    expanded."""
 
     __tablename__ = "inventory_shipments"
     __table_args__ = (
-        UniqueConstraint("shipment_id", name="uq_inventory_shipment_id"),
+        UniqueConstraint("shipment_id", "part", name="uq_inventory_shipment_part"),
         Index("ix_inventory_shipments_manufacturer", "manufacturer", "id"),
         Index("ix_inventory_shipments_to_location", "to_location", "event_time"),
         Index("ix_inventory_shipments_due", "swept_at", "deadline"),
     )
     id: int | None = Field(default=None, primary_key=True)
     shipment_id: str = Field(max_length=64)
+    part: int
     manufacturer: str = Field(max_length=64)
     from_location: str = Field(max_length=64)
     to_location: str = Field(max_length=64)
@@ -787,15 +789,25 @@ def _manifest(row) -> Manifest:
                     row.swept_at is not None)
 
 
+_SHIPMENT_TERMS = ("manufacturer", "from_location", "to_location", "retailer", "expected_arrival", "grace_days")
+
+
 def save_shipment(session: Session, row: dict) -> str | None:
-    """Store a manifest, once per shipment id. Returns None when stored (or a redelivery of the same
-    event), else the (source, id) of the event that already holds the id: the first one stands."""
+    """Store a part of a manifest, once per (shipment id, part). Returns None when stored (or a
+    redelivery of the same event), else why not: the part came already in another event (the first
+    one stands), or the shipment's other parts name other places, maker or dates."""
+    c = _shipments.c
+    others = session.execute(select(*(getattr(c, t) for t in _SHIPMENT_TERMS), c.part)
+                             .where(c.shipment_id == row["shipment_id"], c.part != row["part"]).limit(1)).first()
+    if others is not None and tuple(others[:-1]) != tuple(row[t] for t in _SHIPMENT_TERMS):
+        return (f"part {others.part} of shipment {row['shipment_id']} says "
+                + ", ".join(f"{t} {v}" for t, v in zip(_SHIPMENT_TERMS, others[:-1], strict=True)))
     insert_ignore(session, _shipments, [row])
-    held = session.execute(select(_shipments.c.event_source, _shipments.c.event_id)
-                           .where(_shipments.c.shipment_id == row["shipment_id"])).one()
+    held = session.execute(select(c.event_source, c.event_id)
+                           .where(c.shipment_id == row["shipment_id"], c.part == row["part"])).one()
     if (held.event_source, held.event_id) == (row["event_source"], row["event_id"]):
         return None
-    return f"{held.event_source} {held.event_id}"
+    return f"part {row['part']} of shipment {row['shipment_id']} came already in {held.event_source} {held.event_id}"
 
 
 ManifestIndex = tuple[SerialIndex, dict[Hashable, Manifest]]
@@ -880,8 +892,8 @@ def due_shipments(session: Session, now: datetime, limit: int) -> list:
                                 .order_by(_shipments.c.deadline, _shipments.c.id).limit(limit)))
 
 
-def mark_swept(session: Session, shipment_id: str, now: datetime) -> None:
-    session.execute(update(_shipments).where(_shipments.c.shipment_id == shipment_id).values(swept_at=now))
+def mark_swept(session: Session, row_id: int, now: datetime) -> None:
+    session.execute(update(_shipments).where(_shipments.c.id == row_id).values(swept_at=now))
 
 
 def shipment_serials(row) -> Iterable[str]:
@@ -901,8 +913,10 @@ def known_units(session: Session, manufacturer: str, serials: Sequence[str]) -> 
     return found
 
 
-def get_shipment(session: Session, shipment_id: str):
-    return session.execute(select(_shipments).where(_shipments.c.shipment_id == shipment_id)).first()
+def get_shipment(session: Session, shipment_id: str) -> list:
+    """The parts of a shipment (none: unknown), first part first."""
+    return list(session.execute(select(_shipments).where(_shipments.c.shipment_id == shipment_id)
+                                .order_by(_shipments.c.part)))
 
 
 def shipment_totals(session: Session, shipment_id: str) -> dict[tuple[str, bool], int]:

@@ -97,7 +97,8 @@ class UnitAdjusted(EventData):
 # --- expected-serial manifests and stock counts (issue 14, parts 1 and 2) ---------------------------
 
 MAX_MANIFEST_RANGES = 1_000
-MAX_MANIFEST_UNITS = 1_000_000  # like a receipt's range: a manifest is reconciled unit by unit at receipt
+MAX_MANIFEST_UNITS = 1_000_000  # per event, like a receipt's range: a manifest is reconciled unit by unit at receipt
+MAX_MANIFEST_PARTS = 100  # a list of 1,000,000 serials is 100 parts (one event holds 10,000 and 1 MB)
 MAX_COUNT_PARTS = 1_000  # 1,000 parts of 10,000 units: a count of up to 10,000,000 units
 # A shipment's or a count's id: read back at GET /shipments/{id} and /counts/{id}, so no "/".
 PathId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
@@ -109,10 +110,11 @@ class ShipmentDispatched(EventData):
 
     Published by the manufacturer, a distributor, or the retailer's own DC for a transfer. The
     serials are a list (up to 10,000), ranges (up to 1,000 of them), or both: up to 1,000,000 units,
-    kept as they came (inventory never expands a manifest at dispatch). ``shipment_id`` is unique
-    across shippers (prefix it with the shipper's name). The units are due at ``to_location`` by
-    the end of ``expected_arrival`` (UTC) plus ``grace_days``; a unit not received there by then is
-    ``missing_in_transit``.
+    kept as they came (inventory never expands a manifest at dispatch). A longer list comes in parts
+    (``part`` 1, 2, ... of one ``shipment_id``, each with the same locations and dates), in any
+    order. ``shipment_id`` is unique across shippers (prefix it with the shipper's name). The units
+    are due at ``to_location`` by the end of ``expected_arrival`` (UTC) plus ``grace_days``; a unit
+    not received there by then is ``missing_in_transit``.
     """
 
     event_type: ClassVar[str] = "shipment.dispatched"
@@ -123,6 +125,7 @@ class ShipmentDispatched(EventData):
     retailer: Code | None = None  # the destination's retailer: named in a diversion's detail
     expected_arrival: date
     grace_days: int = Field(default=2, ge=0, le=90)
+    part: int = Field(default=1, ge=1, le=MAX_MANIFEST_PARTS)
     sku: Code | None = None
     serials: list[Serial] | None = Field(default=None, min_length=1, max_length=MAX_SERIALS_PER_EVENT)
     serial_ranges: list[SerialRange] | None = Field(default=None, min_length=1, max_length=MAX_MANIFEST_RANGES)

@@ -241,3 +241,24 @@ def test_a_manifest_whose_ranges_overlap_its_list_judges_each_unit_once(inventor
     view = inventory.get(f"/shipments/S-{p}")
     assert (view["counts"]["received"], view["counts"]["missing"]) == (1, 3)
     assert sorted(a[0] for a in anomalies(inventory)) == [f"{p}01", f"{p}03", f"{p}04"]
+
+
+def test_a_long_list_comes_in_parts_in_any_order(inventory):
+    p = f.serial("P")
+    first = shipment(f"S-{p}", minutes=0, serials=[f"{p}1", f"{p}2"])
+    second = make_event(ShipmentDispatched(shipment_id=f"S-{p}", part=2, manufacturer="acme", from_location="acme-plant",
+                                           to_location="store-1", expected_arrival=date(2026, 11, 3),
+                                           serials=[f"{p}3"]), source="test/shipper", time=f.at(1))
+    elsewhere = make_event(ShipmentDispatched(shipment_id=f"S-{p}", part=3, manufacturer="acme",
+                                              from_location="acme-plant", to_location="store-7",
+                                              expected_arrival=date(2026, 11, 3), serials=[f"{p}4"]),
+                           source="test/shipper", time=f.at(1))
+    inventory.apply(f.received("acme", minutes=60, location="store-1", selection={"serials": [f"{p}1", f"{p}3"]}))
+    inventory.apply(second)
+    inventory.apply(first, elsewhere)  # part 3 names another destination: not applied
+    assert tick(inventory) == 2  # one deadline check per part
+    view = inventory.get(f"/shipments/S-{p}")
+    assert [part["part"] for part in view["parts"]] == [1, 2] and view["deadline_checked"]
+    assert view["counts"] == {"expected": 3, "received": 2, "received_late": 0, "missing": 1, "unexpected": 0,
+                              "diverted": 0, "outstanding": 0}
+    assert [u["serial"] for u in view["missing"]] == [f"{p}2"]

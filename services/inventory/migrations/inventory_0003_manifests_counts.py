@@ -1,7 +1,7 @@
 """inventory 0003: shipment manifests and stock counts (issue 14, parts 1 and 2).
 
-- ``inventory_shipments``: one row per ``shipment.dispatched``, its serials kept as it sent them
-  (a list, ranges), never expanded at dispatch.
+- ``inventory_shipments``: one row per ``shipment.dispatched`` (a part of a manifest), its serials
+  kept as it sent them (a list, ranges), never expanded at dispatch.
 - ``inventory_shipment_units``: what reconciliation found per unit of a shipment (received,
   diverted, missing, unexpected): rows only for units something happened to.
 - ``inventory_counts``, ``inventory_count_parts``, ``inventory_count_units``: a cycle count, its
@@ -27,6 +27,7 @@ def upgrade() -> None:
         "inventory_shipments",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("shipment_id", sa.String(length=64), nullable=False),
+        sa.Column("part", sa.Integer(), nullable=False),
         sa.Column("manufacturer", sa.String(length=64), nullable=False),
         sa.Column("from_location", sa.String(length=64), nullable=False),
         sa.Column("to_location", sa.String(length=64), nullable=False),
@@ -44,7 +45,7 @@ def upgrade() -> None:
         sa.Column("swept_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("shipment_id", name="uq_inventory_shipment_id"),
+        sa.UniqueConstraint("shipment_id", "part", name="uq_inventory_shipment_part"),
     )
     op.create_index("ix_inventory_shipments_manufacturer", "inventory_shipments", ["manufacturer", "id"])
     op.create_index("ix_inventory_shipments_to_location", "inventory_shipments", ["to_location", "event_time"])
