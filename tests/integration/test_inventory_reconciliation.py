@@ -116,6 +116,11 @@ async def test_a_count_in_parts_against_a_sale_made_during_it(settings):
         assert {u["serial"]: u["result"] for u in view["units"]["items"]} == {a: "matched", b: "matched",
                                                                              c: "missing"}
         assert (await client.get(f"/units/acme/{c}")).json()["status"] == "in_stock"  # a report, not a change
+        # a sale made during the count, applied after it was judged: b was on the shelf at counted_at
+        await publish_events(settings, [f.sold("acme", b, minutes=70, location="store-1")])
+        await wait_for(lambda: inbox_count(settings, "inventory") == 6, message="the later sale")
+        view = (await client.get(f"/counts/{count_id}")).json()
+        assert view["totals"] == {"matched": 2, "missing": 1, "unexpected": 0}
         csv_text = (await client.get(f"/counts/{count_id}/report.csv")).text
         assert f"{count_id},store-1,2026-11-01T10:00:00+00:00,acme,{c},missing,False,in_stock,store-1" in csv_text
 

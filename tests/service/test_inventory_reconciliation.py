@@ -262,3 +262,19 @@ def test_a_long_list_comes_in_parts_in_any_order(inventory):
     assert view["counts"] == {"expected": 3, "received": 2, "received_late": 0, "missing": 1, "unexpected": 0,
                               "diverted": 0, "outstanding": 0}
     assert [u["serial"] for u in view["missing"]] == [f"{p}2"]
+
+
+def test_a_late_reroute_manifest_withdraws_a_diversion(inventory):
+    """Shipped to store-9, received at store-1: diverted; then the manifest that re-routed it to
+    store-1 (dispatched before the receipt) arrives late: the diversion is withdrawn, and the unit is
+    what store-9's shipment misses."""
+    p = f.serial("W")
+    inventory.apply(shipment(f"B-{p}", minutes=0, to_location="store-9", serials=[f"{p}1"]))
+    inventory.apply(f.received("acme", f"{p}1", minutes=60, location="store-1"))
+    assert anomalies(inventory) == [(f"{p}1", "diverted", "open")]
+    inventory.apply(shipment(f"R-{p}", minutes=30, serials=[f"{p}1"]))
+    assert anomalies(inventory) == [(f"{p}1", "diverted", "withdrawn")]
+    assert inventory.get(f"/shipments/R-{p}")["counts"]["received"] == 1
+    assert inventory.get(f"/shipments/B-{p}")["counts"]["outstanding"] == 1
+    tick(inventory)
+    assert anomalies(inventory) == [(f"{p}1", "diverted", "withdrawn"), (f"{p}1", "missing_in_transit", "open")]
