@@ -31,6 +31,7 @@ from .erase_cli import erase as erase_command  # likewise
 from .keys_cli import keys_app  # likewise
 from .reports_cli import sell_through as sell_through_command  # likewise
 from .reports_cli import stock_aging as stock_aging_command  # likewise
+from .stock_cli import counts_app, shipments_app  # likewise
 from .theft_cli import alerts as theft_alerts_command  # likewise
 from .theft_cli import check as theft_check_command  # likewise
 from .tokens_cli import tokens_app  # likewise
@@ -697,6 +698,8 @@ app.command(name="stock-aging")(stock_aging_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(shipments_app, name="shipments")
+app.add_typer(counts_app, name="counts")
 app.command("asyncapi")(asyncapi_command)
 app.command("archive")(archive_command)
 app.command("rebuild")(rebuild_command)

@@ -80,8 +80,8 @@ def _explain(exc: Exception) -> str:
 
 @credentials_app.command("create")
 def create(
-    role: Annotated[str, typer.Argument(help="pos, warehouse, service-desk, owner-registry, law-enforcement, "
-                                             "manufacturer or operator")],
+    role: Annotated[str, typer.Argument(help="pos, warehouse, store, distributor, service-desk, owner-registry, "
+                                             "law-enforcement, manufacturer or operator")],
     name: Annotated[str, typer.Argument(help="Unique name, e.g. store-12-till-3 (lowercase letters, digits, dashes)")],
     as_json: JsonFlag = False,
     data_dir: DataDir = None,

@@ -48,6 +48,7 @@ class Expectations:
     alerts_on: dict[str, int] = field(default_factory=dict)  # serial -> theft alerts expected
     recall_id: str = ""
     progress: dict[str, int] = field(default_factory=dict)  # the campaign's counts once all reported back
+    diverted_on: str = ""  # the shipment whose unit turns up at the wrong store
 
 
 def story(batch: str) -> tuple[list[Step], list[str], Expectations]:
@@ -109,6 +110,8 @@ def story(batch: str) -> tuple[list[Step], list[str], Expectations]:
         Step(f"the service desk repairs {tv[0]}", "recall.remedy.completed",
              {"recall_id": f"RC-{batch}", "manufacturer": m, "serial": tv[0], "remedy": "repair",
               "location": "store-12"}, 3 * day + timedelta(hours=10)),
+        # The gray market: a unit shipped to another retailer's outlet turns up at store-12.
+        *_diversion(batch),
     ]
     expectations = Expectations(
         decisions={tv[4]: {f"CL-{batch}-1": "approved"}, tv[3]: {f"CL-{batch}-2": "rejected"},
@@ -119,8 +122,29 @@ def story(batch: str) -> tuple[list[Step], list[str], Expectations]:
         # customers; tv1, tv2 sold without a customer id.
         progress={"affected": 7, "remedied": 1, "quarantined": 2, "sold_owner_notified": 2,
                   "sold_owner_unknown": 2},
+        diverted_on=f"ASN-{batch}-OUTLET",
     )
     return steps, tv, expectations
+
+
+def _diversion(batch: str) -> list[Step]:
+    """acme ships two TVs to store-12 and one to another retailer's outlet; store-12 receives all three."""
+    gm = [f"GM{batch}{n:03d}" for n in (1, 2, 3)]
+    day, m = timedelta(days=1), MANUFACTURER
+    # Due two days into the story (which starts four days ago): with two days of grace, the deadline
+    # is still ahead, so the shipment to store-12 is complete and nothing is missing yet.
+    arrival = (datetime.now(UTC) - 2 * day).date().isoformat()
+    ship = {"manufacturer": m, "from_location": "acme-dc", "sku": SKU, "grace_days": 2, "expected_arrival": arrival}
+    return [
+        Step(f"acme ships {gm[0]}, {gm[1]} to store-12 and {gm[2]} to outlet-9 of discount-mart (two manifests)",
+             "shipment.dispatched", {**ship, "shipment_id": f"ASN-{batch}-STORE12", "to_location": "store-12",
+                                     "serials": gm[:2]}, timedelta(hours=3)),
+        Step("", "shipment.dispatched", {**ship, "shipment_id": f"ASN-{batch}-OUTLET", "to_location": "outlet-9",
+                                         "retailer": "discount-mart", "serials": gm[2:]},
+             timedelta(hours=3)),
+        Step(f"store-12 receives all three: {gm[2]} was never meant for it", "unit.received",
+             {"manufacturer": m, "serials": gm, "sku": SKU, "location": "store-12"}, 2 * day),
+    ]
 
 
 def _serials_of(event_type: str, data: dict, story_serials: list[str]) -> set[str]:
@@ -205,7 +229,7 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
         envelopes.append(envelope)
         touched = _serials_of(step.type, step.data, serials)
         if step.type.startswith(INVENTORY_TYPES):
-            for serial in touched:
+            for serial in touched & inventory_ids.keys():  # the diversion's units are waited for below
                 inventory_ids[serial].add(envelope.id)
         if step.narration:
             say(f"  {(start + step.offset):%b %d %Y}  {step.narration}")
@@ -227,11 +251,15 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
     deadline = time.monotonic() + timeout
     units: dict[str, dict] = {}
     campaign: dict | None = None
+    diverted: dict | None = None
     waiting: list[str] = []
     while time.monotonic() < deadline:
         units = {s: fetch_unit(settings, MANUFACTURER, s) for s in serials}
         campaign = _campaign(settings, expect.recall_id)
         waiting = [w for s in serials if (w := _waiting_for(units[s], inventory_ids[s], expect, s))]
+        diverted = _shipment(settings, expect.diverted_on)
+        if diverted is not None and diverted.get("counts", {}).get("diverted") != 1:
+            waiting.append(f"inventory: shipment {expect.diverted_on} shows no diverted unit yet")
         if campaign is not None and any(campaign["progress"].get(k) != v for k, v in expect.progress.items()):
             waiting.append(f"recalls: progress {campaign['progress']}, expected {expect.progress}")
         if not waiting:
@@ -248,6 +276,10 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
         say(f"recall {expect.recall_id}: {p['affected']} units affected: {p['quarantined']} quarantined in stock, "
             f"{p['sold_owner_notified']} owners notified, {p['sold_owner_unknown']} sold to unknown owners, "
             f"{p['remedied']} remedied (completion {p['completion_rate']:.0%})")
+    if diverted and diverted.get("diverted"):
+        unit = diverted["diverted"][0]
+        say(f"shipment {expect.diverted_on} to outlet-9 (discount-mart): {unit['serial']} diverted, received at "
+            f"{unit['location']}: a gray-market anomaly (`serialtrack shipments show {expect.diverted_on}`)")
     command, activate = command_name()
     lookup = f"{command} lookup {MANUFACTURER} {serials[2]}"
     say("")
@@ -255,7 +287,7 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
     if activate:
         say(f"     (or `{activate}` first, then just `serialtrack lookup {MANUFACTURER} {serials[2]}`)")
     return {"manufacturer": MANUFACTURER, "serials": serials, "units": units, "recall": campaign,
-            "lookup_command": lookup}
+            "diverted_shipment": diverted, "lookup_command": lookup}
 
 
 def command_name() -> tuple[str, str | None]:
@@ -275,6 +307,17 @@ def command_name() -> tuple[str, str | None]:
     activate = script.with_name("activate")
     return shown, (f"source {activate.relative_to(Path.cwd()) if shown != str(script) else activate}"
                    if activate.exists() else None)
+
+
+def _shipment(settings: Settings, shipment_id: str) -> dict | None:
+    """A shipment as inventory reconciled it (None where inventory is not installed; {} while unknown)."""
+    if "inventory" not in INSTALLED:
+        return None
+    from shared.tokens import client_headers
+
+    response = httpx.get(f"{settings.service_url('inventory')}/shipments/{shipment_id}", timeout=10,
+                         headers=client_headers(settings.data_dir))
+    return response.json() if response.status_code == 200 else {}
 
 
 def _campaign(settings: Settings, recall_id: str) -> dict | None:

@@ -21,8 +21,8 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 
-RoleOption = Annotated[str, typer.Option("--role", help="pos, warehouse, service-desk, owner-registry, "
-                                                        "law-enforcement, manufacturer or operator")]
+RoleOption = Annotated[str, typer.Option("--role", help="pos, warehouse, store, distributor, service-desk, "
+                                                        "owner-registry, law-enforcement, manufacturer or operator")]
 SourcePrefix = Annotated[str | None, typer.Option(
     "--source-prefix", help="Envelope sources this key may use: the prefix and what is under it "
                             "(pos/store-12 allows pos/store-12/till-3). Default: any source.")]

@@ -37,7 +37,7 @@ log = logging.getLogger("serialtrack.rebuild")
 # Columns that legitimately differ between a store and its rebuild: when a row was written here
 # (wall-clock times of application, not event times), and surrogate keys numbered in insert order.
 APPLICATION_TIMES = frozenset({"updated_at", "recorded_at", "detected_at", "created_at", "processed_at",
-                               "decided_at", "raised_at", "matched_at"})
+                               "decided_at", "raised_at", "matched_at", "swept_at", "completed_at"})
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,8 @@ def rebuild(definition: ServiceDefinition, settings: Settings, target_url: str, 
     report = RebuildReport(definition.name, target_url)
     try:
         migrate(engine, definition.migrations)
-        processor = EventProcessor(definition.name, for_writing(engine), definition.apply)
+        processor = EventProcessor(definition.name, for_writing(engine), definition.apply,
+                                   housekeeping=definition.housekeeping)
         trust = Trust(settings.streams, registry_path(settings.data_dir), settings.require_signatures)
         archive = Archive(settings.archive_dir)
         sequences = []
@@ -164,6 +165,10 @@ def rebuild(definition: ServiceDefinition, settings: Settings, target_url: str, 
                 batch = []
         if batch:
             _apply(processor, batch, report, progress)
+        # What the live service does between batches (inventory: deadlines that passed), done once
+        # at the end: the rebuilt store then holds what the live one holds.
+        while processor.housekeep():
+            pass
     finally:
         client.close()
         engine.dispose()

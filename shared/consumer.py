@@ -85,6 +85,9 @@ from .unit_locks import LockPlanner
 log = logging.getLogger("serialtrack.consumer")
 
 ApplyEvents = Callable[[Session, list[Event]], None]
+# Work a service does on its own store that no event asks for (inventory: manifests whose deadline
+# passed), one transaction per call, between batches; returns how much it did (0: nothing to do).
+Housekeeping = Callable[[Session], int]
 
 TRANSIENT_BACKOFF_S = 1.0
 
@@ -135,8 +138,10 @@ class EventProcessor:
     """
 
     def __init__(self, service: str, engine: Engine, apply: ApplyEvents,
-                 locks: LockPlanner = unit_locks.units_of, metrics: ServiceMetrics | None = None):
+                 locks: LockPlanner = unit_locks.units_of, metrics: ServiceMetrics | None = None,
+                 housekeeping: Housekeeping | None = None):
         self.service = service
+        self.housekeeping = housekeeping
         self.engine = engine
         self.apply = apply
         self._crash_on = os.environ.get(CRASH_ON_ENV) or None  # the test hook above
@@ -180,7 +185,18 @@ class EventProcessor:
         raise AssertionError("unreachable")
 
 
+    def housekeep(self) -> int:
+        """The service's housekeeping in one transaction (a worker thread); 0 when it has none."""
+        if self.housekeeping is None:
+            return 0
+        with Session(self.engine) as session, session.begin():
+            done = self.housekeeping(session)
+            outgoing = session.info.get(OUTBOX_ROWS, 0)
+        return done + outgoing
+
+
 RETRIES = 5  # attempts of a batch that lost a race (EventProcessor.process)
+HOUSEKEEPING_STEPS = 100  # housekeeping transactions in one round at most (events waiting stop it sooner)
 
 
 def _race(exc: DBAPIError) -> str | None:
@@ -356,8 +372,19 @@ class StreamConsumer:
             await done
 
     async def _write_loop(self) -> None:
+        interval = self.settings.housekeeping_s
+        last_housekeeping = time.monotonic()
         while True:
-            await self._wake.wait()
+            if time.monotonic() - last_housekeeping >= interval:
+                # Between batches, every ``interval`` seconds, busy or idle: the writer does the
+                # service's housekeeping (shared/service.py ServiceDefinition.housekeeping).
+                await self._housekeep()
+                last_housekeeping = time.monotonic()
+            try:
+                await asyncio.wait_for(self._wake.wait(),
+                                       timeout=max(interval - (time.monotonic() - last_housekeeping), 0.001))
+            except TimeoutError:
+                continue
             self._wake.clear()
             work, self._waiting = self._waiting, []
             if not work:
@@ -375,6 +402,21 @@ class StreamConsumer:
                 for _, done in work:
                     if not done.done():
                         done.set_result(None)
+
+    async def _housekeep(self) -> None:
+        """Housekeeping in steps of one transaction each, until it has nothing left or events wait."""
+        if self.processor.housekeeping is None:
+            return
+        try:
+            for _ in range(HOUSEKEEPING_STEPS):
+                done = await asyncio.to_thread(self.processor.housekeep)
+                if done and self.on_outgoing:
+                    self.on_outgoing()
+                if not done or self._waiting:
+                    break
+        except Exception as exc:  # noqa: BLE001 - a store outage: the next round tries again
+            log.warning("%s: housekeeping failed (%r); it runs again in %.0f s", self.service, exc,
+                        self.settings.housekeeping_s)
 
     async def _apply(self, entries: list[_Entry]) -> None:
         if not entries:

@@ -26,12 +26,18 @@ from .contracts import EVENT_TYPES
 # Roles of producers outside the system and the inbound types each may publish.
 _PRODUCER_TYPES: dict[str, tuple[str, ...]] = {
     "pos": ("unit.sold", "unit.returned", "return.requested"),
-    "warehouse": ("unit.received", "unit.transferred", "unit.adjusted"),
+    # A retailer's DC also ships transfers to its stores with a manifest.
+    "warehouse": ("unit.received", "unit.transferred", "unit.adjusted", "shipment.dispatched"),
+    # A store's cycle count (its receipts and adjustments go through its warehouse-role systems).
+    "store": ("stock.counted",),
+    # A distributor between manufacturers and retailers: its advance ship notices.
+    "distributor": ("shipment.dispatched",),
     # A claim is taken at a service desk, and so is the remedy of a recalled unit.
     "service-desk": ("warranty.claim.submitted", "recall.remedy.completed"),
     "owner-registry": ("warranty.owner.registered",),
     "law-enforcement": ("theft.reported", "theft.recovered"),
-    "manufacturer": ("recall.issued", "recall.amended", "recall.closed", "warranty.policy.set"),
+    "manufacturer": ("recall.issued", "recall.amended", "recall.closed", "warranty.policy.set",
+                     "shipment.dispatched"),
 }
 # Inbound types only the operator publishes (the CLI; the warranty service on behalf of a
 # customer-service token, shared/acl.py HTTP_SUBMISSIONS): no till or feed may erase a customer.

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from . import unit_locks
 from .auth import Auth, check_every_route_is_gated
 from .broker import make_broker, make_redis
-from .consumer import ApplyEvents, EventProcessor, StreamConsumer
+from .consumer import ApplyEvents, EventProcessor, Housekeeping, StreamConsumer
 from .erasure import CustomerColumns, DeadLetterRewriter, DeadLetterScrubber, applier
 from .http import BODY_TOO_LARGE
 from .http import install as install_http_edge
@@ -60,6 +60,9 @@ class ServiceDefinition:
     # What a batch must lock before it reads (shared/unit_locks.py): the units its events name, and
     # the keys a service's fold reads across units.
     locks: LockPlanner = unit_locks.units_of
+    # What it does on its own while no event comes (shared/consumer.py Housekeeping), every
+    # SERIALTRACK_HOUSEKEEPING_S seconds of idleness.
+    housekeeping: Housekeeping | None = None
 
     @property
     def migrations(self) -> Migrations:
@@ -106,7 +109,8 @@ def build_app(definition: ServiceDefinition, settings: Settings | None = None) -
     consumer = StreamConsumer(
         service=definition.name,
         event_types=definition.event_types,
-        processor=EventProcessor(definition.name, for_writing(engine), apply, definition.locks, metrics),
+        processor=EventProcessor(definition.name, for_writing(engine), apply, definition.locks, metrics,
+                                 definition.housekeeping),
         redis=redis,
         settings=settings,
         on_outgoing=relay.wake,

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1, le=10_000, validation_alias="SERIALTRACK_BATCH_SIZE")
     poll_ms: int = Field(default=100, ge=1, validation_alias="SERIALTRACK_POLL_MS")
     linger_ms: int = Field(default=5, ge=0, le=1000, validation_alias="SERIALTRACK_LINGER_MS")
+    # How often an idle service runs its housekeeping (ServiceDefinition.housekeeping: inventory checks
+    # the manifests whose deadline passed); a busy one does it in its batches.
+    housekeeping_s: float = Field(default=30.0, gt=0, le=3600, validation_alias="SERIALTRACK_HOUSEKEEPING_S")
     claim_idle_ms: int = Field(default=60_000, ge=10, validation_alias="SERIALTRACK_CLAIM_IDLE_MS")
     max_deliveries: int = Field(default=5, ge=1, validation_alias="SERIALTRACK_MAX_DELIVERIES")
     worker_id: str = Field(default="0", validation_alias="SERIALTRACK_WORKER_ID")

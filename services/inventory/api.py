@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -16,7 +19,10 @@ from shared.auth import (
     ALL_ROLES,
     ANOMALIES,
     CUSTOMER,
+    MANUFACTURER,
     RECEIPT,
+    SHIPMENTS,
+    STOCK_COUNTS,
     UNIT_LISTS,
     UNIT_LOOKUP,
     Principal,
@@ -35,6 +41,7 @@ from shared.http import (
     Page,
     SerialPath,
     errors,
+    id_path,
     manufacturer_or_400,
     unit_key_or_400,
 )
@@ -166,6 +173,109 @@ class StockAging(BaseModel):
     totals: AgingBands
     returns: list[ReturnedStock]  # per sku
     units: Page[AgedUnit]  # oldest stock first
+
+
+class ShipmentUnitOut(BaseModel):
+    manufacturer: str
+    serial: str
+    location: str | None  # where it was received (None: missing)
+    on_time: bool  # received by the deadline
+    time: datetime | None  # the receipt's event time
+    event_source: str | None
+    event_id: str | None
+
+
+class ShipmentCounts(BaseModel):
+    expected: int  # serials on the manifest
+    received: int  # at the destination (received_late of them after the deadline)
+    received_late: int
+    missing: int  # not received at the destination by the deadline (known once it was checked)
+    unexpected: int  # received at the destination with it, on no manifest to it
+    diverted: int  # on this manifest, received somewhere else
+    outstanding: int  # neither received, diverted nor missing yet
+
+
+class ShipmentPartOut(BaseModel):
+    part: int
+    units: int
+    dispatched_at: datetime
+    event_source: str
+    event_id: str
+
+
+class ShipmentOut(BaseModel):
+    shipment_id: str
+    manufacturer: str
+    from_location: str
+    to_location: str
+    retailer: str | None
+    sku: str | None
+    expected_arrival: str
+    grace_days: int
+    deadline: datetime
+    deadline_checked: bool  # missing units are known (and reported as missing_in_transit) once it is
+    dispatched_at: datetime  # the first part's
+    parts: list[ShipmentPartOut]  # as they came (a manifest of more than 10,000 listed serials is several)
+    counts: ShipmentCounts
+    received: list[ShipmentUnitOut]  # each list: up to ``limit`` units from ``offset``, unit order
+    missing: list[ShipmentUnitOut]
+    unexpected: list[ShipmentUnitOut]
+    diverted: list[ShipmentUnitOut]
+
+
+class CountUnitOut(BaseModel):
+    manufacturer: str
+    serial: str
+    result: Literal["matched", "missing", "unexpected"]
+    seen: bool
+    status_at_count: str | None  # the unit's status at counted_at (None: unknown to inventory then)
+    location_at_count: str | None
+    detail: str
+
+
+class CountPartOut(BaseModel):
+    part: int
+    final: bool
+    units: int
+
+
+class CountOut(BaseModel):
+    count_id: str
+    location: str
+    counted_at: datetime
+    status: Literal["open", "complete"]  # open: parts still to come, nothing judged yet
+    parts_expected: int | None  # known once the final part came
+    parts: list[CountPartOut]
+    completed_at: datetime | None
+    totals: dict[str, int]  # matched, missing, unexpected
+    units: Page[CountUnitOut]
+
+
+COUNT_REPORT_FIELDS = ("count_id", "location", "counted_at", "manufacturer", "serial", "result", "seen",
+                       "status_at_count", "location_at_count", "detail")
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text  # no formulas in a spreadsheet
+
+
+def _shipment_unit(row) -> ShipmentUnitOut:
+    return ShipmentUnitOut(manufacturer=row.manufacturer, serial=row.serial, location=row.location,
+                           on_time=row.on_time, time=as_utc(row.event_time), event_source=row.event_source,
+                           event_id=row.event_id)
+
+
+def _count_unit(row) -> CountUnitOut:
+    return CountUnitOut(manufacturer=row.manufacturer, serial=row.serial, result=row.result, seen=row.seen,
+                        status_at_count=row.status_at_count, location_at_count=row.location_at_count,
+                        detail=row.detail)
+
+
+ShipmentId = Annotated[str, id_path("shipment id")]
+CountId = Annotated[str, id_path("count id")]
 
 
 def _unit(row) -> dict:
@@ -323,5 +433,92 @@ def read_api(engine: Engine) -> APIRouter:
         return StockAging(as_of=now, **filters, bands=[AgingGroup(**g) for g in summary["bands"]],
                           totals=AgingBands(**summary["totals"]), returns=[ReturnedStock(**r) for r in summary["returns"]],
                           units=Page(total=total, limit=limit, offset=offset, items=[AgedUnit(**u) for u in units]))
+    # --- manifests and counts (issue 14) ---
+
+    @router.get("/shipments/{shipment_id}", response_model=ShipmentOut,
+                summary="A shipment's manifest reconciled: expected, received, missing, unexpected, diverted",
+                responses=errors({404: "unknown shipment, or another manufacturer's (manufacturer tokens)"}))
+    def get_shipment(shipment_id: ShipmentId, caller: Annotated[Principal, allow(*SHIPMENTS)],
+                     limit: Limit = 100, offset: Offset = 0) -> ShipmentOut:
+        with Session(engine) as session:
+            parts = store.get_shipment(session, shipment_id)
+            row = parts[0] if parts else None
+            if row is None or (caller.role == MANUFACTURER and not caller.owns(row.manufacturer)):
+                raise HTTPException(404, detail=f"shipment {shipment_id} is not known to inventory")
+            totals = store.shipment_totals(session, shipment_id)
+            lists = {outcome: [_shipment_unit(r) for r in store.shipment_unit_rows(session, shipment_id, outcome,
+                                                                                     limit, offset)]
+                     for outcome in ("received", "missing", "unexpected", "diverted")}
+
+        def total(outcome: str) -> int:
+            return totals.get((outcome, True), 0) + totals.get((outcome, False), 0)
+
+        expected = sum(p.expected_count for p in parts)
+        judged = total("received") + total("diverted") + total("missing")
+        counts = ShipmentCounts(expected=expected, received=total("received"),
+                                received_late=totals.get(("received", False), 0), missing=total("missing"),
+                                unexpected=total("unexpected"), diverted=total("diverted"),
+                                outstanding=max(expected - judged, 0))
+        return ShipmentOut(
+            shipment_id=row.shipment_id, manufacturer=row.manufacturer, from_location=row.from_location,
+            to_location=row.to_location, retailer=row.retailer, sku=row.sku, expected_arrival=row.expected_arrival,
+            grace_days=row.grace_days, deadline=as_utc(row.deadline),
+            deadline_checked=all(p.swept_at is not None for p in parts),
+            dispatched_at=min(as_utc(p.event_time) for p in parts),
+            parts=[ShipmentPartOut(part=p.part, units=p.expected_count, dispatched_at=as_utc(p.event_time),
+                                   event_source=p.event_source, event_id=p.event_id) for p in parts],
+            counts=counts, **lists)
+
+    @router.get("/counts/{count_id}", response_model=CountOut,
+                summary="A stock count reconciled: matched, missing and unexpected units",
+                responses=errors({404: "unknown count"}), dependencies=[allow(*STOCK_COUNTS)])
+    def get_count(count_id: CountId,
+                  result: Annotated[Literal["matched", "missing", "unexpected"] | None, Query()] = None,
+                  limit: Limit = 100, offset: Offset = 0) -> CountOut:
+        with Session(engine) as session:
+            count = store.get_count(session, count_id)
+            if count is None:
+                raise HTTPException(404, detail=f"count {count_id} is not known to inventory")
+            totals = store.count_totals(session, count_id)
+            parts = [CountPartOut(part=p.part, final=p.final, units=p.unit_count)
+                     for p in store.count_parts(session, count_id)]
+            rows = [_count_unit(r) for r in store.count_unit_rows(session, count_id, result, limit, offset)]
+        listed = totals.get(result, 0) if result else sum(totals.values())
+        return CountOut(count_id=count.count_id, location=count.location, counted_at=as_utc(count.counted_at),
+                        status=count.status, parts_expected=count.parts_expected, parts=parts,
+                        completed_at=as_utc(count.completed_at),
+                        totals={r: totals.get(r, 0) for r in ("matched", "missing", "unexpected")},
+                        units=Page(total=listed, limit=limit, offset=offset, items=rows))
+
+    @router.get("/counts/{count_id}/report.csv", summary="A stock count's result, one row per unit, CSV",
+                response_class=StreamingResponse,
+                responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                                 "description": "one row per unit judged (matched, missing, unexpected)"},
+                           **errors({404: "unknown count"})},
+                dependencies=[allow(*STOCK_COUNTS)])
+    def count_report(count_id: CountId) -> StreamingResponse:
+        with Session(engine) as session:
+            count = store.get_count(session, count_id)
+        if count is None:
+            raise HTTPException(404, detail=f"count {count_id} is not known to inventory")
+        head = (count.count_id, count.location, as_utc(count.counted_at))
+
+        def rows() -> Iterator[str]:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(COUNT_REPORT_FIELDS)
+            with Session(engine) as session:
+                for n, r in enumerate(store.count_unit_rows(session, count_id), 1):
+                    writer.writerow([_csv_cell(v) for v in (*head, r.manufacturer, r.serial, r.result, r.seen,
+                                                            r.status_at_count, r.location_at_count, r.detail)])
+                    if n % 1000 == 0:
+                        yield buffer.getvalue()
+                        buffer.seek(0)
+                        buffer.truncate()
+            yield buffer.getvalue()
+
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in count_id)
+        return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="count-{safe}.csv"'})
 
     return router

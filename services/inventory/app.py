@@ -18,6 +18,7 @@ definition = ServiceDefinition(
     read_api=api.read_api,
     lookup_path="/units/{manufacturer}/{serial}",
     migrations_dir=Path(__file__).parent / "migrations",
+    housekeeping=handlers.housekeeping,  # manifests whose deadline passed (missing_in_transit)
     customer_data=(
         CustomerColumns(table_of(store.HistoryRow), customer=("customer_id",), receipt=("receipt_id",), text=("note",)),
         CustomerColumns(table_of(store.AnomalyRow), text=("detail",)),

@@ -7,13 +7,16 @@ rows, so everything here commits or rolls back together with "event applied".
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import uuid
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from shared import unit_locks
 from shared.contracts import (
     InventoryAnomalyDetected,
     InventoryAnomalyWithdrawn,
@@ -23,6 +26,8 @@ from shared.contracts import (
     RecallIssued,
     RecallRemedyCompleted,
     RecallScope,
+    ShipmentDispatched,
+    StockCounted,
     TheftRecovered,
     TheftReported,
     UnitAdjusted,
@@ -34,17 +39,21 @@ from shared.contracts import (
     UnitTransferred,
 )
 from shared.envelope import Event, make_event, make_trusted_event
-from shared.store import add_to_outbox, refresh_statistics, utcnow
+from shared.store import add_to_outbox, as_utc, refresh_statistics, utcnow
+from shared.unit_locks import UnitLocks
 
 from . import store
 from .domain import Anomaly, Fact, Quarantined, UnitState, advance, needs_refold, recall_coverage
+from .reconciliation import MANIFEST_KINDS, Manifest, Receipt, judge_count, judge_manifests, receipts_of, state_at
+
+log = logging.getLogger("serialtrack.inventory")
 
 SERVICE = "inventory"
 SOURCE = "serialtrack/inventory"
 EVENT_TYPES = (
     "unit.received", "unit.transferred", "unit.sold", "unit.returned", "unit.adjusted",
     "theft.reported", "theft.recovered", "recall.issued", "recall.amended", "recall.closed",
-    "recall.remedy.completed", "inventory.recall.continues",
+    "recall.remedy.completed", "inventory.recall.continues", "shipment.dispatched", "stock.counted",
     "customer.erasure.requested",  # applied around this module by shared/erasure.py (ServiceDefinition.customer_data)
 )
 LARGE_BATCH = 10_000  # new units in one batch from which PostgreSQL's table statistics are refreshed
@@ -176,8 +185,14 @@ def apply_events(session: Session, events: list[Event]) -> None:
     per_unit: dict[store.UnitKey, list[Fact]] = {}
     states: dict[store.UnitKey, UnitState] = {}
     outgoing: list[Event] = []
+    shipments: list[Event] = []
+    counts: list[Event] = []
     for event in events:
-        if event.type.startswith("recall.") or event.type == RecallApplicationContinues.event_type:
+        if isinstance(event.data, ShipmentDispatched):
+            shipments.append(event)
+        elif isinstance(event.data, StockCounted):
+            counts.append(event)
+        elif event.type.startswith("recall.") or event.type == RecallApplicationContinues.event_type:
             for key, fact in _recall_facts(session, event, states, outgoing):
                 per_unit.setdefault(key, []).append(fact)
         elif isinstance(event.data, (TheftReported, TheftRecovered)) and event.data.serial is None:
@@ -193,6 +208,7 @@ def apply_events(session: Session, events: list[Event]) -> None:
             if len(unique) < len(facts):
                 per_unit[key] = list(reversed(unique.values()))
     states.update(store.load_units(session, [key for key in per_unit if key not in states]))
+    known = set(states)  # units inventory had before this batch
     _add_recall_coverage(session, per_unit, states)
     histories = _add_theft_selections(session, per_unit)
     late = [key for key, facts in per_unit.items() if needs_refold(states.get(key), facts)]
@@ -214,14 +230,15 @@ def apply_events(session: Session, events: list[Event]) -> None:
         derived = [store.anomaly_row(key, e) for e in outcome.effects if isinstance(e, Anomaly)]
         if outcome.refolded:
             # Reconcile with what was recorded: withdraw anomalies that only came from arrival
-            # order, reopen ones derived again, record the new ones.
-            known = recorded.get(key, {})
+            # order, reopen ones derived again, record the new ones. Manifest anomalies are not the
+            # fold's: _judge_manifests reconciles them.
+            kept = {i: status for i, status in recorded.get(key, {}).items() if i[2] not in MANIFEST_KINDS}
             derived_ids = {store.anomaly_identity(row) for row in derived}
-            withdrawn_now = [i for i, status in known.items() if status == "open" and i not in derived_ids]
+            withdrawn_now = [i for i, status in kept.items() if status == "open" and i not in derived_ids]
             withdraw.extend(withdrawn_now)
-            reopen.extend(i for i in derived_ids if known.get(i) == "withdrawn")
+            reopen.extend(i for i in derived_ids if kept.get(i) == "withdrawn")
             outgoing.extend(_withdrawal_event(identity) for identity in withdrawn_now)
-            derived = [row for row in derived if store.anomaly_identity(row) not in known]
+            derived = [row for row in derived if store.anomaly_identity(row) not in kept]
         anomaly_rows.extend(derived)
         outgoing.extend(_anomaly_event(row) for row in derived)
         holds = _first_holds(outcome.effects)
@@ -240,8 +257,11 @@ def apply_events(session: Session, events: list[Event]) -> None:
     store.save_holds(session, hold_rows)
     store.set_anomaly_status(session, withdraw, "withdrawn")
     store.set_anomaly_status(session, reopen, "open")
+    # After the units and their history are saved: reconciliation reads them as they are now.
+    _reconcile_manifests(session, shipments, per_unit, known, outgoing)
+    _apply_counts(session, counts, per_unit, {(e.source, e.id) for e in events})
     add_to_outbox(session, SERVICE, outgoing)
-    if sum(1 for key in per_unit if key not in states) >= LARGE_BATCH:  # a range receipt: the tables grew
+    if sum(1 for key in per_unit if key not in known) >= LARGE_BATCH:  # a range receipt: the tables grew
         refresh_statistics(session, "inventory_units", "inventory_history")
 
 
@@ -400,3 +420,222 @@ def _withdrawn_hold_events(withdrawals: Reports) -> list[Event]:
                 time=utcnow(),
             ))
     return events
+# --- shipment manifests: receipts reconciled against them (reconciliation.judge_manifests) ----------------
+
+# Due manifests checked per transaction: housekeeping checks one and leaves the next to its next
+# transaction, so a lost truck of 100,000 units holds the writer about as long as a bulk receipt.
+DEADLINES_PER_CHECK = 1
+
+
+def deadline_of(expected_arrival, grace_days: int) -> datetime:
+    """The end of the expected arrival day (UTC) plus the grace period."""
+    return datetime.combine(expected_arrival, datetime.min.time(), tzinfo=UTC) + timedelta(days=1 + grace_days)
+
+
+def _shipment_row(event: Event) -> dict:
+    d = event.data
+    assert isinstance(d, ShipmentDispatched)
+    return {
+        "shipment_id": d.shipment_id, "part": d.part, "manufacturer": d.manufacturer, "from_location": d.from_location,
+        "to_location": d.to_location, "retailer": d.retailer, "sku": d.sku,
+        "expected_arrival": d.expected_arrival.isoformat(), "grace_days": d.grace_days,
+        "deadline": deadline_of(d.expected_arrival, d.grace_days),
+        "serials": json.dumps(list(dict.fromkeys(d.serials))) if d.serials else None,
+        "serial_ranges": json.dumps([r.model_dump() for r in d.serial_ranges]) if d.serial_ranges else None,
+        "expected_count": d.unit_count, "event_time": event.time, "event_source": event.source,
+        "event_id": event.id, "swept_at": None, "recorded_at": utcnow(),
+    }
+
+
+def _reconcile_manifests(session: Session, shipments: list[Event], per_unit: dict[store.UnitKey, list[Fact]],
+                         known: set[store.UnitKey], outgoing: list[Event]) -> None:
+    """Store new manifests (one row each, whatever their size) and judge the units that need it: the
+    ones received now that a manifest covers or at a location that takes manifests, and the ones a
+    new manifest covers that were received at or after its dispatch (their receipt came first)."""
+    to_judge: set[store.UnitKey] = set()
+    for event in shipments:
+        d = event.data
+        assert isinstance(d, ShipmentDispatched)
+        held_by = store.save_shipment(session, _shipment_row(event))
+        if held_by is not None:
+            log.warning("inventory: shipment.dispatched %s %s not applied: %s", event.source, event.id, held_by)
+            continue
+        selections: list = [*(d.serial_ranges or ()), *([d.serials] if d.serials else ())]
+        for selection in selections:
+            to_judge.update(store.units_with_event_since(session, d.manufacturer, selection, event.time,
+                                                         "unit.received"))
+    received = {key: receipts for key, facts in per_unit.items() if (receipts := receipts_of(facts))}
+    covering: dict[store.UnitKey, list[Manifest]] = {}
+    if received:
+        index = store.shipment_index(session, {maker for maker, _ in received})
+        destinations = store.manifests_to(session, {r.location for rs in received.values() for r in rs})
+        for key, receipts in received.items():
+            maker_index = index.get(key[0])
+            covering[key] = _covering(maker_index, key[1])
+            if covering[key] or any(r.location in destinations for r in receipts):
+                to_judge.add(key)
+    if to_judge:
+        _judge_manifests(session, sorted(to_judge), per_unit, known, outgoing, covering, received)
+
+
+def _covering(maker_index: store.ManifestIndex | None, serial: str) -> list[Manifest]:
+    if maker_index is None:
+        return []
+    matcher, manifests = maker_index
+    # dict.fromkeys: a serial in two ranges (or listed and in a range) of one manifest is on it once
+    return [manifests[i] for i in dict.fromkeys(matcher.serial_candidates(serial))]
+
+
+def _judge_manifests(session: Session, keys: list[store.UnitKey], per_unit: dict[store.UnitKey, list[Fact]],
+                     known: set[store.UnitKey], outgoing: list[Event],
+                     covering: dict[store.UnitKey, list[Manifest]] | None = None,
+                     batch_receipts: dict[store.UnitKey, list[Receipt]] | None = None) -> None:
+    """Judge ``keys`` against every manifest that covers them and reconcile with what was recorded:
+    their shipment rows replaced where they changed; anomalies recorded, withdrawn (a late event
+    explained them) or reopened, and published. ``covering`` and ``batch_receipts``: what the
+    caller already looked up (the manifest index is up to date: a new manifest of the batch changed
+    its version only before the lookups)."""
+    covering = dict(covering or {})
+    batch_receipts = batch_receipts or {}
+    index = store.shipment_index(session, {maker for maker, _ in keys})
+    # Receipts: a unit new in this batch has only the batch's; others are read from their history
+    # (saved already, this batch's facts included).
+    from_history = [key for key in keys if key in known or key not in per_unit]
+    histories = store.load_histories(session, from_history) if from_history else {}
+    receipts: dict[store.UnitKey, list[Receipt]] = {}
+    for key in keys:
+        if key in known or key not in per_unit:
+            receipts[key] = receipts_of(histories.get(key, ()))
+        else:
+            found = batch_receipts.get(key)
+            receipts[key] = found if found is not None else receipts_of(per_unit[key])
+        if key not in covering:
+            covering[key] = _covering(index.get(key[0]), key[1])
+    destinations = store.manifests_to(session, {r.location for rs in receipts.values() for r in rs})
+    # What was recorded about a unit new in this batch can only come from a checked deadline (a unit
+    # missing before it was ever received): the common bulk receipt reads nothing more.
+    recorded_keys = [key for key in keys if key not in per_unit or key in known or any(m.due for m in covering[key])]
+    stored_rows = store.shipment_units_of(session, recorded_keys) if recorded_keys else {}
+    recorded = store.anomaly_identities(session, recorded_keys) if recorded_keys else {}
+    stale: list[store.UnitKey] = []
+    rows: list[tuple] = []
+    new_anomalies: list[dict] = []
+    withdraw: list[tuple] = []
+    reopen: list[tuple] = []
+    no_rows: set[tuple] = set()
+    for key in keys:
+        judged, anomalies = judge_manifests(covering[key], receipts[key], destinations)
+        tuples = {store.shipment_unit_tuple(key, row) for row in judged}
+        before = stored_rows.get(key, no_rows)
+        if tuples != before:
+            if before:
+                stale.append(key)
+            rows.extend(tuples)
+        kept = {i: status for i, status in recorded.get(key, {}).items() if i[2] in MANIFEST_KINDS}
+        if not (anomalies or kept):
+            continue  # the common case: received as expected, nothing recorded
+        derived = [store.anomaly_row(key, Anomaly(a.kind, a.detail, Fact(time=a.event[0], source=a.event[1],
+                                                                         event_id=a.event[2], type=a.event_type)))
+                   for a in anomalies]
+        derived_ids = {store.anomaly_identity(row) for row in derived}
+        withdrawn_now = [i for i, status in kept.items() if status == "open" and i not in derived_ids]
+        withdraw.extend(withdrawn_now)
+        outgoing.extend(_withdrawal_event(identity) for identity in withdrawn_now)
+        reopen.extend(i for i in derived_ids if kept.get(i) == "withdrawn")
+        fresh = [row for row in derived if store.anomaly_identity(row) not in kept]
+        new_anomalies.extend(fresh)
+        outgoing.extend(_anomaly_event(row) for row in fresh)
+    store.replace_shipment_units(session, stale, rows)
+    store.save_anomalies(session, new_anomalies)
+    store.set_anomaly_status(session, withdraw, "withdrawn")
+    store.set_anomaly_status(session, reopen, "open")
+
+
+def check_deadlines(session: Session, outgoing: list[Event], now: datetime, limit: int = DEADLINES_PER_CHECK) -> int:
+    """Check manifests whose deadline passed: each of their units not received by it becomes
+    ``missing_in_transit``. The judgement is by event time, so when this runs changes nothing but
+    how soon it is reported. On PostgreSQL it first takes their manufacturers' locks, as a batch of a
+    range event would (shared/unit_locks.py), so no batch judges their units at the same time."""
+    due = store.due_shipments(session, now, limit)
+    if not due:
+        return 0
+    locks = UnitLocks()
+    for row in due:
+        locks.whole(row.manufacturer)
+    unit_locks.take(session, locks)
+    checked = 0
+    for row in store.due_shipments(session, now, limit):  # again, under the locks: another process may have
+        # checked some meanwhile
+        store.mark_swept(session, row.id, now)
+        keys = list(dict.fromkeys((row.manufacturer, serial) for serial in store.shipment_serials(row)))
+        for start in range(0, len(keys), 100_000):
+            _judge_manifests(session, keys[start:start + 100_000], {}, set(), outgoing)
+        checked += 1
+    return checked
+
+
+def housekeeping(session: Session) -> int:
+    """What the service does between batches, every SERIALTRACK_HOUSEKEEPING_S (shared/consumer.py):
+    the manifest whose deadline passed first, if any. Returns how many it checked (0 or 1)."""
+    outgoing: list[Event] = []
+    checked = check_deadlines(session, outgoing, utcnow())
+    add_to_outbox(session, SERVICE, outgoing)
+    return checked
+
+
+# --- stock counts (reconciliation.judge_count) ---------------------------------------------------------------
+
+def _apply_counts(session: Session, counts: list[Event], per_unit: dict[store.UnitKey, list[Fact]],
+                  batch: set[tuple[str, str]]) -> None:
+    """Store count parts; judge a count when its last part is in. An event of this ``batch`` (its
+    (source, id)s) dated at or before a count already judged changes that count's judgement of its
+    units (judged by event time). Facts the batch only brought along (an open recall reaching a unit
+    first seen now, at the recall's time) are not such events."""
+    late = {key: times for key, facts in per_unit.items()
+            if (times := [fact.time for fact in facts if (fact.source, fact.event_id) in batch])}
+    if late:
+        earliest = min(min(times) for times in late.values())
+        for count in store.counts_judged_since(session, earliest):
+            counted_at = as_utc(count.counted_at)
+            keys = [key for key, times in late.items() if min(times) <= counted_at]
+            if keys:
+                seen = {key for key, judged in store.count_judgements(session, count.count_id, keys).items()
+                        if judged[1]}
+                _judge_count(session, count.count_id, count.location, counted_at, keys, seen)
+    ready: list[str] = []
+    for event in counts:
+        d = event.data
+        assert isinstance(d, StockCounted)
+        units = list(dict.fromkeys((u.manufacturer, u.serial) for u in d.units))
+        refused = store.save_count_part(session, d.count_id, d.location, d.counted_at, d.part, d.final, units,
+                                        (event.time, event.source, event.id))
+        if refused:
+            log.warning("inventory: stock.counted %s %s not applied: %s", event.source, event.id, refused)
+            continue
+        ready.append(d.count_id)
+    for count_id in dict.fromkeys(ready):
+        count = store.count_ready(session, count_id)
+        if count is None:
+            continue
+        counted_at = as_utc(count.counted_at)
+        seen = store.counted_units(session, count_id)
+        here, moved = store.count_candidates(session, count.location, counted_at)
+        _judge_count(session, count_id, count.location, counted_at, sorted(here | moved | seen), seen)
+        store.complete_count(session, count_id)
+
+
+def _judge_count(session: Session, count_id: str, location: str, counted_at: datetime,
+                 keys: Iterable[store.UnitKey], seen: set[store.UnitKey]) -> None:
+    """Each unit as it was at ``counted_at`` (its history folded up to then when anything happened to
+    it since) against the count; the judgements saved, a unit that no longer concerns it dropped."""
+    keys = list(keys)
+    states = store.load_units(session, keys)
+    later = [key for key, state in states.items() if state.last is not None and state.last[0] > counted_at]
+    histories = store.load_histories(session, later) if later else {}
+    judged = {}
+    for key in keys:
+        state = states.get(key)
+        if key in histories or (state is not None and key in later):
+            state = state_at(key[0], key[1], histories.get(key, []), counted_at)
+        judged[key] = judge_count(state, key in seen, location)
+    store.save_count_judgements(session, count_id, judged)

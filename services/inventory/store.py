@@ -37,7 +37,8 @@ from shared.store import (
     utcnow,
 )
 
-from .domain import Anomaly, Fact, OrderKey, RecallVersion, Status, UnitState, fold
+from .domain import ON_HAND, Anomaly, Fact, OrderKey, RecallVersion, Status, UnitState, fold
+from .reconciliation import CountJudgement, Manifest, ShipmentUnit
 
 UnitKey = tuple[str, str]
 
@@ -72,6 +73,8 @@ class HistoryRow(SQLModel, table=True):
     __tablename__ = "inventory_history"
     __table_args__ = (
         UniqueConstraint("manufacturer", "serial", "event_source", "event_id", name="uq_inventory_history_event"),
+        # A stock count finds the units whose history moved after its time (count_candidates).
+        Index("ix_inventory_history_event_time", "event_time"),
     )
     id: int | None = Field(default=None, primary_key=True)
     manufacturer: str = Field(max_length=64)
@@ -186,8 +189,98 @@ class TheftSelectionRow(SQLModel, table=True):
     recorded_at: datetime
 
 
+class ShipmentRow(SQLModel, table=True):
+    """A ``shipment.dispatched`` (one part of a manifest): its serials as sent (a list, ranges), never
+    expanded."""
+
+    __tablename__ = "inventory_shipments"
+    __table_args__ = (
+        UniqueConstraint("shipment_id", "part", name="uq_inventory_shipment_part"),
+        Index("ix_inventory_shipments_manufacturer", "manufacturer", "id"),
+        Index("ix_inventory_shipments_to_location", "to_location", "event_time"),
+        Index("ix_inventory_shipments_due", "swept_at", "deadline"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    shipment_id: str = Field(max_length=64)
+    part: int
+    manufacturer: str = Field(max_length=64)
+    from_location: str = Field(max_length=64)
+    to_location: str = Field(max_length=64)
+    retailer: str | None = Field(default=None, max_length=64)
+    sku: str | None = Field(default=None, max_length=64)
+    expected_arrival: str = Field(max_length=10)  # ISO date, as sent
+    grace_days: int
+    deadline: datetime  # the end of expected_arrival (UTC) plus grace_days
+    serials: str | None = None  # JSON list
+    serial_ranges: str | None = None  # JSON list of SerialRange
+    expected_count: int
+    event_time: datetime
+    event_source: str = Field(max_length=256)
+    event_id: str = Field(max_length=128)
+    swept_at: datetime | None = None  # when the deadline was checked: units not received by it are missing
+    recorded_at: datetime
+
+
+class ShipmentUnitRow(SQLModel, table=True):
+    """What reconciliation found for one unit of a shipment; only units something happened to."""
+
+    __tablename__ = "inventory_shipment_units"
+    __table_args__ = (Index("ix_inventory_shipment_units_unit", "manufacturer", "serial"),)
+    shipment_id: str = Field(primary_key=True, max_length=64)
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+    outcome: str = Field(max_length=16)  # received | diverted | missing | unexpected
+    location: str | None = Field(default=None, max_length=64)  # where it was received
+    on_time: bool
+    event_time: datetime | None = None  # the receipt (None: missing)
+    event_source: str | None = Field(default=None, max_length=256)
+    event_id: str | None = Field(default=None, max_length=128)
+
+
+class CountRow(SQLModel, table=True):
+    __tablename__ = "inventory_counts"
+    __table_args__ = (Index("ix_inventory_counts_counted_at", "status", "counted_at"),)
+    count_id: str = Field(primary_key=True, max_length=64)
+    location: str = Field(max_length=64)
+    counted_at: datetime
+    parts_expected: int | None = None  # known once the final part came
+    status: str = Field(max_length=16)  # open (parts missing) | complete (reconciled)
+    completed_at: datetime | None = None
+    recorded_at: datetime
+
+
+class CountPartRow(SQLModel, table=True):
+    __tablename__ = "inventory_count_parts"
+    count_id: str = Field(primary_key=True, max_length=64)
+    part: int = Field(primary_key=True)
+    final: bool
+    units: str  # "manufacturer/serial" lines
+    unit_count: int
+    event_time: datetime
+    event_source: str = Field(max_length=256)
+    event_id: str = Field(max_length=128)
+    recorded_at: datetime
+
+
+class CountUnitRow(SQLModel, table=True):
+    """A count's judgement of one unit: matched, missing or unexpected."""
+
+    __tablename__ = "inventory_count_units"
+    __table_args__ = (Index("ix_inventory_count_units_unit", "manufacturer", "serial"),)
+    count_id: str = Field(primary_key=True, max_length=64)
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+    result: str = Field(max_length=16)
+    seen: bool
+    status_at_count: str | None = Field(default=None, max_length=16)
+    location_at_count: str | None = Field(default=None, max_length=64)
+    detail: str
+
+
 TABLES: list[Table] = [table_of(UnitRow), table_of(HistoryRow), table_of(AnomalyRow), table_of(RecallRow),
-                       table_of(RecallVersionRow), table_of(HoldRow), table_of(TheftSelectionRow)]
+                       table_of(RecallVersionRow), table_of(HoldRow), table_of(TheftSelectionRow),
+                       table_of(ShipmentRow), table_of(ShipmentUnitRow), table_of(CountRow), table_of(CountPartRow),
+                       table_of(CountUnitRow)]
 
 _units = table_of(UnitRow)
 _history = table_of(HistoryRow)
@@ -196,6 +289,11 @@ _recalls = table_of(RecallRow)
 _recall_versions = table_of(RecallVersionRow)
 _holds = table_of(HoldRow)
 _theft_selections = table_of(TheftSelectionRow)
+_shipments = table_of(ShipmentRow)
+_shipment_units = table_of(ShipmentUnitRow)
+_counts = table_of(CountRow)
+_count_parts = table_of(CountPartRow)
+_count_units = table_of(CountUnitRow)
 
 _FACT_COLUMNS = ("location", "from_location", "sku", "condition", "disposition", "receipt_id", "customer_id",
                  "terminal_id", "agency", "case_number", "recall_id", "note", "in_transit")
@@ -546,6 +644,28 @@ def units_in_selection(session: Session, manufacturer: str,
     return covered_units_page(session, scope, after=None, limit=None)[0]  # a scope of serials alone
 
 
+def units_with_event_since(session: Session, manufacturer: str, selection: SerialRange | list[str],
+                           since: datetime, event_type: str) -> list[UnitKey]:
+    """Units of a range or list with an ``event_type`` at or after ``since`` in their history. Found
+    by index on the unit key, filtered exactly here; as many as such events, not as many as serials
+    in the range."""
+    query = select(_history.c.serial).where(_history.c.manufacturer == manufacturer,
+                                            _history.c.event_type == event_type, _history.c.event_time >= since)
+    found: set[str] = set()
+    if isinstance(selection, SerialRange):
+        if selection.width is not None:
+            low = f"{selection.prefix}{selection.first:0{selection.width}d}"
+            high = f"{selection.prefix}{selection.last:0{selection.width}d}"
+        else:  # unpadded numbers do not sort as strings: scan the prefix, filter exactly below
+            low, high = selection.prefix, selection.prefix + "\x7f"
+        found.update(serial for (serial,) in session.execute(query.where(_history.c.serial.between(low, high)))
+                     if serial in selection)
+    else:
+        for part in chunks(sorted(set(selection))):
+            found.update(serial for (serial,) in session.execute(query.where(_history.c.serial.in_(part))))
+    return [(manufacturer, serial) for serial in sorted(found)]
+
+
 def _theft_fact(row) -> Fact:
     return Fact(time=as_utc(row.event_time), source=row.event_source, event_id=row.event_id, type=row.event_type,
                 agency=row.agency, case_number=row.case_number, note=row.note)
@@ -798,3 +918,294 @@ def stock_summary(session: Session, manufacturer: str | None, now: datetime, top
         "by_sku": counts(_units.c.sku),
         "aging": [(label, aging.get(i, 0)) for i, label in enumerate(labels)],
     }
+
+
+# --- shipment manifests (reconciliation.judge_manifests) -----------------------------------------------
+
+def _manifest_selection(row) -> Selection:
+    ranges = tuple(SerialRange.model_validate(r) for r in json.loads(row.serial_ranges)) if row.serial_ranges else ()
+    serials = frozenset(json.loads(row.serials)) if row.serials else frozenset()
+    return Selection(row.id, ranges=ranges, serials=serials)
+
+
+def _manifest(row) -> Manifest:
+    return Manifest(row.shipment_id, row.to_location, row.retailer,
+                    (as_utc(row.event_time), row.event_source, row.event_id), as_utc(row.deadline),
+                    row.swept_at is not None)
+
+
+_SHIPMENT_TERMS = ("manufacturer", "from_location", "to_location", "retailer", "expected_arrival", "grace_days")
+
+
+def save_shipment(session: Session, row: dict) -> str | None:
+    """Store a part of a manifest, once per (shipment id, part). Returns None when stored (or a
+    redelivery of the same event), else why not: the part came already in another event (the first
+    one stands), or the shipment's other parts name other places, maker or dates."""
+    c = _shipments.c
+    others = session.execute(select(*(getattr(c, t) for t in _SHIPMENT_TERMS), c.part)
+                             .where(c.shipment_id == row["shipment_id"], c.part != row["part"]).limit(1)).first()
+    if others is not None and tuple(others[:-1]) != tuple(row[t] for t in _SHIPMENT_TERMS):
+        return (f"part {others.part} of shipment {row['shipment_id']} says "
+                + ", ".join(f"{t} {v}" for t, v in zip(_SHIPMENT_TERMS, others[:-1], strict=True)))
+    insert_ignore(session, _shipments, [row])
+    held = session.execute(select(c.event_source, c.event_id)
+                           .where(c.shipment_id == row["shipment_id"], c.part == row["part"])).one()
+    if (held.event_source, held.event_id) == (row["event_source"], row["event_id"]):
+        return None
+    return f"part {row['part']} of shipment {row['shipment_id']} came already in {held.event_source} {held.event_id}"
+
+
+ManifestIndex = tuple[SerialIndex, dict[Hashable, Manifest]]
+_shipment_cache: dict[tuple[str, str], tuple[tuple, ManifestIndex]] = {}
+
+
+def shipment_index(session: Session, manufacturers: Iterable[str]) -> dict[str, ManifestIndex]:
+    """The manifests of these manufacturers, indexed (a unit's lookup is one index probe). Rebuilt
+    when a manufacturer's manifests changed: one added, or one's deadline checked."""
+    makers = sorted(set(manufacturers))
+    if not makers:
+        return {}
+    versions = session.execute(
+        select(_shipments.c.manufacturer, func.count(), func.max(_shipments.c.id), func.count(_shipments.c.swept_at))
+        .where(_shipments.c.manufacturer.in_(makers)).group_by(_shipments.c.manufacturer)
+    ).all()
+    found: dict[str, ManifestIndex] = {}
+    for maker, rows, highest, swept in versions:
+        version = (rows, highest, swept)
+        cache_key = _cache_key(session, maker)
+        with _match_lock:
+            hit = _shipment_cache.get(cache_key)
+        if hit is None or hit[0] != version:
+            stored = session.execute(select(_shipments).where(_shipments.c.manufacturer == maker)).all()
+            manifests: dict[Hashable, Manifest] = {r.id: _manifest(r) for r in stored}
+            hit = (version, (SerialIndex.build(_manifest_selection(r) for r in stored), manifests))
+            with _match_lock:
+                _shipment_cache[cache_key] = hit
+        found[maker] = hit[1]
+    return found
+
+
+def manifests_to(session: Session, locations: Iterable[str]) -> dict[str, list[Manifest]]:
+    """Every manifest to each location: whether it takes manifests, and what it expected."""
+    wanted = sorted(set(locations))
+    found: dict[str, list[Manifest]] = {}
+    c = _shipments.c  # not the serials: a location may have had thousands of manifests
+    columns = (c.shipment_id, c.to_location, c.retailer, c.event_time, c.event_source, c.event_id, c.deadline,
+               c.swept_at)
+    for part in chunks(wanted):
+        for row in session.execute(select(*columns).where(c.to_location.in_(part))):
+            found.setdefault(row.to_location, []).append(_manifest(row))
+    return found
+
+
+def shipment_units_of(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, set[tuple]]:
+    """The recorded shipment rows of these units, each as ``_shipment_unit_tuple`` gives it."""
+    found: dict[UnitKey, set[tuple]] = {}
+    for manufacturer, serials in _keys_by_manufacturer(keys).items():
+        for part in chunks(serials):
+            rows = session.execute(select(_shipment_units).where(
+                _shipment_units.c.manufacturer == manufacturer, _shipment_units.c.serial.in_(part)))
+            for r in rows:
+                found.setdefault((r.manufacturer, r.serial), set()).add(
+                    (r.shipment_id, r.manufacturer, r.serial, r.outcome, r.location, bool(r.on_time),
+                     as_utc(r.event_time), r.event_source, r.event_id))
+    return found
+
+
+def shipment_unit_tuple(key: UnitKey, row: ShipmentUnit) -> tuple:
+    receipt = row.receipt
+    return (row.shipment_id, key[0], key[1], row.outcome, receipt.location if receipt else None, row.on_time,
+            *(receipt.order if receipt else (None, None, None)))
+
+
+_SHIPMENT_UNIT_COLUMNS = ("shipment_id", "manufacturer", "serial", "outcome", "location", "on_time", "event_time",
+                          "event_source", "event_id")
+
+
+def replace_shipment_units(session: Session, stale: Sequence[UnitKey], rows: Sequence[tuple]) -> None:
+    """The shipment rows of units judged again: those of ``stale`` deleted, ``rows`` inserted."""
+    for manufacturer, serials in _keys_by_manufacturer(stale).items():
+        for part in chunks(serials):
+            session.execute(_shipment_units.delete().where(_shipment_units.c.manufacturer == manufacturer,
+                                                           _shipment_units.c.serial.in_(part)))
+    insert_tuples(session, _shipment_units, _SHIPMENT_UNIT_COLUMNS, rows)
+
+
+def due_shipments(session: Session, now: datetime, limit: int) -> list:
+    """Manifests whose deadline passed and was not checked yet, earliest first."""
+    return list(session.execute(select(_shipments).where(_shipments.c.swept_at.is_(None), _shipments.c.deadline <= now)
+                                .order_by(_shipments.c.deadline, _shipments.c.id).limit(limit)))
+
+
+def mark_swept(session: Session, row_id: int, now: datetime) -> None:
+    session.execute(update(_shipments).where(_shipments.c.id == row_id).values(swept_at=now))
+
+
+def shipment_serials(row) -> Iterable[str]:
+    """Every serial of a stored manifest, listed ones first (each once)."""
+    listed: list[str] = json.loads(row.serials) if row.serials else []
+    seen = set(listed)
+    yield from listed
+    for r in json.loads(row.serial_ranges) if row.serial_ranges else ():
+        yield from (serial for serial in SerialRange.model_validate(r) if serial not in seen)
+
+
+def known_units(session: Session, manufacturer: str, serials: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for part in chunks(serials):
+        found.update(serial for (serial,) in session.execute(
+            select(_units.c.serial).where(_units.c.manufacturer == manufacturer, _units.c.serial.in_(part))))
+    return found
+
+
+def get_shipment(session: Session, shipment_id: str) -> list:
+    """The parts of a shipment (none: unknown), first part first."""
+    return list(session.execute(select(_shipments).where(_shipments.c.shipment_id == shipment_id)
+                                .order_by(_shipments.c.part)))
+
+
+def shipment_totals(session: Session, shipment_id: str) -> dict[tuple[str, bool], int]:
+    return {(outcome, bool(on_time)): n for outcome, on_time, n in session.execute(
+        select(_shipment_units.c.outcome, _shipment_units.c.on_time, func.count())
+        .where(_shipment_units.c.shipment_id == shipment_id)
+        .group_by(_shipment_units.c.outcome, _shipment_units.c.on_time))}
+
+
+def shipment_unit_rows(session: Session, shipment_id: str, outcome: str, limit: int, offset: int) -> list:
+    return list(session.execute(select(_shipment_units).where(_shipment_units.c.shipment_id == shipment_id,
+                                                              _shipment_units.c.outcome == outcome)
+                                .order_by(_shipment_units.c.manufacturer, _shipment_units.c.serial)
+                                .limit(limit).offset(offset)))
+
+
+# --- stock counts (reconciliation.judge_count) ---------------------------------------------------------
+
+def save_count_part(session: Session, count_id: str, location: str, counted_at: datetime, part: int, final: bool,
+                    units: Sequence[UnitKey], event: tuple[datetime, str, str]) -> str | None:
+    """Store one part of a count. Returns None when stored (or a redelivery), else why it was not:
+    a part already held from another event, or a part of the same count id naming another location
+    or time (the first part to arrive fixed them)."""
+    insert_ignore(session, _counts, [{"count_id": count_id, "location": location, "counted_at": counted_at,
+                                      "parts_expected": None, "status": "open", "completed_at": None,
+                                      "recorded_at": utcnow()}])
+    count = session.execute(select(_counts).where(_counts.c.count_id == count_id)).one()
+    if count.location != location or as_utc(count.counted_at) != counted_at:
+        return (f"count {count_id} is at {count.location} on {as_utc(count.counted_at).isoformat()}; this part says "
+                f"{location} on {counted_at.isoformat()}")
+    insert_ignore(session, _count_parts, [{
+        "count_id": count_id, "part": part, "final": final, "units": "\n".join(f"{m}/{s}" for m, s in units),
+        "unit_count": len(units), "event_time": event[0], "event_source": event[1], "event_id": event[2],
+        "recorded_at": utcnow(),
+    }])
+    held = session.execute(select(_count_parts.c.event_source, _count_parts.c.event_id).where(
+        _count_parts.c.count_id == count_id, _count_parts.c.part == part)).one()
+    if (held.event_source, held.event_id) != (event[1], event[2]):
+        return f"part {part} of count {count_id} came already in {held.event_source} {held.event_id}"
+    if final:
+        session.execute(update(_counts).where(_counts.c.count_id == count_id).values(parts_expected=part))
+    return None
+
+
+def count_ready(session: Session, count_id: str):
+    """The count when every part of it is stored and it is not reconciled yet, else None."""
+    count = session.execute(select(_counts).where(_counts.c.count_id == count_id)).one()
+    if count.status != "open" or count.parts_expected is None:
+        return None
+    parts = session.scalar(select(func.count()).select_from(_count_parts).where(_count_parts.c.count_id == count_id))
+    return count if parts == count.parts_expected else None
+
+
+def counted_units(session: Session, count_id: str) -> set[UnitKey]:
+    seen: set[UnitKey] = set()
+    for (text,) in session.execute(select(_count_parts.c.units).where(_count_parts.c.count_id == count_id)):
+        for line in text.split("\n") if text else ():
+            manufacturer, _, serial = line.partition("/")
+            seen.add((manufacturer, serial))
+    return seen
+
+
+def count_candidates(session: Session, location: str, counted_at: datetime) -> tuple[set[UnitKey], set[UnitKey]]:
+    """Units that may have been on hand at ``location`` at ``counted_at``: those on hand there now
+    with nothing after ``counted_at``, and those whose history moved after ``counted_at`` (the
+    event-time index) and had been at ``location`` before it (they are folded back to then)."""
+    on_hand = [s.value for s in ON_HAND]
+    here = {(m, s) for m, s in session.execute(
+        select(_units.c.manufacturer, _units.c.serial).where(_units.c.location == location,
+                                                             _units.c.status.in_(on_hand)))}
+    before = _history.alias("before")
+    was_here = select(before.c.id).where(before.c.manufacturer == _history.c.manufacturer,
+                                         before.c.serial == _history.c.serial, before.c.location == location,
+                                         before.c.event_time <= counted_at).exists()
+    moved = {(m, s) for m, s in session.execute(
+        select(_history.c.manufacturer, _history.c.serial).where(_history.c.event_time > counted_at, was_here)
+        .distinct())}
+    return here, moved
+
+
+def complete_count(session: Session, count_id: str) -> None:
+    session.execute(update(_counts).where(_counts.c.count_id == count_id)
+                    .values(status="complete", completed_at=utcnow()))
+
+
+def counts_judged_since(session: Session, earliest: datetime) -> list:
+    """Reconciled counts at or after ``earliest``: a late fact at or before one changes its judgement."""
+    return list(session.execute(select(_counts).where(_counts.c.status == "complete",
+                                                      _counts.c.counted_at >= earliest)))
+
+
+def count_judgements(session: Session, count_id: str, keys: Iterable[UnitKey]) -> dict[UnitKey, tuple]:
+    found: dict[UnitKey, tuple] = {}
+    for manufacturer, serials in _keys_by_manufacturer(keys).items():
+        for part in chunks(serials):
+            for r in session.execute(select(_count_units).where(
+                    _count_units.c.count_id == count_id, _count_units.c.manufacturer == manufacturer,
+                    _count_units.c.serial.in_(part))):
+                found[(r.manufacturer, r.serial)] = (r.result, bool(r.seen), r.status_at_count, r.location_at_count,
+                                                     r.detail)
+    return found
+
+
+_COUNT_UNIT_COLUMNS = ("count_id", "manufacturer", "serial", "result", "seen", "status_at_count",
+                       "location_at_count", "detail")
+
+
+def save_count_judgements(session: Session, count_id: str, judged: dict[UnitKey, CountJudgement | None]) -> None:
+    """Upsert each unit's judgement; None deletes it (the unit no longer concerns the count)."""
+    gone = [key for key, j in judged.items() if j is None]
+    for manufacturer, serials in _keys_by_manufacturer(gone).items():
+        for part in chunks(serials):
+            session.execute(_count_units.delete().where(_count_units.c.count_id == count_id,
+                                                        _count_units.c.manufacturer == manufacturer,
+                                                        _count_units.c.serial.in_(part)))
+    insert_tuples(session, _count_units, _COUNT_UNIT_COLUMNS, [
+        (count_id, key[0], key[1], j.result, j.seen, j.status, j.location, j.detail)
+        for key, j in sorted(judged.items()) if j is not None
+    ], conflict="update", keys=("count_id", "manufacturer", "serial"))
+
+
+def get_count(session: Session, count_id: str):
+    return session.execute(select(_counts).where(_counts.c.count_id == count_id)).first()
+
+
+def count_parts(session: Session, count_id: str) -> list:
+    return list(session.execute(select(_count_parts.c.part, _count_parts.c.final, _count_parts.c.unit_count)
+                                .where(_count_parts.c.count_id == count_id).order_by(_count_parts.c.part)))
+
+
+def count_unit_rows(session: Session, count_id: str, result: str | None = None, limit: int | None = None,
+                    offset: int = 0) -> Iterable:
+    """A count's judgements, by result then unit; all of them (streamed) without ``limit``."""
+    conditions = [_count_units.c.count_id == count_id]
+    if result:
+        conditions.append(_count_units.c.result == result)
+    query = select(_count_units).where(*conditions).order_by(
+        _count_units.c.result, _count_units.c.manufacturer, _count_units.c.serial)
+    if limit is None:
+        return session.execute(query.execution_options(yield_per=1000))
+    return list(session.execute(query.limit(limit).offset(offset)))
+
+
+def count_totals(session: Session, count_id: str) -> dict[str, int]:
+    return {result: n for result, n in session.execute(
+        select(_count_units.c.result, func.count()).where(_count_units.c.count_id == count_id)
+        .group_by(_count_units.c.result))}

@@ -80,6 +80,10 @@ AnomalyKind = Literal[
     "returned_never_sold",
     "transferred_while_not_in_stock",
     "transferred_from_wrong_location",
+    # reconciling receipts with shipment manifests (shipment.dispatched)
+    "unexpected",  # received at a location that takes manifests, on no manifest to it
+    "missing_in_transit",  # on a manifest, not received at its destination by the deadline
+    "diverted",  # on a manifest to another location (or retailer), received here
 ]
 
 

@@ -195,6 +195,12 @@ def test_demo_tells_its_story_and_bad_input_is_dead_lettered(system):
     assert (progress["sold_owner_notified"], progress["sold_owner_unknown"]) == (2, 2)
     alerts = demo["units"][third]["theft"]["alerts"]
     assert {a["kind"] for a in alerts} == {"sighting", "retroactive"}
+    # the diversion (issue 14): a unit shipped to another retailer's outlet, received at store-12
+    diverted = demo["diverted_shipment"]
+    assert diverted["counts"]["diverted"] == 1 and diverted["diverted"][0]["location"] == "store-12"
+    shown = cli(env, "shipments", "show", diverted["shipment_id"]).stdout
+    assert "diverted 1" in shown and f"diverted   acme/{diverted['diverted'][0]['serial']} at store-12" in shown
+    _a_count_through_the_cli(env, in_stock=[first, swapped], sold=second)
 
     client = redis_as(env, "pos")  # garbage from a till: its role may write unit.sold
     client.xadd("serialtrack:unit.sold", {"event": "{broken"})
@@ -215,6 +221,27 @@ def test_demo_tells_its_story_and_bad_input_is_dead_lettered(system):
             } <= connected  # recalls publishes nothing: its writer connects only to dead-letter
     assert "default" not in connected
     assert admin.acl_log() == []
+
+
+def _a_count_through_the_cli(env, in_stock, sold):
+    """A stock count at store-12 published with `serialtrack publish`, read with `serialtrack counts show`."""
+    count_id = f"CNT-{in_stock[0]}"
+    data = {"count_id": count_id, "location": "store-12", "counted_at": datetime.now(UTC).isoformat(),
+            "units": [{"manufacturer": "acme", "serial": s} for s in (in_stock[0], sold)]}
+    cli(env, "publish", "stock.counted", "--data", json.dumps(data))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        view = json.loads(cli(env, "counts", "show", count_id, "--json").stdout)
+        if view["status"] == "complete":
+            break
+        time.sleep(0.3)
+    results = {u["serial"]: u["result"] for u in view["units"]["items"]}
+    assert results[in_stock[0]] == "matched" and results[sold] == "unexpected"
+    assert results[in_stock[1]] == "missing"  # quarantined at store-12 (on hand), not seen
+    report = cli(env, "counts", "show", count_id, "--csv").stdout.splitlines()
+    assert report[0].startswith("count_id,location,counted_at") and len(report) == 1 + view["units"]["total"]
+    unknown = cli(env, "counts", "show", "no-such-count", check=False)
+    assert unknown.returncode == 1 and "not known to inventory" in unknown.stderr
 
 
 def test_cli_errors_are_clear(tmp_path):

@@ -16,7 +16,14 @@ from services.recalls.app import definition as recalls
 from services.theft.app import definition as theft
 from services.warranty.app import definition as warranty
 from shared.auth import api_routes, is_gated
-from shared.contracts import ReturnRequested, TheftReported, WarrantyClaimSubmitted, WarrantyPolicySet
+from shared.contracts import (
+    ReturnRequested,
+    ShipmentDispatched,
+    StockCounted,
+    TheftReported,
+    WarrantyClaimSubmitted,
+    WarrantyPolicySet,
+)
 from shared.envelope import make_event
 from shared.tokens import create_token
 from tests.support import factories as f
@@ -64,6 +71,12 @@ class Story:
             make_event(ReturnRequested(request_id=f"RQ-{sn}", manufacturer="acme", serial=sn, receipt_id=RECEIPT,
                                        location="store-1", customer_id=CUSTOMER),
                        source="test/pos", time=f.at(minutes_ago(1))),
+            *(make_event(ShipmentDispatched(shipment_id=f"ASN-{maker}-{unit}", manufacturer=maker, from_location="dc",
+                                            to_location="store-1", expected_arrival=f.T0.date(), serials=[unit]),
+                         source="test/edi", time=f.at(minutes_ago(301))) for maker, unit in (("acme", sn), ("zeta", zsn))),
+            make_event(StockCounted(count_id=f"CNT-{sn}", location="store-1", counted_at=f.at(minutes_ago(250)),
+                                    units=[{"manufacturer": "acme", "serial": sn}]),
+                       source="test/store", time=f.at(minutes_ago(250))),
         ]
 
 
@@ -92,6 +105,10 @@ async def system(settings):
                     and len(war.json()["open_recalls"]) == 2 and war.json()["stolen"]
                     and any(a["serial"] == sn for a in alerts) and rc == [200, 200, 200])
         await wait_for(settled, timeout=40, message="the story applied everywhere")
+
+        async def counted():
+            return await _status(admins["inventory"], f"/counts/CNT-{sn}") == 200
+        await wait_for(counted, message="the count applied")
         tokens = {}
         for role in ROLES:
             token, _ = create_token(settings.tokens_dir, role, name=f"t-{role}",
@@ -116,6 +133,9 @@ ERASURE = (202, 202, 403, 403, 403, 403)  # requested: every service applies it 
 PURCHASES = (200, 200, 403, 403, 403, 403)
 SELL_THROUGH = (200, 403, 403, 403, 200, 403)  # the manufacturer's own report (issue 14)
 OTHERS_SELL_THROUGH = (200, 403, 403, 403, 404, 403)
+SHIPMENTS = (200, 403, 200, 200, 200, 200)
+OTHERS_SHIPMENT = (200, 403, 200, 200, 404, 200)
+STOCK_COUNTS = (200, 403, 200, 200, 403, 200)
 
 
 def matrix(story: Story) -> list[tuple[str, str, str, str, dict | None, tuple[int, ...]]]:
@@ -138,6 +158,10 @@ def matrix(story: Story) -> list[tuple[str, str, str, str, dict | None, tuple[in
         ("inventory", "GET", "/stock", "/stock?manufacturer=zeta", None, MINE_ONLY),
         ("inventory", "GET", "/stock/aging", "/stock/aging", None, A),
         ("inventory", "GET", "/stock/aging", "/stock/aging?manufacturer=zeta&format=csv", None, MINE_ONLY),
+        ("inventory", "GET", "/shipments/{shipment_id}", f"/shipments/ASN-acme-{sn}", None, SHIPMENTS),
+        ("inventory", "GET", "/shipments/{shipment_id}", f"/shipments/ASN-zeta-{zsn}", None, OTHERS_SHIPMENT),
+        ("inventory", "GET", "/counts/{count_id}", f"/counts/CNT-{sn}", None, STOCK_COUNTS),
+        ("inventory", "GET", "/counts/{count_id}/report.csv", f"/counts/CNT-{sn}/report.csv", None, STOCK_COUNTS),
         ("warranty", "GET", "/warranties/{manufacturer}/{serial}", f"/warranties/acme/{sn}", None, A),
         ("warranty", "GET", "/warranties/{manufacturer}/{serial}", f"/warranties/zeta/{zsn}", None, MINE_ONLY),
         ("warranty", "GET", "/claims/{claim_id}", f"/claims/CL-0-{sn}", None, CASES),

@@ -68,7 +68,8 @@ class ServiceStore:
         self.directory = path.parent
         # As build_app runs it: the service's handler inside erasure on request (shared/erasure.py).
         self.processor = EventProcessor(self.name, for_writing(self.engine), applier(
-            self.name, definition.customer_data, definition.apply, Pseudonyms(self.directory / "tokens")), definition.locks)
+            self.name, definition.customer_data, definition.apply, Pseudonyms(self.directory / "tokens")), definition.locks,
+            housekeeping=definition.housekeeping)
         self._client: TestClient | None = None
 
     def apply(self, *events: Event | Iterable[Event]) -> Applied:

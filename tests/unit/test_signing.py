@@ -316,11 +316,13 @@ def test_rotation_two_keys_valid_during_the_overlap_then_the_old_one_is_refused(
 # The brief's table, written out here so that a change to shared/roles.py has to change it too.
 EXPECTED_ROLE_TYPES = {
     "pos": {"unit.sold", "unit.returned", "return.requested"},
-    "warehouse": {"unit.received", "unit.transferred", "unit.adjusted"},
+    "warehouse": {"unit.received", "unit.transferred", "unit.adjusted", "shipment.dispatched"},
+    "store": {"stock.counted"},
+    "distributor": {"shipment.dispatched"},
     "service-desk": {"warranty.claim.submitted", "recall.remedy.completed"},
     "owner-registry": {"warranty.owner.registered"},
     "law-enforcement": {"theft.reported", "theft.recovered"},
-    "manufacturer": {"recall.issued", "recall.amended", "recall.closed", "warranty.policy.set"},
+    "manufacturer": {"recall.issued", "recall.amended", "recall.closed", "warranty.policy.set", "shipment.dispatched"},
 }
 # The operator publishes every inbound type, and alone erasure requests.
 EXPECTED_ROLE_TYPES["operator"] = set().union(*EXPECTED_ROLE_TYPES.values()) | {"customer.erasure.requested"}
