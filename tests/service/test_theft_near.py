@@ -219,7 +219,7 @@ def test_checks_answer_possible_matches_only_when_asked(theft):
     theft.apply(f.theft_reported("acme", stolen, minutes=5), f.theft_reported("acme", closed, minutes=5,
                                                                               case_number="C-2"))
     theft.apply(f.theft_recovered("acme", closed, minutes=6, case_number="C-2"))
-    near, near_closed = stolen[:-1] + "O" if stolen[-1] == "0" else swap(stolen, 3), closed + "1"
+    near, near_closed = stolen[:4] + stolen[5:], closed + "1"  # a dropped and an extra character
     items = [{"manufacturer": "acme", "serial": s} for s in (stolen, near, near_closed, "nothing-1")]
     items.append({"manufacturer": "acme", "serial": "bad serial"})
 
