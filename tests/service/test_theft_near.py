@@ -6,6 +6,9 @@ through Redis is tests/integration/test_theft_near.py)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import secrets
 
 import pytest
@@ -257,3 +260,8 @@ def test_alert_list_filters_by_kind_and_refuses_an_unknown_kind(theft):
     assert [(a["kind"], a["priority"]) for a in page["items"]] == [("possible_match", "low")]
     assert {a["priority"] for a in theft.get("/alerts")["items"]} == {"high", "low"}
     theft.get("/alerts", expect=422, kind="maybe")
+    exported = theft.api.get("/exports/alerts.csv")
+    rows = {r["serial"]: r for r in csv.DictReader(io.StringIO(exported.text))}
+    assert (rows[stolen]["kind"], rows[stolen]["priority"], rows[stolen]["near_matches"]) == ("sighting", "high", "[]")
+    assert rows[stolen + "5"]["priority"] == "low"
+    assert json.loads(rows[stolen + "5"]["near_matches"]) == [{"serial": stolen, "reason": "extra_character"}]
