@@ -89,6 +89,7 @@ def build_keys(engine) -> float:
         backfill(conn, "theft_registry_keys", "theft_registry", "kind = 'reported'")
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
+            conn.execute(text("ANALYZE theft_registry"))
             conn.execute(text("ANALYZE theft_registry_keys"))
             conn.execute(text("ANALYZE theft_registry_ranges"))
             conn.commit()

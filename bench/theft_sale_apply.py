@@ -2,7 +2,7 @@
 
 Builds a registry of ``--reports`` random 12-character serials (set-based inserts, and the near-miss
 index as migration theft_0003 fills it, when this build has it), then applies ``--sales`` sales of
-other random serials (a tenth of them misread reported ones) through the service's batch handler
+other random serials (every tenth a misread reported one, ``--misread-every``) through the service's batch handler
 (``EventProcessor.process``, as the consumer calls it: inbox, apply, outbox, one transaction) in
 batches of ``--batch``, and prints events/s. Run it on a build without the near-miss check for the
 baseline (``--repo`` a checkout of it: its modules are imported instead of this one's).
@@ -27,6 +27,8 @@ parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent
 parser.add_argument("--reports", type=int, default=200_000)
 parser.add_argument("--sales", type=int, default=20_000)
 parser.add_argument("--batch", type=int, default=200)
+parser.add_argument("--misread-every", type=int, default=10, help="every Nth sale is a misread reported serial "
+                                                                   "(0: none)")
 args = parser.parse_args()
 sys.path.insert(0, str(args.repo))
 
@@ -70,7 +72,7 @@ def main() -> None:
         sales = []
         for n in range(args.sales):
             serial = "".join(rnd.choices(ALPHABET, k=12))
-            if n % 10 == 0:  # a misread reported serial
+            if args.misread_every and n % args.misread_every == 0:  # a misread reported serial
                 reported = serials[n]
                 serial = reported[:-1] + ("O" if reported[-1] != "O" else "0")
             sales.append(make_event(UnitSold(manufacturer="acme", serial=serial, sku="TV-55", location="store-1",
@@ -81,7 +83,8 @@ def main() -> None:
         for start in range(0, len(sales), args.batch):
             processor.process(sales[start:start + args.batch])
         took = time.perf_counter() - started
-        print(f"{'with' if near_index else 'without'} the near-miss check: {args.sales:,} sales applied in "
+        misread = f"every {args.misread_every}th misread" if args.misread_every else "none misread"
+        print(f"{'with' if near_index else 'without'} the near-miss check: {args.sales:,} sales ({misread}) applied in "
               f"batches of {args.batch} against {args.reports:,} reports in {took:.1f} s: "
               f"{args.sales / took:,.0f} events/s")
 

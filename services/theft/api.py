@@ -283,7 +283,8 @@ def check_units(session: Session, items: list[CheckItem], fuzzy: bool = False) -
 
 
 ALERT_COLUMNS = ("alert_id", "kind", "status", "manufacturer", "serial", "origin", "agency", "case_number",
-                 "seen_at", "event_type", "event_source", "location", "terminal_id", "raised_at", "sightings")
+                 "seen_at", "event_type", "event_source", "location", "terminal_id", "raised_at", "sightings",
+                 "priority", "near_matches")
 RETAILER_REPORT_COLUMNS = ("case_number", "status", "manufacturer", "serial", "disposition", "reported_at",
                            "closed_at", "location", "description", "reported_by", "event_id")
 

@@ -17,7 +17,8 @@ A 12-character serial has 13 keys, whichever side (stolen or seen) it is on.
 Ranges (``prefix`` + a number from ``first`` to ``last``) are never expanded: ``RangeNearIndex`` asks
 which members lie within one edit of X by generating only member-shaped candidates (the edit is in
 the number, in the prefix, or swaps the prefix's last character with the number's first) and
-looking each up in a ``SerialIndex`` over the normalized ranges. ``range_key_intervals`` gives the
+looking each up by bisection in the ranges' disjoint segments, per (normalized prefix, width); a
+changed or added digit is tried only where the digits before it can still reach a range. ``range_key_intervals`` gives the
 intervals of keys that a seen serial near some member must have one of, for the reverse direction
 (a range report arriving after the sale).
 """

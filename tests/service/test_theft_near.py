@@ -6,6 +6,9 @@ through Redis is tests/integration/test_theft_near.py)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import secrets
 
 import pytest
@@ -219,7 +222,7 @@ def test_checks_answer_possible_matches_only_when_asked(theft):
     theft.apply(f.theft_reported("acme", stolen, minutes=5), f.theft_reported("acme", closed, minutes=5,
                                                                               case_number="C-2"))
     theft.apply(f.theft_recovered("acme", closed, minutes=6, case_number="C-2"))
-    near, near_closed = stolen[:-1] + "O" if stolen[-1] == "0" else swap(stolen, 3), closed + "1"
+    near, near_closed = stolen[:4] + stolen[5:], closed + "1"  # a dropped and an extra character
     items = [{"manufacturer": "acme", "serial": s} for s in (stolen, near, near_closed, "nothing-1")]
     items.append({"manufacturer": "acme", "serial": "bad serial"})
 
@@ -257,3 +260,8 @@ def test_alert_list_filters_by_kind_and_refuses_an_unknown_kind(theft):
     assert [(a["kind"], a["priority"]) for a in page["items"]] == [("possible_match", "low")]
     assert {a["priority"] for a in theft.get("/alerts")["items"]} == {"high", "low"}
     theft.get("/alerts", expect=422, kind="maybe")
+    exported = theft.api.get("/exports/alerts.csv")
+    rows = {r["serial"]: r for r in csv.DictReader(io.StringIO(exported.text))}
+    assert (rows[stolen]["kind"], rows[stolen]["priority"], rows[stolen]["near_matches"]) == ("sighting", "high", "[]")
+    assert rows[stolen + "5"]["priority"] == "low"
+    assert json.loads(rows[stolen + "5"]["near_matches"]) == [{"serial": stolen, "reason": "extra_character"}]
