@@ -25,8 +25,10 @@ from .contracts import EVENT_TYPES
 
 # Roles of producers outside the system and the inbound types each may publish.
 _PRODUCER_TYPES: dict[str, tuple[str, ...]] = {
-    "pos": ("unit.sold", "unit.returned", "return.requested"),
-    "warehouse": ("unit.received", "unit.transferred", "unit.adjusted"),
+    # event.voided: a till or a warehouse withdraws a fact it published (shared/voids.py checks that the
+    # key may publish the voided type and speaks for the voided event's source).
+    "pos": ("unit.sold", "unit.returned", "return.requested", "event.voided"),
+    "warehouse": ("unit.received", "unit.transferred", "unit.adjusted", "event.voided"),
     # A claim is taken at a service desk, and so is the remedy of a recalled unit.
     "service-desk": ("warranty.claim.submitted", "recall.remedy.completed"),
     "owner-registry": ("warranty.owner.registered",),
@@ -81,6 +83,7 @@ REQUIRED_PATTERNS: tuple[str, ...] = (
     "recall.*",
     "warranty.policy.set",
     "warranty.owner.registered",
+    "event.voided",  # withdraws what a till or warehouse said: who voids must be provable
 )
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     and_,
     case,
+    delete,
     exists,
     false,
     func,
@@ -93,6 +94,24 @@ class UnitRow(SQLModel, table=True):
     updated_at: datetime
 
 
+class UnitFactRow(SQLModel, table=True):
+    """Every receipt, sale and return of a unit (recalls_0002): what ``recalls_units`` is the latest
+    of. Read only when a void (shared/voids.py) withdraws one, to fold the unit again without it."""
+
+    __tablename__ = "recalls_unit_facts"
+    __table_args__ = (Index("ix_recalls_unit_facts_event_ref", "event_id", "event_source"),)
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+    event_source: str = Field(primary_key=True, max_length=256)
+    event_id: str = Field(primary_key=True, max_length=128)
+    event_type: str = Field(max_length=64)
+    sku: str | None = Field(default=None, max_length=64)
+    stock: str = Field(max_length=16)
+    location: str | None = Field(default=None, max_length=64)
+    stock_order: str = Field(max_length=450)
+    stock_at: datetime
+
+
 class AffectedRow(SQLModel, table=True):
     """One unit in one campaign. ``in_scope`` None: reported by another service before the recall
     itself arrived (decided when it does); False: no longer covered (narrowed), kept for history."""
@@ -145,7 +164,7 @@ class MetaRow(SQLModel, table=True):
 
 
 TABLES: list[Table] = [table_of(RecallRow), table_of(UnitRow), table_of(AffectedRow),
-                       table_of(ProgressRow), table_of(SaleAttemptRow), table_of(MetaRow)]
+                       table_of(ProgressRow), table_of(SaleAttemptRow), table_of(MetaRow), table_of(UnitFactRow)]
 
 _recalls = table_of(RecallRow)
 _units = table_of(UnitRow)
@@ -153,6 +172,7 @@ _affected = table_of(AffectedRow)
 _attempts = table_of(SaleAttemptRow)
 _meta = table_of(MetaRow)
 _progress = table_of(ProgressRow)
+_unit_facts = table_of(UnitFactRow)
 
 REPORT_COLUMNS = ("quarantined_at", "notified_at", "owner_unknown_at", "remedied_at")
 _EXTRA_COLUMNS = {"quarantined_at": ("quarantine_location",), "remedied_at": ("remedy", "remedy_location")}
@@ -313,6 +333,55 @@ def upsert_units(session: Session, rows: Sequence[dict]) -> None:
     set_["updated_at"] = new.updated_at
     for part in chunks(rows, 5000):
         session.execute(stmt.on_conflict_do_update(index_elements=["manufacturer", "serial"], set_=set_), list(part))
+
+
+_FACT_COLUMNS = ("manufacturer", "serial", "event_source", "event_id", "event_type", "sku", "stock", "location",
+                 "stock_order", "stock_at")
+
+
+def save_unit_facts(session: Session, rows: Sequence[tuple]) -> None:
+    """Unit facts as tuples in ``_FACT_COLUMNS`` order; a redelivered one stays once."""
+    for part in chunks(rows, 5000):
+        insert_tuples(session, _unit_facts, _FACT_COLUMNS, list(part), conflict="ignore")
+
+
+def units_with_event(session: Session, manufacturer: str, source: str, event_id: str) -> list[UnitKey]:
+    """The units an event reached, by index."""
+    return [(manufacturer, serial) for (serial,) in session.execute(
+        select(_unit_facts.c.serial).where(_unit_facts.c.event_id == event_id, _unit_facts.c.event_source == source,
+                                           _unit_facts.c.manufacturer == manufacturer))]
+
+
+def unit_facts(session: Session, keys: Sequence[UnitKey]) -> dict[UnitKey, list[dict]]:
+    found: dict[UnitKey, list[dict]] = {}
+    for maker, serials in _by_maker(keys).items():
+        for part in chunks(sorted(serials)):
+            for row in session.execute(select(_unit_facts).where(_unit_facts.c.manufacturer == maker,
+                                                                 _unit_facts.c.serial.in_(part))):
+                found.setdefault((maker, row.serial), []).append(dict(row._mapping))
+    return found
+
+
+def replace_units(session: Session, rows: Sequence[dict], gone: Sequence[UnitKey]) -> None:
+    """Units folded again from their facts (a void): their rows as given, whatever they held; units
+    left with no fact are forgotten, and leave the campaigns that only matched them."""
+    _touch(session, [(r["manufacturer"], r["serial"]) for r in rows])
+    _touch(session, gone)
+    for part in chunks(rows, 5000):
+        upsert_rows(session, _units, list(part), keys=("manufacturer", "serial"))
+    reported = or_(*[_affected.c[c].isnot(None) for c in REPORT_COLUMNS])
+    for maker, serials in _by_maker(gone).items():
+        for part in chunks(sorted(serials)):
+            session.execute(delete(_units).where(_units.c.manufacturer == maker, _units.c.serial.in_(part)))
+            session.execute(update(_affected).where(_affected.c.manufacturer == maker, _affected.c.serial.in_(part),
+                                                    ~reported).values(in_scope=False))
+
+
+def _by_maker(keys: Iterable[UnitKey]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for maker, serial in keys:
+        found.setdefault(maker, []).append(serial)
+    return found
 
 
 def load_units(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, tuple[str | None, datetime]]:
