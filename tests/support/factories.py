@@ -81,6 +81,7 @@ def voided(original: Event, *, minutes, reason="scanned the wrong serial", sourc
     whose type, id, time and data become the correction."""
     fix = None if corrected is None else {"type": corrected.type, "id": corrected.id,
                                           "time": corrected.time.isoformat(), "data": corrected.envelope.data}
-    data = EventVoided(manufacturer=original.data.manufacturer, voided_source=original.source,
+    data = EventVoided(manufacturer=original.data.manufacturer,  # type: ignore[attr-defined]  # every voidable type has one
+                       voided_source=original.source,
                        voided_id=original.id, voided_type=original.type, reason=reason, corrected=fix, **extra)
     return make_event(data, source=source or original.source, time=at(minutes))
