@@ -52,11 +52,11 @@ class Trust:
                     raise
                 # A key registered a moment ago: look again now rather than at the next poll.
                 signed_by = verify(envelope, self.registry.fresh(), require_all=self.require_all)
+            if signed_by is not None and isinstance(event.data, EventVoided):
+                # A void withdraws someone's fact: its key must be able to speak for that fact too.
+                key = self.registry.current().get(signed_by.kid) or self.registry.fresh().get(signed_by.kid)
+                assert key is not None  # it just verified the signature
+                check_publisher(event.data, key)
         except SignatureRejected as exc:
             raise InvalidEvent(exc.reason, exc.detail) from None
-        if signed_by is not None and isinstance(event.data, EventVoided):
-            # A void withdraws someone's fact: its key must be able to speak for that fact too.
-            key = self.registry.current().get(signed_by.kid) or self.registry.fresh().get(signed_by.kid)
-            assert key is not None  # it just verified the signature
-            check_publisher(event.data, key)
         return dataclasses.replace(event, signed_by=signed_by)

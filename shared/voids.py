@@ -37,14 +37,15 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from .contracts import EVENT_TYPES, EventVoided
-from .envelope import Envelope, Event, InvalidEvent
+from .envelope import Envelope, Event
 from .roles import ROLE_TYPES
+from .signing import VOID_NOT_ALLOWED, SignatureRejected
 from .store import VoidRow as _VoidRow
 from .store import chunks, claim_inbox, driver_rows, insert_ignore, read_time, table_of, utcnow
 
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("serialtrack.voids")
 
 VOIDED = EventVoided.event_type
-NOT_ALLOWED = "void_not_allowed"  # the dead-letter reason of a void its key may not publish
 _CORRECTION_IDS = uuid.UUID("5d0c8f3e-1a7b-4c52-9e8d-2f6b7a1c3e94")
 _voids = table_of(_VoidRow)
 
@@ -100,19 +100,22 @@ def void_out(mark: VoidMark | None) -> VoidOut | None:
 # --- who may void ----------------------------------------------------------------------------------
 
 def check_publisher(data: EventVoided, key: KeyRecord) -> None:
-    """InvalidEvent(``void_not_allowed``) unless ``key`` (which signed the void) may withdraw the
+    """SignatureRejected(``void_not_allowed``) unless ``key`` (which signed the void) may withdraw the
     event it names: its role may publish the voided type, and its source prefix covers the voided
     event's source. A manufacturer key's binding to ``data.manufacturer`` was checked with the
-    signature (shared/signing.py)."""
+    signature (shared/signing.py). Consumers run it after verifying the signature (shared/trust.py),
+    producers before they send (``Signer.sign``)."""
+    def refuse(detail: str) -> NoReturn:
+        raise SignatureRejected(VOID_NOT_ALLOWED, detail, key.kid)
+
     if data.voided_type not in ROLE_TYPES.get(key.role, frozenset()):
-        raise InvalidEvent(NOT_ALLOWED, f"key {key.kid} ({key.role}) may not void a {data.voided_type}: only a role "
-                                        f"that may publish it may withdraw it")
+        refuse(f"key {key.kid} ({key.role}) may not void a {data.voided_type}: only a role that may publish it "
+               "may withdraw it")
     if not key.allows_source(data.voided_source):
-        raise InvalidEvent(NOT_ALLOWED, f"key {key.kid} speaks for sources under {key.source_prefix!r}, not for "
-                                        f"{data.voided_source!r}, which published the voided event")
+        refuse(f"key {key.kid} speaks for sources under {key.source_prefix!r}, not for {data.voided_source!r}, "
+               "which published the voided event")
     if data.corrected is not None and data.corrected.type not in key.types:
-        raise InvalidEvent(NOT_ALLOWED, f"key {key.kid} ({key.role}) may not publish the corrected "
-                                        f"{data.corrected.type}")
+        refuse(f"key {key.kid} ({key.role}) may not publish the corrected {data.corrected.type}")
 
 
 # --- recorded --------------------------------------------------------------------------------------
