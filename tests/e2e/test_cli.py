@@ -199,7 +199,7 @@ def test_demo_tells_its_story_and_bad_input_is_dead_lettered(system):
     # claimed unit is the correction the void carried.
     voided = [(h["type"], h["voided"]["reason"]) for h in units[swapped]["history"] if h["voided"]]
     assert voided == [("unit.sold", "scanned the shelf label, not the box")]
-    assert [h["id"] for h in units[claimed]["history"] if h["type"] == "unit.sold"][0].endswith("corrected-sale")
+    assert next(h["id"] for h in units[claimed]["history"] if h["type"] == "unit.sold").endswith("corrected-sale")
 
     client = redis_as(env, "pos")  # garbage from a till: its role may write unit.sold
     client.xadd("serialtrack:unit.sold", {"event": "{broken"})
