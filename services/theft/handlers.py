@@ -180,7 +180,8 @@ def apply_voided(session: Session, arriving: list[Event], voids: list[VoidMark])
     keys: set[store.UnitKey] = set()
     for mark in voids:
         keys |= store.units_with_event(session, mark.manufacturer, mark.voided_source, mark.voided_id)
-    affected = set(store.registry_rows(session, keys)) if keys else set()
+    # Units with a report left, or with alerts (a voided retailer report leaves its alerts, not its case).
+    affected = set(store.registry_rows(session, keys)) | set(store.stored_alerts(session, keys)) if keys else set()
     if affected:
         add_to_outbox(session, SERVICE, rederive(session, affected, {mark.ref for mark in voids}))
 
