@@ -201,7 +201,9 @@ def _apply_unit_events(session: Session, index: RecallIndex, events: list[Event]
                     "first_seen": event.time, "updated_at": now}
         fact = _fact_part(event, template)
         if isinstance(d, UnitReceived) and d.unit_count > LARGE_RECEIPT:
-            _apply_large_receipt(session, index, d.manufacturer, d.iter_serials(), template, order, fact)
+            assert d.serial_range is not None  # a list holds at most LARGE_RECEIPT serials
+            store.save_receipt_range(session, d.manufacturer, d.serial_range, fact)
+            _apply_large_receipt(session, index, d.manufacturer, d.iter_serials(), template, order)
             continue
         serials = d.iter_serials() if isinstance(d, UnitReceived) else [d.serial]
         for serial in serials:
@@ -242,6 +244,9 @@ def apply_voided(session: Session, arriving: list[Event], voids: list[VoidMark])
             continue  # a voidable type this service does not keep (a transfer, an adjustment)
         template = {"sku": getattr(d, "sku", None), "stock": STOCK_OF_EVENT[event.type].value,
                     "location": d.location, "stock_order": _order(event), "stock_at": event.time}
+        if isinstance(d, UnitReceived) and d.serial_range is not None and d.unit_count > LARGE_RECEIPT:
+            store.save_receipt_range(session, d.manufacturer, d.serial_range, _fact_part(event, template))
+            continue
         serials = d.iter_serials() if isinstance(d, UnitReceived) else [d.serial]
         facts.extend((d.manufacturer, serial, *_fact_part(event, template)) for serial in serials)
     store.save_unit_facts(session, facts)
@@ -286,13 +291,12 @@ def _fact_part(event: Event, template: dict) -> tuple:
 
 
 def _apply_large_receipt(session: Session, index: RecallIndex, manufacturer: str, serials: Iterator[str],
-                         template: dict, order: str, fact: tuple) -> None:
+                         template: dict, order: str) -> None:
     """A receipt of up to millions of serials: set-based, chunk by chunk; serials of one receipt are
     distinct, so each chunk is a valid multi-row upsert."""
     sku, now = template["sku"], template["updated_at"]
     for part in _batches(iter(serials), CHUNK):
         store.upsert_units(session, [{**template, "manufacturer": manufacturer, "serial": s} for s in part])
-        store.save_unit_facts(session, [(manufacturer, s, *fact) for s in part])
         if index.has_manufacturer(manufacturer):
             store.save_matches(session, [
                 {"recall_id": rid, "manufacturer": manufacturer, "serial": s, "in_scope": True, "matched_at": now}

@@ -160,9 +160,10 @@ def test_the_voids_revisions_add_their_table_and_indexes_and_keep_every_row(engi
         assert conn.execute(text("SELECT serial FROM recalls_units")).scalars().all() == ["SN1"]
         assert conn.execute(text("SELECT count(*) FROM voids")).scalar_one() == 0
         assert conn.execute(text("SELECT count(*) FROM recalls_unit_facts")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM recalls_receipt_ranges")).scalar_one() == 0
     migrate(engine, definition.migrations, to="plumbing_0003")
     migrate(engine, definition.migrations, to="recalls_0001")
     names = inspect(engine).get_table_names()
-    assert "voids" not in names and "recalls_unit_facts" not in names and "recalls_units" in names
+    assert not {"voids", "recalls_unit_facts", "recalls_receipt_ranges"} & set(names) and "recalls_units" in names
     with engine.connect() as conn:
         assert conn.execute(text("SELECT serial FROM recalls_units")).scalars().all() == ["SN1"]

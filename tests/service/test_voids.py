@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import random
 
+from services.recalls import store as recalls_store
 from tests.support import factories as f
 from tests.support.service_layer import Services
 
@@ -97,3 +98,24 @@ def test_a_voided_retailer_report_is_no_case_and_its_alert_is_withdrawn(make_sto
     assert checked["results"][0]["stolen"] is False
     unit = services["inventory"].get(f"/units/acme/{serial}")
     assert unit["status"] == "sold" and [a["status"] for a in unit["anomalies"]] == ["withdrawn"]
+
+
+def test_recalls_folds_a_unit_again_from_its_other_facts_also_after_a_voided_large_range_receipt(make_store):
+    recalls = make_store("recalls")
+    first, second = "RB00000001", "RB00000002"
+    receipt = f.received("acme", minutes=0, selection={  # above LARGE_RECEIPT: kept as one range row
+        "serial_range": {"prefix": "RB", "first": 1, "last": 10_001, "width": 8}})
+    sale = f.sold("acme", first, minutes=5)
+    recall = f.recall_issued("acme", minutes=1, recall_id="RC-V", serials=[first, second])
+    recalls.apply(receipt, recall)
+    recalls.apply(sale)
+    progress = recalls.get("/recalls/RC-V")["progress"]
+    assert (progress["affected"], progress["sold_awaiting_owner"], progress["in_stock_not_quarantined"]) == (2, 1, 1)
+    recalls.apply(f.voided(sale, minutes=6))
+    progress = recalls.get("/recalls/RC-V")["progress"]
+    assert (progress["affected"], progress["sold"], progress["in_stock_not_quarantined"]) == (2, 0, 2)
+    recalls.apply(f.voided(receipt, minutes=7, reason="booked at the wrong store"))
+    progress = recalls.get("/recalls/RC-V")["progress"]
+    assert progress["affected"] == 0  # known from the voided receipt alone: out of the campaign
+    with recalls.session() as session:
+        assert recalls_store.load_units(session, [("acme", first), ("acme", "RB00010001")]) == {}
