@@ -40,9 +40,11 @@ class CorrectedEvent(BaseModel):
 
 
 class EventVoided(EventData):
-    """``voided_source``/``voided_id`` withdraws an earlier event of ``voided_type`` of
-    ``manufacturer``'s units. Published (signed) by a key of a role that may publish that type, whose
-    source prefix covers ``voided_source``. A void that arrives before the event waits for it."""
+    """Withdraws an earlier event (voided_source, voided_id) of voided_type, about units of manufacturer,
+    published by mistake; corrected: the event that should have been published instead. Signed by a key
+    of a role that may publish that type, whose source prefix covers voided_source (`serialtrack void`).
+
+    A void that arrives before the event waits for it; a second void of the same event changes nothing."""
 
     event_type: ClassVar[str] = "event.voided"
     manufacturer: Manufacturer  # the voided event's: what a batch locks, and what a manufacturer key speaks for
