@@ -56,6 +56,9 @@ log = logging.getLogger("serialtrack.voids")
 
 VOIDED = EventVoided.event_type
 VOIDABLE = frozenset(VOIDABLE_TYPES)
+# session.info key: how the service readies events that did not come through the consumer (erasure's
+# pseudonymization, set by shared/erasure.py around this applier), for the corrected events.
+PREPARE_ARRIVALS = "serialtrack_prepare_arrivals"
 _CORRECTION_IDS = uuid.UUID("5d0c8f3e-1a7b-4c52-9e8d-2f6b7a1c3e94")
 _voids = table_of(_VoidRow)
 
@@ -190,11 +193,9 @@ ApplyEvents = Callable[[Session, list[Event]], None]
 ApplyVoided = Callable[[Session, list[Event], list[VoidMark]], None]
 
 
-def applier(service: str, event_types: Iterable[str], apply: ApplyEvents, apply_voided: ApplyVoided,
-            prepare: Callable[[Session, list[Event]], list[Event]] | None = None) -> ApplyEvents:
-    """The service's batch handler with voids (module docstring). ``prepare`` readies events that did
-    not come through the consumer (the corrected ones) as the service's own arrivals are readied
-    (erasure's pseudonymization)."""
+def applier(service: str, event_types: Iterable[str], apply: ApplyEvents, apply_voided: ApplyVoided) -> ApplyEvents:
+    """The service's batch handler with voids (module docstring). The corrected events are readied as
+    the consumer's arrivals are (``PREPARE_ARRIVALS``: erasure's pseudonymization) before they apply."""
     consumed = frozenset(event_types)
 
     def apply_with_voids(session: Session, events: list[Event]) -> None:
@@ -204,7 +205,8 @@ def applier(service: str, event_types: Iterable[str], apply: ApplyEvents, apply_
         corrections = [fix for _, void in new if (fix := corrected_event(void)) is not None and fix.type in consumed]
         if corrections:
             fresh = claim_inbox(session, service, corrections).fresh  # published on its own too: once
-            others = [*others, *(prepare(session, fresh) if prepare else fresh)]
+            prepare = session.info.get(PREPARE_ARRIVALS)
+            others = [*others, *(prepare(fresh) if prepare else fresh)]
         # The batch's events that a recorded void withdraws: one look-up by id, for the types a void may name.
         held = voided_among(session, service, [(e.source, e.id, e.type, getattr(e.data, "manufacturer", ""))
                                                for e in others if e.type in VOIDABLE])

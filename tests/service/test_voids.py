@@ -8,6 +8,8 @@ import itertools
 import random
 
 from services.recalls import store as recalls_store
+from shared.contracts import CustomerErasureRequested
+from shared.envelope import make_event
 from tests.support import factories as f
 from tests.support.service_layer import Services
 
@@ -119,3 +121,16 @@ def test_recalls_folds_a_unit_again_from_its_other_facts_also_after_a_voided_lar
     assert progress["affected"] == 0  # known from the voided receipt alone: out of the campaign
     with recalls.session() as session:
         assert recalls_store.load_units(session, [("acme", first), ("acme", "RB00010001")]) == {}
+
+
+def test_a_corrected_event_naming_an_erased_customer_is_erased_on_arrival(make_store):
+    inventory = make_store("inventory")
+    wrong, right = f.serial("VE"), f.serial("VE")
+    inventory.apply(make_event(CustomerErasureRequested(erasure_id="erasure-v", customer_id="C-GONE"),
+                               source="test/operator", time=f.at(0)))
+    mistaken = f.sold("acme", wrong, minutes=5)
+    correction = f.sold("acme", right, minutes=5, customer_id="C-GONE")
+    inventory.apply(mistaken)
+    inventory.apply(f.voided(mistaken, minutes=6, corrected=correction))
+    [sale] = inventory.get(f"/units/acme/{right}")["history"]
+    assert sale["id"] == correction.id and sale["customer_id"].startswith("anon-")
