@@ -204,7 +204,11 @@ def applier(service: str, event_types: Iterable[str], apply: ApplyEvents, apply_
         new = record(session, service, voids) if voids else []
         corrections = [fix for _, void in new if (fix := corrected_event(void)) is not None and fix.type in consumed]
         if corrections:
-            fresh = claim_inbox(session, service, corrections).fresh  # published on its own too: once
+            claim = claim_inbox(session, service, corrections)  # published on its own too: applied once
+            for conflict in claim.conflicts:  # its (source, id) is another applied event's: not applied
+                log.warning("%s: the corrected event %s/%s has the source and id of another event applied "
+                            "before; it is not applied", service, conflict.event.source, conflict.event.id)
+            fresh = claim.fresh
             prepare = session.info.get(PREPARE_ARRIVALS)
             others = [*others, *(prepare(fresh) if prepare else fresh)]
         # The batch's events that a recorded void withdraws: one look-up by id, for the types a void may name.
