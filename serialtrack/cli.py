@@ -261,6 +261,64 @@ def publish(
     _print_report(report, as_json)
 
 
+@app.command()
+def void(
+    voided_source: Annotated[str, typer.Argument(metavar="SOURCE", help="The source of the event to withdraw")],
+    voided_id: Annotated[str, typer.Argument(metavar="ID", help="Its id")],
+    voided_type: Annotated[str, typer.Option("--type", help="Its type: unit.received, unit.transferred, unit.sold, "
+                                                         "unit.returned or unit.adjusted")],
+    manufacturer: Annotated[str, typer.Option(help="The manufacturer of its units")],
+    reason: Annotated[str, typer.Option(help="Why it is withdrawn (kept in every history)")],
+    corrected: Annotated[str | None, typer.Option(
+        "--corrected", help="The data of the event that should have been published instead (JSON, same type): "
+                            "published with the void, applied as a normal event")] = None,
+    corrected_id: Annotated[str | None, typer.Option("--corrected-id", help="Its id. Default: derived from "
+                                                                             "the void's")] = None,
+    corrected_time: Annotated[str | None, typer.Option("--corrected-time", help="When it happened, ISO 8601 "
+                                                                                 "with zone. Default: now")] = None,
+    source: Annotated[str | None, typer.Option(help="The void's source. Default: cli/<user>@<host>")] = None,
+    event_id: Annotated[str | None, typer.Option("--id", help="The void's id (reuse it to retry safely)")] = None,
+    sign_with: Annotated[str | None, typer.Option(
+        "--sign-with", metavar="KEY", help="Sign with this key: its role must be one that may publish the voided "
+                                          "type, its source prefix must cover SOURCE. Default: the data dir's "
+                                          "operator key")] = None,
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+    credential: CredentialOption = None,
+) -> None:
+    """Withdraw an event published by mistake (event.voided; EPCIS errorDeclaration).
+
+    Every service folds the event's units again without it (state, anomalies, alerts, decisions,
+    campaign counts) and keeps it in the history, marked. A void of an event not applied yet waits
+    for it; a second void of the same event changes nothing. Example, a sale scanned on the wrong
+    serial, with the right one:
+
+      serialtrack void pos/store-12/till-3 till3-000123 --type unit.sold --manufacturer acme
+        --reason "scanned the wrong box" --corrected '{"manufacturer": "acme", "serial": "SN000124", ...}'
+    """
+    from .publishing import default_source
+
+    data: dict = {"manufacturer": manufacturer, "voided_source": voided_source, "voided_id": voided_id,
+                  "voided_type": voided_type, "reason": reason}
+    if corrected is not None:
+        try:
+            fix = json.loads(corrected)
+        except ValueError as exc:
+            _fail(f"--corrected is not valid JSON: {exc}")
+        data["corrected"] = {"type": voided_type, "data": fix,
+                             **({"id": corrected_id} if corrected_id else {}),
+                             **({"time": corrected_time} if corrected_time else {})}
+    elif corrected_id or corrected_time:
+        _fail("--corrected-id and --corrected-time go with --corrected")
+    if sign_with is None:
+        from shared.signing import OPERATOR_KEY, operator_signer
+
+        operator_signer(_settings(data_dir).data_dir)  # made on first use
+        sign_with = OPERATOR_KEY
+    _publish_one("event.voided", json.dumps(data), source=source or default_source(), event_id=event_id, time=None,
+                 as_json=as_json, data_dir=data_dir, sign_with=sign_with, credential=credential)
+
+
 def _publish_one(event_type: str, data: str | None, *, source: str, event_id: str | None, time: str | None,
                  as_json: bool, data_dir: Path | None, sign_with: str | None,
                  credential: Path | None = None) -> None:

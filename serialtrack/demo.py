@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from shared.signing import Signer
 
 MANUFACTURER = "acme"
+DEMO_SOURCE = "demo/serialtrack"
 SKU = "TV-55-OLED"
 INVENTORY_TYPES = ("unit.", "theft.reported", "theft.recovered", "recall.")
 
@@ -38,6 +39,7 @@ class Step:
     type: str
     data: dict
     offset: timedelta
+    id: str | None = None  # default: one that names the step's position and type (run_demo)
 
 
 @dataclass
@@ -75,9 +77,17 @@ def story(batch: str) -> tuple[list[Step], list[str], Expectations]:
         Step(f"{tv[0]} is sold at store-12, till 3", "unit.sold",
              {**sale, "serial": tv[0], "terminal_id": "store-12/till-3", "receipt_id": f"R-{batch}-1",
               "customer_id": f"C-{batch}-1042", "price": "899.00"}, day),
-        Step(f"{tv[4]} is sold to a customer", "unit.sold",
-             {**sale, "serial": tv[4], "terminal_id": "store-12/till-1", "receipt_id": f"R-{batch}-6",
-              "customer_id": f"C-{batch}-2077"}, day + timedelta(hours=1)),
+        Step(f"till 1 sells a TV, but the cashier scans {tv[5]}'s shelf label instead of the box", "unit.sold",
+             {**sale, "serial": tv[5], "terminal_id": "store-12/till-1", "receipt_id": f"R-{batch}-6",
+              "customer_id": f"C-{batch}-2077"}, day + timedelta(hours=1), id=f"demo-{batch}-mistaken-sale"),
+        Step(f"... and voids that sale: the box in the bag is {tv[4]} (event.voided, with the corrected sale)",
+             "event.voided",
+             {"manufacturer": m, "voided_source": DEMO_SOURCE, "voided_id": f"demo-{batch}-mistaken-sale",
+              "voided_type": "unit.sold", "reason": "scanned the shelf label, not the box",
+              "corrected": {"type": "unit.sold", "id": f"demo-{batch}-corrected-sale",
+                            "data": {**sale, "serial": tv[4], "terminal_id": "store-12/till-1",
+                                     "receipt_id": f"R-{batch}-6", "customer_id": f"C-{batch}-2077"}}},
+             day + timedelta(hours=1, minutes=2)),
         Step(f"{tv[0]} comes back: dead pixels", "unit.returned",
              {"manufacturer": m, "serial": tv[0], "location": "store-12", "receipt_id": f"R-{batch}-1",
               "reason": "dead pixels", "condition": "open_box"}, 2 * day),
@@ -180,7 +190,8 @@ def _waiting_for(report: dict, inventory_ids: set[str], expect: Expectations, se
 DEMO_KEYS: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("demo-metro-pd", "law-enforcement", {"agency": "metro-pd"}),
     ("demo-acme", "manufacturer", {"manufacturer": MANUFACTURER}),
-    ("demo-service-desk", "service-desk", {}))
+    ("demo-service-desk", "service-desk", {}),
+    ("demo-till", "pos", {}))  # signs the till's void of its own mistaken sale
 
 
 def demo_signers(data_dir: Path) -> list[Signer]:
@@ -224,10 +235,15 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
     # Event ids name their type, so a demo that waits too long says what it is waiting for.
     ids = iter(f"demo-{batch}-{n:02d}-{step.type}" for n, step in enumerate(steps))
     for step in steps:
-        envelope = build_envelope(step.type, step.data, source="demo/serialtrack", id=next(ids),
+        envelope = build_envelope(step.type, step.data, source=DEMO_SOURCE, id=step.id or next(ids),
                                   time=start + step.offset)
+        if step.id:
+            next(ids)
         envelopes.append(envelope)
         touched = _serials_of(step.type, step.data, serials)
+        if step.type == "event.voided":  # the corrected event: applied as a sale of its own
+            fix = step.data["corrected"]
+            inventory_ids[fix["data"]["serial"]].add(fix["id"])
         if step.type.startswith(INVENTORY_TYPES):
             for serial in touched & inventory_ids.keys():  # the diversion's units are waited for below
                 inventory_ids[serial].add(envelope.id)
@@ -246,7 +262,8 @@ def run_demo(settings: Settings, redis_url: str, say: Callable[[str], None], tim
 
     asyncio.run(send())
     say(f"published {len(envelopes)} events (the police report signed by metro-pd's key, the recall and the "
-        f"warranty policy by acme's, the repair by the service desk's); waiting for {', '.join(INSTALLED)}...")
+        f"warranty policy by acme's, the repair by the service desk's, the void by the till's); waiting for "
+        f"{', '.join(INSTALLED)}...")
 
     deadline = time.monotonic() + timeout
     units: dict[str, dict] = {}
@@ -342,6 +359,9 @@ def _tell(units: dict[str, dict], serials: list[str], say: Callable[[str], None]
         say(f"  {MANUFACTURER}/{serial}: {unit['status']} at {unit['location']}{flags}")
         for anomaly in (a for a in unit["anomalies"] if a["status"] == "open"):
             say(f"      anomaly {anomaly['kind']}: {anomaly['detail']}")
+        for entry in (h for h in unit["history"] if h.get("voided")):
+            say(f"      voided {entry['type']} {entry['id']} ({entry['voided']['reason']}): kept in its history, "
+                "undone everywhere")
     if any(units[s].get("warranty") for s in serials):
         say("")
         say("warranty decided:")

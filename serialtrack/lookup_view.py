@@ -36,6 +36,8 @@ def _print_inventory(out: Console, unit: dict) -> None:
         where = h.get("location") or ""
         if h.get("from_location"):
             where = f"{h['from_location']} -> {where}"
+        if h.get("voided"):  # withdrawn by an event.voided: kept in the history, applied nowhere
+            details = f"VOIDED ({h['voided']['reason']}) {details}".strip()
         table.add_row(h["time"], h["type"], escape(where), escape(details))
     out.print(table)
     # Withdrawn anomalies were explained by a late event: kept for the record, apart from open ones.

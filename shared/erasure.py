@@ -41,6 +41,7 @@ from .contracts import CustomerErasureCompleted, CustomerErasureRequested
 from .envelope import ENTRY_FIELD, Event, make_event
 from .pseudonyms import is_pseudonym
 from .store import ErasedRow, OutboxRow, add_to_outbox, chunks, driver_rows, insert_ignore, table_of, utcnow
+from .voids import PREPARE_ARRIVALS
 
 log = logging.getLogger("serialtrack.erasure")
 
@@ -389,6 +390,8 @@ def applier(service: str, data: Sequence[CustomerColumns], apply: Callable[[Sess
     erased too), each reported through the outbox."""
 
     def apply_with_erasure(session: Session, events: list[Event]) -> None:
+        # Events made inside the batch (a void's corrected event, shared/voids.py) arrive this way too.
+        session.info[PREPARE_ARRIVALS] = lambda made: pseudonymize_arrivals(session, service, made, pseudonymize)
         requests = [e for e in events if e.type == ERASURE_REQUESTED]
         reported = [e for e in events if e.type == ERASURE_COMPLETED]
         others = [e for e in events if e.type not in ERASURE_TYPES] if requests or reported else events

@@ -25,9 +25,11 @@ from .contracts import EVENT_TYPES
 
 # Roles of producers outside the system and the inbound types each may publish.
 _PRODUCER_TYPES: dict[str, tuple[str, ...]] = {
-    "pos": ("unit.sold", "unit.returned", "return.requested"),
+    # event.voided: a till or a warehouse withdraws a fact it published (shared/voids.py checks that the
+    # key may publish the voided type and speaks for the voided event's source).
+    "pos": ("unit.sold", "unit.returned", "return.requested", "event.voided"),
     # A retailer's DC also ships transfers to its stores with a manifest.
-    "warehouse": ("unit.received", "unit.transferred", "unit.adjusted", "shipment.dispatched"),
+    "warehouse": ("unit.received", "unit.transferred", "unit.adjusted", "shipment.dispatched", "event.voided"),
     # A store's cycle count (its receipts and adjustments go through its warehouse-role systems).
     "store": ("stock.counted",),
     # A distributor between manufacturers and retailers: its advance ship notices.
@@ -87,6 +89,7 @@ REQUIRED_PATTERNS: tuple[str, ...] = (
     "recall.*",
     "warranty.policy.set",
     "warranty.owner.registered",
+    "event.voided",  # withdraws what a till or warehouse said: who voids must be provable
 )
 
 

@@ -64,8 +64,9 @@ REVOKED_KEY = "revoked_key"  # the kid was revoked
 TYPE_NOT_ALLOWED = "type_not_allowed"  # the key's role may not publish this type
 SOURCE_NOT_ALLOWED = "source_not_allowed"  # the source is outside the key's source prefix
 DATA_NOT_ALLOWED = "data_not_allowed"  # data names an agency/manufacturer the key does not speak for
+VOID_NOT_ALLOWED = "void_not_allowed"  # an event.voided the key may not publish (shared/voids.py)
 REASONS: tuple[str, ...] = (UNSIGNED, BAD_SIGNATURE, UNKNOWN_KEY, REVOKED_KEY, TYPE_NOT_ALLOWED,
-                            SOURCE_NOT_ALLOWED, DATA_NOT_ALLOWED)
+                            SOURCE_NOT_ALLOWED, DATA_NOT_ALLOWED, VOID_NOT_ALLOWED)
 
 
 class SignatureRejected(ValueError):
@@ -273,6 +274,11 @@ class Signer:
         signed = sign_envelope(envelope, self.kid, self.private_key)
         if check:
             verify(signed, KeyRegistry([self.key]))
+            if signed.get("type") == "event.voided":  # and whether the key may withdraw what it names
+                from .contracts import EventVoided
+                from .voids import check_publisher
+
+                check_publisher(EventVoided.model_validate(signed.get("data")), self.key)
         return signed
 
     def entry_body(self, envelope: Envelope, *, check: bool = True) -> str:

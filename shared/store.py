@@ -161,6 +161,25 @@ class ErasedRow(SQLModel, table=True):
     erased_at: datetime
 
 
+class VoidRow(SQLModel, table=True):
+    """An ``event.voided`` this service recorded (shared/voids.py): the voided event's (source, id)
+    is withdrawn from every fold, whether it arrived before the void or arrives after it. Keyed by
+    the voided event, id first like the inbox: the first void of an event wins, a second changes
+    nothing; each batch looks its events up by id."""
+
+    __tablename__ = "voids"
+    service: str = Field(primary_key=True, max_length=32)
+    voided_id: str = Field(primary_key=True, max_length=128)
+    voided_source: str = Field(primary_key=True, max_length=256)
+    voided_type: str = Field(max_length=64)
+    manufacturer: str = Field(max_length=64)
+    void_source: str = Field(max_length=256)
+    void_id: str = Field(max_length=128)
+    void_time: datetime
+    reason: str
+    recorded_at: datetime
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """The Core table of a SQLModel table class (SQLModel sets ``__table__`` but does not declare it)."""
     table = sa_inspect(model).local_table
@@ -168,7 +187,7 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
-PLUMBING_TABLES: list[Table] = [table_of(InboxRow), table_of(OutboxRow), table_of(ErasedRow)]
+PLUMBING_TABLES: list[Table] = [table_of(InboxRow), table_of(OutboxRow), table_of(ErasedRow), table_of(VoidRow)]
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from .contracts import EventVoided
 from .envelope import ENTRY_FIELD, Event, InvalidEvent
 from .keys import RegistryWatcher
 from .roles import signature_required
 from .signing import UNKNOWN_KEY, SignatureRejected, parse_envelope_json, verify
 from .streams import Streams
+from .voids import check_publisher
 
 
 class Trust:
@@ -50,6 +52,11 @@ class Trust:
                     raise
                 # A key registered a moment ago: look again now rather than at the next poll.
                 signed_by = verify(envelope, self.registry.fresh(), require_all=self.require_all)
+            if signed_by is not None and isinstance(event.data, EventVoided):
+                # A void withdraws someone's fact: its key must be able to speak for that fact too.
+                key = self.registry.current().get(signed_by.kid) or self.registry.fresh().get(signed_by.kid)
+                assert key is not None  # it just verified the signature
+                check_publisher(event.data, key)
         except SignatureRejected as exc:
             raise InvalidEvent(exc.reason, exc.detail) from None
         return dataclasses.replace(event, signed_by=signed_by)

@@ -18,6 +18,7 @@ class Entry:
     details: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
     withdrawn: bool = False  # an alert or anomaly a late event explained: kept, struck through
+    voided: bool = False  # an event withdrawn by an event.voided: kept, struck through
 
 
 def when(text: str | None) -> datetime | None:
@@ -61,15 +62,16 @@ def _history_entry(h: dict) -> Entry:
         title = f"Adjusted: {h.get('disposition') or h.get('condition') or 'status'}"
     else:
         title = t
-    if "void" in t:
+    voided = h.get("voided")  # withdrawn by an event.voided: kept, struck through
+    if voided:
         title = f"Voided: {title}"
     details = _kv([("till", h.get("terminal_id")), ("receipt", h.get("receipt_id")),
                    ("customer", h.get("customer_id")), ("case", f"{h['agency']}:{h['case_number']}"
                                                         if h.get("agency") and h.get("case_number") else
                                                         h.get("theft_case")),
                    ("recall", h.get("recall_id")), ("condition", h.get("condition")), ("note", h.get("note")),
-                   ("signed by", h.get("signed_by"))])
-    return Entry(when(h["time"]) or datetime.min.replace(tzinfo=UTC), kind, title, details)
+                   ("signed by", h.get("signed_by")), ("voided:", voided["reason"] if voided else None)])
+    return Entry(when(h["time"]) or datetime.min.replace(tzinfo=UTC), kind, title, details, voided=bool(voided))
 
 
 def timeline(inventory: dict | None, warranty: dict | None, theft: dict | None, recalls: dict | None) -> list[Entry]:

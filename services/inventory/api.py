@@ -46,6 +46,7 @@ from shared.http import (
     unit_key_or_400,
 )
 from shared.store import as_utc
+from shared.voids import VoidMark, VoidOut, void_out
 
 from . import aging, store
 from .domain import EPCIS_DISPOSITION, Status
@@ -68,6 +69,7 @@ class HistoryEntry(BaseModel):
     case_number: str | None = None
     recall_id: str | None = None
     note: str | None = None
+    voided: VoidOut | None = None  # withdrawn by an event.voided: kept in the history, not in the unit's state
 
 
 class AnomalyOut(BaseModel):
@@ -287,11 +289,12 @@ def _unit(row) -> dict:
     }
 
 
-def _history(row) -> HistoryEntry:
+def _history(row, voids: dict[tuple[str, str], VoidMark]) -> HistoryEntry:
     fields = {k: v for k, v in row._mapping.items()
-              if k in HistoryEntry.model_fields and k not in ("id", "time", "type", "source") and v is not None}
+              if k in HistoryEntry.model_fields and k not in ("id", "time", "type", "source", "voided")
+              and v is not None}
     return HistoryEntry(**fields, time=as_utc(row.event_time), type=row.event_type, source=row.event_source,
-                        id=row.event_id)
+                        id=row.event_id, voided=void_out(voids.get((row.event_source, row.event_id))))
 
 
 def _anomaly(row) -> AnomalyOut:
@@ -320,7 +323,9 @@ def read_api(engine: Engine) -> APIRouter:
             if row is None:
                 raise HTTPException(404, detail=f"unit {key[0]}/{key[1]} is not known to inventory "
                                                 "(no receipt, sale or report of it has been applied)")
-            return UnitDetail(**_unit(row), history=[_history(h) for h in store.unit_history(session, key)],
+            history = store.unit_history(session, key)
+            voids = store.history_voids(session, key, history)
+            return UnitDetail(**_unit(row), history=[_history(h, voids) for h in history],
                               anomalies=[_anomaly(a) for a in store.unit_anomalies(session, key)])
 
     @router.get("/units", response_model=Page[UnitOut], summary="Units, filtered, paginated",

@@ -39,11 +39,12 @@ from shared.contracts import (
     UnitTransferred,
 )
 from shared.envelope import Event, make_event, make_trusted_event
-from shared.store import add_to_outbox, as_utc, refresh_statistics, utcnow
+from shared.store import add_to_outbox, as_utc, chunks, refresh_statistics, utcnow
 from shared.unit_locks import UnitLocks
+from shared.voids import VoidMark
 
 from . import store
-from .domain import Anomaly, Fact, Quarantined, UnitState, advance, needs_refold, recall_coverage
+from .domain import Anomaly, Fact, Quarantined, UnitState, advance, fold, needs_refold, recall_coverage
 from .reconciliation import MANIFEST_KINDS, Manifest, Receipt, judge_count, judge_manifests, receipts_of, state_at
 
 log = logging.getLogger("serialtrack.inventory")
@@ -55,6 +56,7 @@ EVENT_TYPES = (
     "theft.reported", "theft.recovered", "recall.issued", "recall.amended", "recall.closed",
     "recall.remedy.completed", "inventory.recall.continues", "shipment.dispatched", "stock.counted",
     "customer.erasure.requested",  # applied around this module by shared/erasure.py (ServiceDefinition.customer_data)
+    "event.voided",  # applied around this module by shared/voids.py: apply_voided below
 )
 LARGE_BATCH = 10_000  # new units in one batch from which PostgreSQL's table statistics are refreshed
 # Units a broadcast is applied to per transaction: a recall over 100,000 units is ten steps, each
@@ -263,6 +265,62 @@ def apply_events(session: Session, events: list[Event]) -> None:
     add_to_outbox(session, SERVICE, outgoing)
     if sum(1 for key in per_unit if key not in known) >= LARGE_BATCH:  # a range receipt: the tables grew
         refresh_statistics(session, "inventory_units", "inventory_history")
+
+
+def apply_voided(session: Session, arriving: list[Event], voids: list[VoidMark]) -> None:
+    """Voids (shared/voids.py): events that arrived after their void join their units' histories
+    without being applied; every unit a new void reaches is folded again from its history without
+    the voided events, and what changes is reconciled as after a late event: anomalies withdrawn or
+    reopened (and published), holds reported again or taken back."""
+    history = [(key, fact) for event in arriving for key, fact in facts_of(event)]
+    store.save_history(session, history)
+    keys = {key for key, _ in history}
+    for mark in voids:
+        keys.update(store.units_with_event(session, mark.manufacturer, mark.voided_source, mark.voided_id))
+    for part in chunks(sorted(keys), RECALL_STEP):  # a voided receipt of 1,000,000 units: steps of 10,000
+        _refold(session, list(part))
+
+
+def _refold(session: Session, keys: list[store.UnitKey]) -> None:
+    histories = store.load_histories(session, keys, voided=True)
+    marks = store.voided_in(session, histories)
+    recorded = store.anomaly_identities(session, keys)
+    saved: list[UnitState] = []
+    anomaly_rows: list[dict] = []
+    withdraw: list[tuple] = []
+    reopen: list[tuple] = []
+    outgoing: list[Event] = []
+    first_holds: dict[store.UnitKey, dict[str, store.Hold]] = {}
+    for key in keys:
+        facts = histories.get(key, [])
+        state, effects = fold(key[0], key[1], [f for f in facts if (f.source, f.event_id) not in marks])
+        if state.last is None:  # only voided facts: a unit of unknown status, as known as its history
+            state.last = max((f.order for f in facts), default=None)
+            if state.last is None:
+                continue
+        saved.append(state)
+        derived = [store.anomaly_row(key, e) for e in effects if isinstance(e, Anomaly)]
+        # Manifest anomalies are not the fold's: _judge_manifests reconciles them.
+        known = {i: status for i, status in recorded.get(key, {}).items() if i[2] not in MANIFEST_KINDS}
+        derived_ids = {store.anomaly_identity(row) for row in derived}
+        withdrawn_now = [i for i, status in known.items() if status == "open" and i not in derived_ids]
+        withdraw.extend(withdrawn_now)
+        reopen.extend(i for i in derived_ids if known.get(i) == "withdrawn")
+        outgoing.extend(_withdrawal_event(identity) for identity in withdrawn_now)
+        fresh = [row for row in derived if store.anomaly_identity(row) not in known]
+        anomaly_rows.extend(fresh)
+        outgoing.extend(_anomaly_event(row) for row in fresh)
+        if state.recalls_seen:
+            first_holds[key] = _first_holds(effects)
+    hold_rows, held, released = _hold_changes(session, first_holds, set(first_holds))
+    outgoing.extend(_quarantine_events(held))
+    outgoing.extend(_withdrawn_hold_events(released))
+    store.save_units(session, saved)
+    store.save_anomalies(session, anomaly_rows)
+    store.save_holds(session, hold_rows)
+    store.set_anomaly_status(session, withdraw, "withdrawn")
+    store.set_anomaly_status(session, reopen, "open")
+    add_to_outbox(session, SERVICE, outgoing)
 
 
 def _add_recall_coverage(session: Session, per_unit: dict[store.UnitKey, list[Fact]],

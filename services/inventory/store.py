@@ -22,7 +22,7 @@ from sqlalchemy import BigInteger, ColumnElement, Index, Table, UniqueConstraint
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from shared.contracts import RecallScope
+from shared.contracts import VOIDABLE_TYPES, RecallScope
 from shared.identity import SerialRange
 from shared.serial_index import Selection, SerialIndex
 from shared.store import (
@@ -36,6 +36,7 @@ from shared.store import (
     upsert_rows,
     utcnow,
 )
+from shared.voids import VoidMark, voided_among
 
 from .domain import ON_HAND, Anomaly, Fact, OrderKey, RecallVersion, Status, UnitState, fold
 from .reconciliation import CountJudgement, Manifest, ShipmentUnit
@@ -75,6 +76,8 @@ class HistoryRow(SQLModel, table=True):
         UniqueConstraint("manufacturer", "serial", "event_source", "event_id", name="uq_inventory_history_event"),
         # A stock count finds the units whose history moved after its time (count_candidates).
         Index("ix_inventory_history_event_time", "event_time"),
+        # The units an event reached, by its (source, id): what a void folds again (inventory_0004).
+        Index("ix_inventory_history_event_ref", "event_id", "event_source"),
     )
     id: int | None = Field(default=None, primary_key=True)
     manufacturer: str = Field(max_length=64)
@@ -346,8 +349,9 @@ def _keys_by_manufacturer(keys: Iterable[UnitKey]) -> dict[str, list[str]]:
     return by_maker
 
 
-def load_histories(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, list[Fact]]:
-    """The stored facts of the given units, one query per chunk of units."""
+def load_histories(session: Session, keys: Iterable[UnitKey], *, voided: bool = False) -> dict[UnitKey, list[Fact]]:
+    """The stored facts of the given units, one query per chunk of units; without the voided ones
+    (shared/voids.py) unless ``voided``."""
     histories: dict[UnitKey, list[Fact]] = {}
     for manufacturer, serials in _keys_by_manufacturer(keys).items():
         for part in chunks(serials):
@@ -358,7 +362,29 @@ def load_histories(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, l
                 histories.setdefault((r.manufacturer, r.serial), []).append(
                     Fact(time=as_utc(r.event_time), source=r.event_source, event_id=r.event_id, type=r.event_type,
                          **{c: getattr(r, c) for c in _FACT_COLUMNS}))
-    return histories
+    return histories if voided else _without_voided(session, histories)
+
+
+def _without_voided(session: Session, histories: dict[UnitKey, list[Fact]]) -> dict[UnitKey, list[Fact]]:
+    marks = voided_in(session, histories)
+    if not marks:
+        return histories
+    return {key: [f for f in facts if (f.source, f.event_id) not in marks] for key, facts in histories.items()}
+
+
+def voided_in(session: Session, histories: dict[UnitKey, list[Fact]]) -> dict[tuple[str, str], VoidMark]:
+    """The voids (shared/voids.py) that withdraw facts of these histories, by the facts' (source, id).
+    Only the movements a void may name are looked up: one query by id, on a table that is mostly empty."""
+    return voided_among(session, "inventory", {(f.source, f.event_id, f.type, key[0])
+                                               for key, facts in histories.items() for f in facts
+                                               if f.type in VOIDABLE_TYPES})
+
+
+def units_with_event(session: Session, manufacturer: str, source: str, event_id: str) -> list[UnitKey]:
+    """The units whose history holds the event (source, id), by index."""
+    return [(manufacturer, serial) for (serial,) in session.execute(
+        select(_history.c.serial).where(_history.c.event_id == event_id, _history.c.event_source == source,
+                                        _history.c.manufacturer == manufacturer))]
 
 
 _SAVED_UNIT_COLUMNS = ("manufacturer", "serial", "status", "location", "sku", "condition", "stolen", "theft_cases",
@@ -823,6 +849,12 @@ def unit_history(session: Session, key: UnitKey) -> list:
                     for fact in pending)
         rows.sort(key=lambda r: (as_utc(r.event_time), r.event_source, r.event_id))
     return rows
+
+
+def history_voids(session: Session, key: UnitKey, rows: Sequence) -> dict[tuple[str, str], VoidMark]:
+    """The voids of the unit's history rows (``unit_history``), by the voided event's (source, id)."""
+    return voided_among(session, "inventory", {(r.event_source, r.event_id, r.event_type, key[0]) for r in rows
+                                               if r.event_type in VOIDABLE_TYPES})
 
 
 def unit_anomalies(session: Session, key: UnitKey) -> list:

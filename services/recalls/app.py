@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from shared import voids
 from shared.erasure import CustomerColumns
 from shared.service import ServiceDefinition
 from shared.store import table_of
@@ -14,7 +15,8 @@ definition = ServiceDefinition(
                 "quarantined, sold with the owner notified or unknown, or remedied, and the campaign's progress.",
     event_types=handlers.EVENT_TYPES,
     tables=store.TABLES,
-    apply=handlers.apply_events,
+    # Voids (event.voided, shared/voids.py) around the service's own handler.
+    apply=voids.applier(handlers.SERVICE, handlers.EVENT_TYPES, handlers.apply_events, handlers.apply_voided),
     read_api=api.read_api,
     lookup_path="/units/{manufacturer}/{serial}/recalls",
     migrations_dir=Path(__file__).parent / "migrations",

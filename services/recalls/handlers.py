@@ -41,7 +41,8 @@ from shared.contracts import (
     UnitSold,
 )
 from shared.envelope import Event
-from shared.store import refresh_statistics, utcnow
+from shared.store import chunks, refresh_statistics, utcnow
+from shared.voids import VoidMark, voided_among
 
 from . import store
 from .domain import STOCK_OF_EVENT, Recall, RecallIndex, order_key, unreported_status
@@ -54,6 +55,7 @@ EVENT_TYPES = (
     "unit.quarantined", "unit.quarantine.withdrawn", "recall.owner_notified", "recall.owner_unknown",
     "inventory.anomaly.detected", "inventory.anomaly.withdrawn",
     "customer.erasure.requested",  # applied around this module by shared/erasure.py (ServiceDefinition.customer_data)
+    "event.voided",  # applied around this module by shared/voids.py: apply_voided below
 )
 RECALL_TYPES = frozenset({"recall.issued", "recall.amended", "recall.closed"})
 UNIT_TYPES = frozenset(STOCK_OF_EVENT)
@@ -191,6 +193,7 @@ def _apply_unit_events(session: Session, index: RecallIndex, events: list[Event]
     now = utcnow()
     folded: dict[store.UnitKey, dict] = {}
     first_order: dict[store.UnitKey, str] = {}
+    facts: list[tuple] = []
     for event in events:
         d = event.data
         assert isinstance(d, (UnitReceived, UnitSold, UnitReturned)), event.type
@@ -198,12 +201,16 @@ def _apply_unit_events(session: Session, index: RecallIndex, events: list[Event]
         template = {"sku": getattr(d, "sku", None), "stock": STOCK_OF_EVENT[event.type].value,
                     "location": d.location, "stock_order": order, "stock_at": event.time,
                     "first_seen": event.time, "updated_at": now}
+        fact = _fact_part(event, template)
         if isinstance(d, UnitReceived) and d.unit_count > LARGE_RECEIPT:
+            assert d.serial_range is not None  # a list holds at most LARGE_RECEIPT serials
+            store.save_receipt_range(session, d.manufacturer, d.serial_range, fact)
             _apply_large_receipt(session, index, d.manufacturer, d.iter_serials(), template, order)
             continue
         serials = d.iter_serials() if isinstance(d, UnitReceived) else [d.serial]
         for serial in serials:
             key = (d.manufacturer, serial)
+            facts.append((d.manufacturer, serial, *fact))
             row = folded.get(key)
             if row is None:
                 folded[key] = {**template, "manufacturer": d.manufacturer, "serial": serial}
@@ -211,6 +218,7 @@ def _apply_unit_events(session: Session, index: RecallIndex, events: list[Event]
                 continue
             _fold(row, template)
             first_order[key] = min(first_order[key], order)
+    store.save_unit_facts(session, facts)
     if not folded:
         return
     store.upsert_units(session, list(folded.values()))
@@ -225,6 +233,47 @@ def _apply_unit_events(session: Session, index: RecallIndex, events: list[Event]
     store.save_matches(session, matches)
 
 
+def apply_voided(session: Session, arriving: list[Event], voids: list[VoidMark]) -> None:
+    """Voids (shared/voids.py): receipts, sales and returns that arrived after their void are kept as
+    unit facts only; a unit a new void reaches gets its row folded again from its other facts (the
+    same rule as ``_fold``), so its campaigns count it as it now is: a voided sale puts it back on
+    hand. A unit with no fact left is forgotten, and leaves the campaigns that only matched it."""
+    now = utcnow()
+    facts: list[tuple] = []
+    for event in arriving:
+        d = event.data
+        if not isinstance(d, (UnitReceived, UnitSold, UnitReturned)):
+            continue  # a voidable type this service does not keep (a transfer, an adjustment)
+        template = {"sku": getattr(d, "sku", None), "stock": STOCK_OF_EVENT[event.type].value,
+                    "location": d.location, "stock_order": _order(event), "stock_at": event.time}
+        if isinstance(d, UnitReceived) and d.serial_range is not None and d.unit_count > LARGE_RECEIPT:
+            store.save_receipt_range(session, d.manufacturer, d.serial_range, _fact_part(event, template))
+            continue
+        serials = d.iter_serials() if isinstance(d, UnitReceived) else [d.serial]
+        facts.extend((d.manufacturer, serial, *_fact_part(event, template)) for serial in serials)
+    store.save_unit_facts(session, facts)
+    keys = sorted({key for mark in voids
+                   for key in store.units_with_event(session, mark.manufacturer, mark.voided_source, mark.voided_id)})
+    for part in chunks(keys, CHUNK):
+        known = store.unit_facts(session, list(part))
+        marks = voided_among(session, SERVICE, {(f["event_source"], f["event_id"], f["event_type"], key[0])
+                                                for key, fs in known.items() for f in fs})
+        rows, gone = [], []
+        for key in part:
+            kept = sorted((f for f in known.get(key, []) if (f["event_source"], f["event_id"]) not in marks),
+                          key=lambda f: f["stock_order"])
+            if not kept:
+                gone.append(key)
+                continue
+            row = {"manufacturer": key[0], "serial": key[1], "first_seen": kept[0]["stock_at"], "updated_at": now,
+                   **{c: kept[0][c] for c in ("sku", "stock", "location", "stock_order", "stock_at")}}
+            for fact in kept[1:]:
+                _fold(row, {**fact, "first_seen": fact["stock_at"]})
+            rows.append(row)
+        store.replace_units(session, rows, gone)
+        store.recount_touched(session)
+
+
 def _fold(row: dict, fact: dict) -> None:
     """Two facts of one unit in one batch: the same rule as store.upsert_units."""
     if fact["stock_order"] > row["stock_order"]:
@@ -235,6 +284,12 @@ def _fold(row: dict, fact: dict) -> None:
     elif row["sku"] is None:
         row["sku"] = fact["sku"]
     row["first_seen"] = min(row["first_seen"], fact["first_seen"])
+
+
+def _fact_part(event: Event, template: dict) -> tuple:
+    """A unit fact's columns after (manufacturer, serial) (store.save_unit_facts): what a void refolds from."""
+    return (event.source, event.id, event.type, template["sku"], template["stock"], template["location"],
+            template["stock_order"], template["stock_at"])
 
 
 def _apply_large_receipt(session: Session, index: RecallIndex, manufacturer: str, serials: Iterator[str],

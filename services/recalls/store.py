@@ -19,11 +19,13 @@ from datetime import datetime
 from operator import itemgetter
 
 from sqlalchemy import (
+    BigInteger,
     Index,
     Row,
     Table,
     and_,
     case,
+    delete,
     exists,
     false,
     func,
@@ -93,6 +95,44 @@ class UnitRow(SQLModel, table=True):
     updated_at: datetime
 
 
+class UnitFactRow(SQLModel, table=True):
+    """Every receipt, sale and return of a unit (recalls_0002): what ``recalls_units`` is the latest
+    of. Read only when a void (shared/voids.py) withdraws one, to fold the unit again without it."""
+
+    __tablename__ = "recalls_unit_facts"
+    __table_args__ = (Index("ix_recalls_unit_facts_event_ref", "event_id", "event_source"),)
+    manufacturer: str = Field(primary_key=True, max_length=64)
+    serial: str = Field(primary_key=True, max_length=64)
+    event_source: str = Field(primary_key=True, max_length=256)
+    event_id: str = Field(primary_key=True, max_length=128)
+    event_type: str = Field(max_length=64)
+    sku: str | None = Field(default=None, max_length=64)
+    stock: str = Field(max_length=16)
+    location: str | None = Field(default=None, max_length=64)
+    stock_order: str = Field(max_length=450)
+    stock_at: datetime
+
+
+class ReceiptRangeRow(SQLModel, table=True):
+    """A receipt of more than LARGE_RECEIPT serials (a range; recalls_0002): one row for the whole
+    range, the unit facts of its units, which ``recalls_unit_facts`` does not repeat unit by unit."""
+
+    __tablename__ = "recalls_receipt_ranges"
+    __table_args__ = (Index("ix_recalls_receipt_ranges_manufacturer", "manufacturer"),)
+    event_source: str = Field(primary_key=True, max_length=256)
+    event_id: str = Field(primary_key=True, max_length=128)
+    manufacturer: str = Field(max_length=64)
+    range_prefix: str = Field(max_length=64)
+    range_first: int = Field(sa_type=BigInteger)
+    range_last: int = Field(sa_type=BigInteger)
+    range_width: int | None = None
+    sku: str | None = Field(default=None, max_length=64)
+    stock: str = Field(max_length=16)
+    location: str | None = Field(default=None, max_length=64)
+    stock_order: str = Field(max_length=450)
+    stock_at: datetime
+
+
 class AffectedRow(SQLModel, table=True):
     """One unit in one campaign. ``in_scope`` None: reported by another service before the recall
     itself arrived (decided when it does); False: no longer covered (narrowed), kept for history."""
@@ -148,7 +188,8 @@ class MetaRow(SQLModel, table=True):
 
 
 TABLES: list[Table] = [table_of(RecallRow), table_of(UnitRow), table_of(AffectedRow),
-                       table_of(ProgressRow), table_of(SaleAttemptRow), table_of(MetaRow)]
+                       table_of(ProgressRow), table_of(SaleAttemptRow), table_of(MetaRow), table_of(UnitFactRow),
+                       table_of(ReceiptRangeRow)]
 
 _recalls = table_of(RecallRow)
 _units = table_of(UnitRow)
@@ -156,6 +197,8 @@ _affected = table_of(AffectedRow)
 _attempts = table_of(SaleAttemptRow)
 _meta = table_of(MetaRow)
 _progress = table_of(ProgressRow)
+_unit_facts = table_of(UnitFactRow)
+_receipt_ranges = table_of(ReceiptRangeRow)
 
 REPORT_COLUMNS = ("quarantined_at", "notified_at", "owner_unknown_at", "remedied_at")
 _EXTRA_COLUMNS = {"quarantined_at": ("quarantine_location", "quarantine_revision"),
@@ -317,6 +360,86 @@ def upsert_units(session: Session, rows: Sequence[dict]) -> None:
     set_["updated_at"] = new.updated_at
     for part in chunks(rows, 5000):
         session.execute(stmt.on_conflict_do_update(index_elements=["manufacturer", "serial"], set_=set_), list(part))
+
+
+_FACT_COLUMNS = ("manufacturer", "serial", "event_source", "event_id", "event_type", "sku", "stock", "location",
+                 "stock_order", "stock_at")
+
+
+def save_unit_facts(session: Session, rows: Sequence[tuple]) -> None:
+    """Unit facts as tuples in ``_FACT_COLUMNS`` order; a redelivered one stays once."""
+    for part in chunks(rows, 5000):
+        insert_tuples(session, _unit_facts, _FACT_COLUMNS, list(part), conflict="ignore")
+
+
+def save_receipt_range(session: Session, manufacturer: str, rng: SerialRange, fact: tuple) -> None:
+    """A large range receipt's facts: one row (``fact`` as in save_unit_facts, after the serial)."""
+    source, event_id, _, sku, stock, location, stock_order, stock_at = fact
+    insert_ignore(session, _receipt_ranges, [{
+        "event_source": source, "event_id": event_id, "manufacturer": manufacturer, "range_prefix": rng.prefix,
+        "range_first": rng.first, "range_last": rng.last, "range_width": rng.width, "sku": sku, "stock": stock,
+        "location": location, "stock_order": stock_order, "stock_at": stock_at}])
+
+
+def units_with_event(session: Session, manufacturer: str, source: str, event_id: str) -> Iterator[UnitKey]:
+    """The known units an event reached: its unit facts by index, or the units of its range."""
+    for (serial,) in session.execute(select(_unit_facts.c.serial).where(
+            _unit_facts.c.event_id == event_id, _unit_facts.c.event_source == source,
+            _unit_facts.c.manufacturer == manufacturer)):
+        yield (manufacturer, serial)
+    row = session.execute(select(_receipt_ranges).where(
+        _receipt_ranges.c.event_source == source, _receipt_ranges.c.event_id == event_id,
+        _receipt_ranges.c.manufacturer == manufacturer)).first()
+    if row is not None:
+        rng = SerialRange(prefix=row.range_prefix, first=row.range_first, last=row.range_last, width=row.range_width)
+        for part in _batches(iter(rng), 10_000):
+            yield from load_units(session, [(manufacturer, serial) for serial in part])
+
+
+def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    while part := [item for _, item in zip(range(size), items, strict=False)]:
+        yield part
+
+
+def unit_facts(session: Session, keys: Sequence[UnitKey]) -> dict[UnitKey, list[dict]]:
+    """Each unit's facts: its own rows, and the large range receipts that cover it."""
+    found: dict[UnitKey, list[dict]] = {}
+    for maker, serials in _by_maker(keys).items():
+        for part in chunks(sorted(serials)):
+            for row in session.execute(select(_unit_facts).where(_unit_facts.c.manufacturer == maker,
+                                                                 _unit_facts.c.serial.in_(part))):
+                found.setdefault((maker, row.serial), []).append(dict(row._mapping))
+        # Few: one per receipt of more than 10,000 serials of the manufacturer.
+        for row in session.execute(select(_receipt_ranges).where(_receipt_ranges.c.manufacturer == maker)):
+            rng = SerialRange(prefix=row.range_prefix, first=row.range_first, last=row.range_last,
+                              width=row.range_width)
+            fact = {**row._mapping, "event_type": "unit.received"}
+            for serial in serials:
+                if serial in rng:
+                    found.setdefault((maker, serial), []).append(fact)
+    return found
+
+
+def replace_units(session: Session, rows: Sequence[dict], gone: Sequence[UnitKey]) -> None:
+    """Units folded again from their facts (a void): their rows as given, whatever they held; units
+    left with no fact are forgotten, and leave the campaigns that only matched them."""
+    _touch(session, [(r["manufacturer"], r["serial"]) for r in rows])
+    _touch(session, gone)
+    for part in chunks(rows, 5000):
+        upsert_rows(session, _units, list(part), keys=("manufacturer", "serial"))
+    reported = or_(*[_affected.c[c].isnot(None) for c in REPORT_COLUMNS])
+    for maker, serials in _by_maker(gone).items():
+        for part in chunks(sorted(serials)):
+            session.execute(delete(_units).where(_units.c.manufacturer == maker, _units.c.serial.in_(part)))
+            session.execute(update(_affected).where(_affected.c.manufacturer == maker, _affected.c.serial.in_(part),
+                                                    ~reported).values(in_scope=False))
+
+
+def _by_maker(keys: Iterable[UnitKey]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for maker, serial in keys:
+        found.setdefault(maker, []).append(serial)
+    return found
 
 
 def load_units(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, tuple[str | None, datetime]]:

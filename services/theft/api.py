@@ -44,6 +44,7 @@ from shared.http import (
 )
 from shared.identity import IdentityError, normalize_manufacturer, normalize_serial
 from shared.store import as_utc, table_of
+from shared.voids import VoidMark, VoidOut, void_out
 
 from . import store
 from .domain import RETAILER, case_statuses, priority_of
@@ -63,6 +64,7 @@ class SightingOut(BaseModel):
     location: str | None = None
     terminal_id: str | None = None
     reference: str | None = None
+    voided: VoidOut | None = None  # withdrawn by an event.voided: shown, never alerted on
 
 
 class ReportOut(BaseModel):
@@ -185,9 +187,10 @@ def _reports(rows: list) -> tuple[list[ReportOut], list[str]]:
     return reports, open_cases
 
 
-def _sighting_out(s) -> SightingOut:
+def _sighting_out(s, voids: dict[tuple[str, str], VoidMark] | None = None) -> SightingOut:
     return SightingOut(event_type=s.type, event_source=s.source, event_id=s.event_id, seen_at=s.time,
-                       location=s.location, terminal_id=s.terminal_id, reference=s.reference)
+                       location=s.location, terminal_id=s.terminal_id, reference=s.reference,
+                       voided=void_out((voids or {}).get((s.source, s.event_id))))
 
 
 def _alert_out(row) -> AlertOut:
@@ -203,7 +206,7 @@ def _alert_out(row) -> AlertOut:
 # Already-normal names (the common case: scanners and feeds send them so) skip the full normalizer.
 _NORMAL_SERIAL = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,63}")
 _NORMAL_MANUFACTURER = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_CHECK_COLUMNS = ("serial", "kind", "origin", "agency", "case_number")
+_CHECK_COLUMNS = ("serial", "kind", "origin", "agency", "case_number", "event_source", "event_id")  # ids: voids
 
 
 def _normal_key(manufacturer: str, serial: str, makers: dict[str, str]) -> tuple[str, str]:
@@ -304,7 +307,9 @@ def _retailer_records(engine: Engine, **filters) -> Iterator[dict]:
             for r in part:
                 statuses = {s.case: s for s in case_statuses(
                     store.registry_fact(x) for x in registry.get((r.manufacturer, r.serial), ()))}
-                status = statuses[(r.origin, r.agency, r.case_number)]
+                status = statuses.get((r.origin, r.agency, r.case_number))
+                if status is None:  # a report withdrawn by a void (shared/voids.py)
+                    continue
                 yield {
                     "case_number": r.case_number, "status": _report_status(r.origin, status.open),
                     "manufacturer": r.manufacturer, "serial": r.serial, "disposition": r.disposition,
@@ -362,7 +367,9 @@ def read_api(engine: Engine) -> APIRouter:
             rows = store.registry_rows(session, [key]).get(key, [])
             reports, open_cases = _reports(rows)
             alerts = [_alert_out(r) for r in store.alerts_for_unit(session, key)]
-            sightings = [_sighting_out(s) for s in store.last_sightings(session, key, LAST_SIGHTINGS)]
+            seen = store.last_sightings(session, key, LAST_SIGHTINGS)
+            voids = store.sighting_voids(session, {key: seen})
+            sightings = [_sighting_out(s, voids) for s in seen]
         return StolenOut(manufacturer=key[0], serial=key[1], stolen=bool(open_cases), open_cases=open_cases,
                          reports=reports, alerts=alerts, last_sightings=sightings)
 

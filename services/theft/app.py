@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from shared import voids
 from shared.erasure import CustomerColumns
 from shared.service import ServiceDefinition
 from shared.store import table_of
@@ -15,7 +16,8 @@ definition = ServiceDefinition(
                 "transfers, warranty claims, return requests. Bulk checks and exports for law enforcement.",
     event_types=handlers.EVENT_TYPES,
     tables=store.TABLES,
-    apply=handlers.apply_events,
+    # Voids (event.voided, shared/voids.py) around the service's own handler.
+    apply=voids.applier(handlers.SERVICE, handlers.EVENT_TYPES, handlers.apply_events, handlers.apply_voided),
     locks=handlers.LOCKS,  # units, and the normalized serials near misses pair (handlers.near_lock_keys)
     read_api=api.read_api,
     lookup_path="/stolen/{manufacturer}/{serial}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -32,6 +33,7 @@ from shared.envelope import Event, make_event
 from shared.identity import SerialRange
 from shared.store import add_to_outbox, utcnow
 from shared.unit_locks import UnitLocks, with_keys
+from shared.voids import VoidMark
 
 from . import store
 from .domain import (
@@ -56,7 +58,10 @@ SOURCE = "serialtrack/theft"
 # Applied around this module by shared/erasure.py (ServiceDefinition.customer_data): erasure requests,
 # and the other services' reports of them, whose receipts theft keeps without knowing their customer.
 EVENT_TYPES = ("theft.reported", "theft.recovered", "unit.adjusted", *SIGHTING_TYPES, "customer.erasure.requested",
-               "customer.erasure.completed")
+               "customer.erasure.completed",
+               "event.voided")  # applied around this module by shared/voids.py: apply_voided below
+CLOSED = "the case was closed (recovered or found) before the unit was seen"
+VOIDED = "the event it was raised on was voided (event.voided)"
 
 
 def sightings_of(event: Event) -> Iterator[tuple[store.UnitKey, Sighting]]:
@@ -193,12 +198,33 @@ def apply_events(session: Session, events: list[Event]) -> None:
         add_to_outbox(session, SERVICE, rederive(session, affected, (batch.fuzzy_sighted, near_found)))
 
 
+def apply_voided(session: Session, arriving: list[Event], voids: list[VoidMark]) -> None:
+    """Voids (shared/voids.py): sightings and retailer reports that arrived after their void are
+    stored (``GET /stolen`` shows them, marked) but never alerted on; the units a new void reaches
+    have their alerts derived again without the voided events, so an alert raised on a voided sale
+    is withdrawn (``theft.alert.withdrawn``, with that reason)."""
+    batch = _Batch()
+    for event in arriving:
+        batch.add(event)
+    store.save_registry(session, batch.registry)
+    store.save_sightings(session, list(batch.sightings.values()))
+    keys: set[store.UnitKey] = set()
+    for mark in voids:
+        keys |= store.units_with_event(session, mark.manufacturer, mark.voided_source, mark.voided_id)
+    # Units with a report left, or with alerts (a voided retailer report leaves its alerts, not its case).
+    affected = set(store.registry_rows(session, keys)) | set(store.stored_alerts(session, keys)) if keys else set()
+    if affected:
+        add_to_outbox(session, SERVICE, rederive(session, affected, voided={mark.ref for mark in voids}))
+
+
 NearLookups = tuple[set[store.UnitKey], dict[store.UnitKey, dict[str, NearReason]]]
 
 
-def rederive(session: Session, keys: set[store.UnitKey], known: NearLookups | None = None) -> list[Event]:
+def rederive(session: Session, keys: set[store.UnitKey], known: NearLookups | None = None,
+             voided: AbstractSet[tuple[str, str]] = frozenset()) -> list[Event]:
     """Derive each unit's alerts from all its facts and store/publish what changed. ``known``: units
-    whose near stolen serials were already looked up, and what was found."""
+    whose near stolen serials were already looked up, and what was found. ``voided``: the events
+    just voided, to say why an alert raised on one of them is withdrawn."""
     registry = store.registry_rows(session, keys)
     sightings = store.sightings_of(session, keys)
     stored = store.stored_alerts(session, keys)
@@ -233,7 +259,10 @@ def rederive(session: Session, keys: set[store.UnitKey], known: NearLookups | No
             outgoing.append(_alert_event(key, alert, str(uuid.uuid4())))
         for alert_id in result.withdrawn:
             withdrawn_ids.append(alert_id)
-            outgoing.append(_withdrawal_event(key, before[alert_id][1]))
+            alert = before[alert_id][1]
+            on_voided = any((s.source, s.event_id) in voided for s in alert.sightings) or any(
+                alert.origin == RETAILER and alert.case_number == retailer_case_number(*ref) for ref in voided)
+            outgoing.append(_withdrawal_event(key, alert, VOIDED if on_voided else WITHDRAWN_BECAUSE.get(alert.kind, CLOSED)))
     store.save_alerts(session, new_rows)
     store.set_alert_status(session, withdrawn_ids, "withdrawn")
     store.set_alert_status(session, reopened_ids, "open")
@@ -263,8 +292,7 @@ WITHDRAWN_BECAUSE = {
 }
 
 
-def _withdrawal_event(key: store.UnitKey, alert: Alert) -> Event:
-    reason = WITHDRAWN_BECAUSE.get(alert.kind, "the case was closed (recovered or found) before the unit was seen")
+def _withdrawal_event(key: store.UnitKey, alert: Alert, reason: str) -> Event:
     return make_event(
         TheftAlertWithdrawn(alert_id=alert.alert_id, manufacturer=key[0], serial=key[1], agency=alert.agency,
                             case_number=alert.case_number, reason=reason),

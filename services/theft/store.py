@@ -22,11 +22,15 @@ from sqlalchemy import BigInteger, Index, Row, Table, and_, func, or_, select, t
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
+from shared.contracts import VOIDABLE_TYPES
 from shared.identity import SerialRange
 from shared.store import as_utc, chunks, insert_ignore, table_of, utcnow
+from shared.voids import VoidMark, voided_among
 
 from . import near
-from .domain import FUZZY_SIGHTING_TYPES, Alert, NearMatch, RegistryFact, Sighting, range_candidates
+from .domain import FUZZY_SIGHTING_TYPES, RETAILER, Alert, NearMatch, RegistryFact, Sighting, range_candidates
+
+RETAILER_EVENT_TYPE = "unit.adjusted"  # what a retailer report (origin retailer) comes from
 
 UnitKey = tuple[str, str]
 
@@ -75,6 +79,8 @@ class RegistryRangeRow(_RegistryFields, table=True):
 
 class SightingRow(SQLModel, table=True):
     __tablename__ = "theft_sightings"
+    # The units an event was seen on, by its (source, id): what a void derives again (theft_0002).
+    __table_args__ = (Index("ix_theft_sightings_event_ref", "event_id", "event_source"),)
     manufacturer: str = Field(primary_key=True, max_length=64)
     serial: str = Field(primary_key=True, max_length=64)
     event_source: str = Field(primary_key=True, max_length=256)
@@ -196,7 +202,19 @@ def registry_rows(session: Session, keys: Iterable[UnitKey], columns: Sequence |
                 found.setdefault((manufacturer, row.serial), []).append(row)
     for (manufacturer, serial), row in _range_rows(session, by_maker):
         found.setdefault((manufacturer, serial), []).append(row)
-    return found
+    return _without_voided_reports(session, found)
+
+
+def _without_voided_reports(session: Session, found: dict[UnitKey, list]) -> dict[UnitKey, list]:
+    """Retailer reports (``unit.adjusted``) withdrawn by a void (shared/voids.py) are no reports; a
+    unit left with none has no registry rows. Agency reports cannot be voided: no look-up for them."""
+    retailer = {(r.event_source, r.event_id, RETAILER_EVENT_TYPE, key[0]) for key, rows in found.items() for r in rows
+                if r.origin == RETAILER}
+    marks = voided_among(session, "theft", retailer) if retailer else {}
+    if not marks:
+        return found
+    return {key: kept for key, rows in found.items()
+            if (kept := [r for r in rows if r.origin != RETAILER or (r.event_source, r.event_id) not in marks])}
 
 
 def _range_rows(session: Session, by_maker: dict[str, list[str]]) -> Iterator[tuple[UnitKey, Row]]:
@@ -389,13 +407,33 @@ def sighted_in_range(session: Session, manufacturer: str, rng: SerialRange) -> s
 
 
 def sightings_of(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, list[Sighting]]:
+    """The units' sightings, without those a void withdrew (shared/voids.py)."""
     found: dict[UnitKey, list[Sighting]] = {}
     for manufacturer, serials in _by_maker(keys).items():
         for part in chunks(serials):
             for r in session.execute(select(_sightings).where(_sightings.c.manufacturer == manufacturer,
                                                               _sightings.c.serial.in_(part))):
                 found.setdefault((manufacturer, r.serial), []).append(_sighting(r))
-    return found
+    marks = sighting_voids(session, found)
+    if not marks:
+        return found
+    return {key: [s for s in seen if (s.source, s.event_id) not in marks] for key, seen in found.items()}
+
+
+def sighting_voids(session: Session, sightings: dict[UnitKey, list[Sighting]]) -> dict[tuple[str, str], VoidMark]:
+    """The voids that withdraw some of these sightings, by the sightings' (source, id)."""
+    return voided_among(session, "theft", {(s.source, s.event_id, s.type, key[0]) for key, seen in sightings.items()
+                                           for s in seen if s.type in VOIDABLE_TYPES})
+
+
+def units_with_event(session: Session, manufacturer: str, source: str, event_id: str) -> set[UnitKey]:
+    """The units an event was seen on or reported (a retailer report), by index."""
+    seen = session.execute(select(_sightings.c.serial).where(
+        _sightings.c.event_id == event_id, _sightings.c.event_source == source,
+        _sightings.c.manufacturer == manufacturer))
+    reported = session.execute(select(_registry.c.serial).where(
+        _registry.c.event_source == source, _registry.c.event_id == event_id, _registry.c.manufacturer == manufacturer))
+    return {(manufacturer, serial) for (serial,) in (*seen, *reported)}
 
 
 def _sighting(r) -> Sighting:

@@ -69,6 +69,7 @@ from shared.http import (
 from shared.publishing import publish
 from shared.store import as_utc
 from shared.time_window import event_time_problem
+from shared.voids import VoidOut, void_out
 
 from . import sell_through, store
 from .domain import fold_unit, open_recalls_covering, policy_for, recall_states
@@ -221,6 +222,7 @@ class HistoryEntry(BaseModel):
     customer_id: str | None = None
     theft_case: str | None = None
     signed_by: str | None = None
+    voided: VoidOut | None = None  # withdrawn by an event.voided: shown, never counted (coverage, decisions)
 
 
 class WarrantyOut(BaseModel):
@@ -318,11 +320,13 @@ def _plus_days(time: datetime, days: int) -> datetime:
 
 
 def warranty_view(session: Session, key: store.UnitKey, now: datetime) -> WarrantyOut | None:
-    facts = store.load_facts(session, [key])[key]
+    shown = store.load_facts(session, [key], voided=True)[key]
     claims = store.requests_of_units(session, "claim", [key])
     returns = store.requests_of_units(session, "return", [key])
-    if not facts and not claims and not returns:
+    if not shown and not claims and not returns:
         return None
+    voids = store.voids_of(session, {key: shown})
+    facts = [f for f in shown if (f.source, f.event_id) not in voids]
     view = fold_unit(facts)
     coverage = None
     if view.sale is not None:
@@ -353,8 +357,9 @@ def warranty_view(session: Session, key: store.UnitKey, now: datetime) -> Warran
         key=lambda r: (r.at, r.reference))
     history = [HistoryEntry(time=f.time, type=f.type, source=f.source, id=f.event_id, sku=f.sku, location=f.location,
                             receipt_id=f.receipt_id, customer_id=f.customer_id,
-                            theft_case=f.case if f.agency else None, signed_by=f.signed_by)
-               for f in sorted(facts, key=lambda f: f.order)]
+                            theft_case=f.case if f.agency else None, signed_by=f.signed_by,
+                            voided=void_out(voids.get((f.source, f.event_id))))
+               for f in sorted(shown, key=lambda f: f.order)]
     return WarrantyOut(
         manufacturer=key[0], serial=key[1], status=status, received=view.received is not None, sku=view.sku,
         sale=SaleOut(receipt_id=view.sale.receipt_id, sold_at=view.sale.time, location=view.sale.location,

@@ -44,6 +44,7 @@ from shared.contracts import (
 from shared.envelope import Event, make_event
 from shared.identity import SerialRange
 from shared.store import add_to_outbox, utcnow
+from shared.voids import VoidMark
 
 from . import store
 from .domain import (
@@ -69,6 +70,7 @@ EVENT_TYPES = (
     "recall.issued", "recall.amended", "recall.closed", "warranty.policy.set", "warranty.owner.registered",
     "warranty.claim.submitted", "return.requested",
     "customer.erasure.requested",  # applied around this module by shared/erasure.py (ServiceDefinition.customer_data)
+    "event.voided",  # applied around this module by shared/voids.py: apply_voided below
 )
 _IDS = uuid.UUID("2b7c0e55-43d4-4f7a-8a0e-5d3b9c7e1f21")
 
@@ -201,6 +203,31 @@ def apply_events(session: Session, events: list[Event]) -> None:
     outgoing = _decide(session, claims, returns)
     outgoing.extend(_recall_notices(session, batch))
     add_to_outbox(session, SERVICE, outgoing)
+
+
+def apply_voided(session: Session, arriving: list[Event], voids: list[VoidMark]) -> None:
+    """Voids (shared/voids.py): facts that arrived after their void are stored (and shown, marked)
+    but never folded (``store.load_facts`` leaves voided facts out). A new void of a known fact
+    re-decides every request its unit, its receipt (a sale) or its range made at or after it, as a
+    late fact would: a voided sale takes its coverage back, and the decisions that relied on it get
+    a new version."""
+    if arriving:
+        kept = _collect(arriving)
+        store.save_facts(session, kept.unit_facts)
+        store.save_ranges(session, kept.ranges)
+    batch = _Batch()
+    for mark in voids:
+        for key, fact in store.units_with_event(session, mark.manufacturer, mark.voided_source, mark.voided_id):
+            batch.touch(key, fact.time)
+            if fact.type == "unit.sold" and fact.receipt_id:
+                receipt = (key[0], fact.receipt_id)
+                batch.receipt_since[receipt] = min(fact.time, batch.receipt_since.get(receipt, fact.time))
+        found = store.range_with_event(session, mark.manufacturer, mark.voided_source, mark.voided_id)
+        if found is not None:
+            batch.ranges.append((mark.manufacturer, *found))
+    if batch.unit_since or batch.ranges:
+        claims, returns = _affected(session, batch, [], [])
+        add_to_outbox(session, SERVICE, _decide(session, claims, returns))
 
 
 def _affected(session: Session, batch: _Batch, new_claims: list[dict],

@@ -17,11 +17,19 @@ from sqlalchemy import BigInteger, Index, Table, UniqueConstraint, and_, false, 
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from shared.contracts import RecallAmended, RecallIssued, ReturnRequested, UnitSold, WarrantyClaimSubmitted
+from shared.contracts import (
+    VOIDABLE_TYPES,
+    RecallAmended,
+    RecallIssued,
+    ReturnRequested,
+    UnitSold,
+    WarrantyClaimSubmitted,
+)
 from shared.envelope import Event
 from shared.identity import SerialRange
 from shared.store import as_utc, chunks, insert_ignore, insert_rows, table_of, upsert_rows, utcnow
 from shared.unit_locks import UnitLocks, with_keys
+from shared.voids import VoidMark, voided_among
 
 from .domain import ClaimRequest, Fact, Policy, PriorClaim, RecallEvent, ReturnRequest
 
@@ -37,6 +45,8 @@ class FactRow(SQLModel, table=True):
         Index("ix_warranty_facts_sku", "manufacturer", "event_type", "sku"),
         # The sell-through report (warranty_0004): a manufacturer's sales or returns of a period, in time order.
         Index("ix_warranty_facts_period", "manufacturer", "event_type", "event_time", "id"),
+        # The units an event reached, by its (source, id): what a void decides again (warranty_0003).
+        Index("ix_warranty_facts_event_ref", "event_id", "event_source"),
     )
     id: int | None = Field(default=None, primary_key=True)
     manufacturer: str = Field(max_length=64)
@@ -308,9 +318,10 @@ def _range(row) -> SerialRange:
     return SerialRange.model_construct(prefix=row.prefix, first=row.first, last=row.last, width=row.width)
 
 
-def load_facts(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, list[Fact]]:
+def load_facts(session: Session, keys: Iterable[UnitKey], *, voided: bool = False) -> dict[UnitKey, list[Fact]]:
     """Every fact of the given units: their own rows plus the ranges that contain them, found through
-    the index on (manufacturer, prefix) by the prefixes that begin the serials."""
+    the index on (manufacturer, prefix) by the prefixes that begin the serials. Without the voided
+    ones (shared/voids.py) unless ``voided``: decisions never see a withdrawn sale or receipt."""
     keys = sorted(set(keys))
     found: dict[UnitKey, list[Fact]] = {key: [] for key in keys}
     for manufacturer, serials in _by_maker(keys).items():
@@ -330,7 +341,32 @@ def load_facts(session: Session, keys: Iterable[UnitKey]) -> dict[UnitKey, list[
                 for serial in serials:
                     if serial in rng:
                         found[(manufacturer, serial)].append(fact)
-    return found
+    if voided:
+        return found
+    marks = voids_of(session, found)
+    if not marks:
+        return found
+    return {key: [f for f in facts if (f.source, f.event_id) not in marks] for key, facts in found.items()}
+
+
+def voids_of(session: Session, facts: dict[UnitKey, list[Fact]]) -> dict[tuple[str, str], VoidMark]:
+    """The voids that withdraw some of these units' facts, by the facts' (source, id)."""
+    return voided_among(session, "warranty", {(f.source, f.event_id, f.type, key[0]) for key, unit_facts in facts.items()
+                                              for f in unit_facts if f.type in VOIDABLE_TYPES})
+
+
+def units_with_event(session: Session, manufacturer: str, source: str, event_id: str) -> list[tuple[UnitKey, Fact]]:
+    """The units an event reached, with its fact: its unit rows by index, or its range (as one key per
+    serial would be a million keys, a range comes back as its manufacturer only: see ``range_with_event``)."""
+    return [((manufacturer, row.serial), _fact(row)) for row in session.execute(
+        select(_facts).where(_facts.c.event_id == event_id, _facts.c.event_source == source,
+                             _facts.c.manufacturer == manufacturer))]
+
+
+def range_with_event(session: Session, manufacturer: str, source: str, event_id: str) -> tuple[SerialRange, Fact] | None:
+    row = session.execute(select(_ranges).where(_ranges.c.event_source == source, _ranges.c.event_id == event_id,
+                                                _ranges.c.manufacturer == manufacturer)).first()
+    return (_range(row), _fact(row)) if row is not None else None
 
 
 def load_policies(session: Session, manufacturers: Iterable[str]) -> list[Policy]:
@@ -497,6 +533,11 @@ def sales_on_receipts(session: Session, receipts: Iterable[tuple[str, str]]) -> 
                                                         _facts.c.receipt_id.in_(part))):
             if (row.manufacturer, row.receipt_id) in found:
                 found[(row.manufacturer, row.receipt_id)].append((row.serial, _fact(row)))
+    sales = [(maker, fact) for (maker, _), listed in found.items() for _, fact in listed]
+    marks = voided_among(session, "warranty", {(f.source, f.event_id, f.type, maker) for maker, f in sales})
+    if marks:  # a voided sale is not on its receipt
+        found = {key: [(serial, f) for serial, f in listed if (f.source, f.event_id) not in marks]
+                 for key, listed in found.items()}
     return found
 
 

@@ -14,7 +14,7 @@ One module per publisher family; every EventData subclass that declares an
 
 from __future__ import annotations
 
-from . import customers, inventory, recalls, theft, units, warranty
+from . import corrections, customers, inventory, recalls, theft, units, warranty
 from .base import (
     MAX_SERIALS_PER_EVENT,
     Code,
@@ -24,6 +24,7 @@ from .base import (
     Text,
     UnitSelection,
 )
+from .corrections import *
 from .customers import *
 from .inventory import *
 from .recalls import *
@@ -34,7 +35,7 @@ from .warranty import *
 
 def _registry() -> dict[str, type[EventData]]:
     found: dict[str, type[EventData]] = {}
-    for module in (units, theft, recalls, warranty, inventory, customers):
+    for module in (units, theft, recalls, warranty, inventory, customers, corrections):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, EventData) and "event_type" in value.__dict__:
                 if value.event_type in found and found[value.event_type] is not value:

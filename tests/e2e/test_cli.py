@@ -201,6 +201,11 @@ def test_demo_tells_its_story_and_bad_input_is_dead_lettered(system):
     shown = cli(env, "shipments", "show", diverted["shipment_id"]).stdout
     assert "diverted 1" in shown and f"diverted   acme/{diverted['diverted'][0]['serial']} at store-12" in shown
     _a_count_through_the_cli(env, in_stock=[first, swapped], sold=second)
+    # The till's mistaken sale of the swapped unit, voided: kept in its history, marked; the sale of the
+    # claimed unit is the correction the void carried.
+    voided = [(h["type"], h["voided"]["reason"]) for h in units[swapped]["history"] if h["voided"]]
+    assert voided == [("unit.sold", "scanned the shelf label, not the box")]
+    assert next(h["id"] for h in units[claimed]["history"] if h["type"] == "unit.sold").endswith("corrected-sale")
 
     client = redis_as(env, "pos")  # garbage from a till: its role may write unit.sold
     client.xadd("serialtrack:unit.sold", {"event": "{broken"})
@@ -242,6 +247,33 @@ def _a_count_through_the_cli(env, in_stock, sold):
     assert report[0].startswith("count_id,location,counted_at") and len(report) == 1 + view["units"]["total"]
     unknown = cli(env, "counts", "show", "no-such-count", check=False)
     assert unknown.returncode == 1 and "not known to inventory" in unknown.stderr
+
+
+def test_a_sale_voided_from_the_cli_and_a_void_the_key_may_not_publish(system):
+    env = system.env
+    at = _hours_from_now(1)
+    cli(env, "publish", "unit.received", "--data", json.dumps(
+        {"manufacturer": "acme", "serial": "E2E-V1", "sku": "TV-55", "location": "store-12"}))
+    cli(env, "publish", "unit.sold", "--source", "pos/store-12/till-9", "--id", "till9-0001", "--time", at,
+        "--data", json.dumps({"manufacturer": "acme", "serial": "E2E-V1", "sku": "TV-55", "location": "store-12",
+                              "terminal_id": "store-12/till-9", "receipt_id": "R-V1"}))
+    assert wait_for_unit(env, "acme", "e2e-v1", 2)["status"] == "sold"
+    cli(env, "keys", "create", "dock-12", "--role", "warehouse", "--source-prefix", "wms/store-12")
+    refused = cli(env, "void", "pos/store-12/till-9", "till9-0001", "--type", "unit.sold", "--manufacturer", "acme",
+                  "--reason", "wrong serial", "--sign-with", "dock-12", "--source", "wms/store-12", check=False)
+    assert refused.returncode == 2 and "(warehouse) may not void a unit.sold" in refused.stderr
+    assert refused.stderr.count("\n") == 1  # one line
+    done = json.loads(cli(env, "void", "pos/store-12/till-9", "till9-0001", "--type", "unit.sold",
+                          "--manufacturer", "acme", "--reason", "wrong serial", "--json").stdout)
+    assert done["lines"][0]["status"] == "published"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        unit = json.loads(cli(env, "lookup", "acme", "E2E-V1", "--json").stdout)
+        if unit["inventory"]["status"] == "in_stock" and unit["warranty"]["status"] == "in_stock":
+            break
+        time.sleep(0.3)
+    sale = next(h for h in unit["inventory"]["history"] if h["type"] == "unit.sold")
+    assert sale["voided"]["reason"] == "wrong serial" and unit["inventory"]["status"] == "in_stock"
 
 
 def test_cli_errors_are_clear(tmp_path):

@@ -122,7 +122,7 @@ def test_plumbing_0003_adds_the_erased_values_and_keeps_every_row(engine):
                           "VALUES ('warranty', 'e-1', 'pos/1', 'unit.sold', :t, :t, 'abc')"), {"t": "2026-11-01 10:00:00"})
         conn.execute(text("INSERT INTO outbox (service, event_type, event_source, event_id, envelope, created_at) "
                           "VALUES ('warranty', 'return.decided', 's', 'o-1', '{}', :t)"), {"t": "2026-11-01 10:00:00"})
-    migrate(engine, definition.migrations)
+    migrate(engine, definition.migrations, to="plumbing_0003")
     assert "plumbing_0003" in state(engine, definition.migrations).current
     with engine.begin() as conn:
         assert conn.execute(text("SELECT event_id, digest FROM inbox")).all() == [("e-1", "abc")]
@@ -135,3 +135,35 @@ def test_plumbing_0003_adds_the_erased_values_and_keeps_every_row(engine):
     with engine.connect() as conn:
         assert conn.execute(text("SELECT event_id FROM inbox")).scalars().all() == ["e-1"]
     assert "erased_values" not in inspect(engine).get_table_names()
+
+
+def test_the_voids_revisions_add_their_table_and_indexes_and_keep_every_row(engine):
+    """plumbing_0004 (the voids table) and recalls_0002 (unit facts) on a store with rows: the rows
+    stay, the new tables start empty; undone, each takes only its own table with it. inventory_0004,
+    warranty_0003 and theft_0002 only add an index (checked against the models by the schema test)."""
+    definition = load("recalls")
+    migrate(engine, definition.migrations)
+    migrate(engine, definition.migrations, to="plumbing_0003")
+    migrate(engine, definition.migrations, to="recalls_0001")
+    names = inspect(engine).get_table_names()
+    assert "voids" not in names and "recalls_unit_facts" not in names
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO inbox (service, event_id, source, event_type, event_time, processed_at, digest) "
+                          "VALUES ('recalls', 'e-1', 'pos/1', 'unit.sold', :t, :t, 'abc')"), {"t": "2026-11-01 10:00:00"})
+        conn.execute(text("INSERT INTO recalls_units (manufacturer, serial, sku, stock, location, stock_order, "
+                          "stock_at, first_seen, updated_at) VALUES ('acme', 'SN1', 'TV', 'sold', 'store-1', 'o', "
+                          ":t, :t, :t)"), {"t": "2026-11-01 10:00:00"})
+    migrate(engine, definition.migrations)
+    assert set(state(engine, definition.migrations).current) == {"plumbing_0004", "recalls_0002"}
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT event_id FROM inbox")).scalars().all() == ["e-1"]
+        assert conn.execute(text("SELECT serial FROM recalls_units")).scalars().all() == ["SN1"]
+        assert conn.execute(text("SELECT count(*) FROM voids")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM recalls_unit_facts")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM recalls_receipt_ranges")).scalar_one() == 0
+    migrate(engine, definition.migrations, to="plumbing_0003")
+    migrate(engine, definition.migrations, to="recalls_0001")
+    names = inspect(engine).get_table_names()
+    assert not {"voids", "recalls_unit_facts", "recalls_receipt_ranges"} & set(names) and "recalls_units" in names
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT serial FROM recalls_units")).scalars().all() == ["SN1"]

@@ -6,6 +6,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from shared.contracts import (
+    EventVoided,
     RecallIssued,
     TheftRecovered,
     TheftReported,
@@ -72,3 +73,15 @@ def recall_issued(manufacturer="acme", *, minutes, recall_id=None, **scope) -> E
     return make_event(RecallIssued(recall_id=recall_id or f"RC-{secrets.token_hex(3)}", manufacturer=manufacturer,
                                    hazard="overheating", remedy="repair", **scope),
                       source="test/maker", time=at(minutes))
+
+
+def voided(original: Event, *, minutes, reason="scanned the wrong serial", source=None, corrected=None,
+           **extra) -> Event:
+    """An event.voided of ``original`` (from its source unless ``source``); ``corrected``: an Event
+    whose type, id, time and data become the correction."""
+    fix = None if corrected is None else {"type": corrected.type, "id": corrected.id,
+                                          "time": corrected.time.isoformat(), "data": corrected.envelope.data}
+    data = EventVoided(manufacturer=original.data.manufacturer,  # type: ignore[attr-defined]  # every voidable type has one
+                       voided_source=original.source,
+                       voided_id=original.id, voided_type=original.type, reason=reason, corrected=fix, **extra)
+    return make_event(data, source=source or original.source, time=at(minutes))

@@ -72,3 +72,17 @@ def test_an_event_several_services_applied_is_one_entry_naming_them_and_decision
     sold = entries[1]
     assert sold.services == ["inventory", "warranty"] and "receipt R-1" in sold.details and "till till-3" in sold.details
     assert entries[3].withdrawn and "reason reported stolen" in entries[4].details
+
+
+def test_a_voided_event_stays_in_the_timeline_marked_and_struck_through():
+    void = {"source": "pos/store-12/till-3", "id": "v-1", "time": "2026-11-01T10:05:00Z",
+            "reason": "scanned the wrong box"}
+    sale = {"time": "2026-11-01T10:00:00Z", "type": "unit.sold", "source": "pos/store-12/till-3", "id": "s-1",
+            "location": "store-12", "voided": void}
+    receipt = {"time": "2026-11-01T09:00:00Z", "type": "unit.received", "source": "wms", "id": "r-1",
+               "location": "store-12", "voided": None}
+    entries = timeline({"history": [receipt, sale], "anomalies": []}, {"history": [sale], "requests": []}, None, None)
+    [voided] = [e for e in entries if e.kind == "sale"]
+    assert voided.voided and voided.title == "Voided: Sold at store-12" and voided.services == ["inventory", "warranty"]
+    assert "voided: scanned the wrong box" in voided.details
+    assert not next(e for e in entries if e.kind == "receipt").voided

@@ -286,10 +286,35 @@ def test_a_manufacturer_key_speaks_for_its_manufacturer_as_normalized(data_dir):
     assert rejected(received(sign_envelope(bad, record.kid, key)), registry).reason == "data_not_allowed"
 
 
+def test_a_void_is_refused_to_a_key_that_could_not_have_published_what_it_voids(data_dir):
+    """event.voided (shared/voids.py): the key's role must be one that may publish the voided type,
+    and its source prefix must cover the voided event's source; the producer refuses it before it
+    sends (Signer.sign), every consumer after it verified the signature (shared/trust.py)."""
+    create_key(data_dir, "till-12", "pos", source_prefix="pos/store-12")
+    create_key(data_dir, "ops", "operator")
+    till, ops = load_signer("till-12", data_dir), load_signer("ops", data_dir)
+
+    def void(voided_type: str, voided_source: str) -> dict:
+        return {"specversion": "1.0", "id": "v-1", "source": "pos/store-12/till-1", "type": "event.voided",
+                "time": "2026-11-26T10:00:00Z",
+                "data": {"manufacturer": "acme", "voided_source": voided_source, "voided_id": "s-1",
+                         "voided_type": voided_type, "reason": "scanned the wrong box"}}
+
+    till.sign(void("unit.sold", "pos/store-12/till-3"))  # its own store's sale
+    ops.sign(void("unit.received", "wms/anywhere"))  # the operator may void anything voidable
+    with pytest.raises(SignatureRejected, match="may not void a unit.received") as role:
+        till.sign(void("unit.received", "pos/store-12/till-3"))
+    with pytest.raises(SignatureRejected, match="not for 'pos/store-13/till-1'") as source:
+        till.sign(void("unit.sold", "pos/store-13/till-1"))
+    assert role.value.reason == source.value.reason == "void_not_allowed"
+    signed = till.sign(void("unit.sold", "pos/store-13/till-1"), check=False)  # as a forger would send it
+    assert verify(received(signed), registry_of(data_dir)).role == "pos"  # the signature itself is fine
+
+
 def test_every_reason_is_produced_by_the_tests_above():
     # The reasons are part of the dead-letter contract (README): a new one needs a test and a line there.
     assert REASONS == ("unsigned", "bad_signature", "unknown_key", "revoked_key", "type_not_allowed",
-                       "source_not_allowed", "data_not_allowed")
+                       "source_not_allowed", "data_not_allowed", "void_not_allowed")
 
 
 # --- rotation ---------------------------------------------------------------------------------------------
@@ -315,8 +340,8 @@ def test_rotation_two_keys_valid_during_the_overlap_then_the_old_one_is_refused(
 
 # The brief's table, written out here so that a change to shared/roles.py has to change it too.
 EXPECTED_ROLE_TYPES = {
-    "pos": {"unit.sold", "unit.returned", "return.requested"},
-    "warehouse": {"unit.received", "unit.transferred", "unit.adjusted", "shipment.dispatched"},
+    "pos": {"unit.sold", "unit.returned", "return.requested", "event.voided"},
+    "warehouse": {"unit.received", "unit.transferred", "unit.adjusted", "shipment.dispatched", "event.voided"},
     "store": {"stock.counted"},
     "distributor": {"shipment.dispatched"},
     "service-desk": {"warranty.claim.submitted", "recall.remedy.completed"},
@@ -330,7 +355,8 @@ EXPECTED_ROLE_TYPES["operator"] = set().union(*EXPECTED_ROLE_TYPES.values()) | {
 
 def test_signatures_are_required_for_exactly_these_types():
     assert REQUIRED_TYPES == {"theft.reported", "theft.recovered", "recall.issued", "recall.amended", "recall.closed",
-                              "recall.remedy.completed", "warranty.policy.set", "warranty.owner.registered"}
+                              "recall.remedy.completed", "warranty.policy.set", "warranty.owner.registered",
+                              "event.voided"}
     for event_type in EVENT_TYPES:
         assert signature_required(event_type) == (event_type in REQUIRED_TYPES)
         assert signature_required(event_type, require_all=True) == (event_type in INBOUND_TYPES)

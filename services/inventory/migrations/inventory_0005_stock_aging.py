@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "inventory_0005"
-down_revision = "inventory_0003"
+down_revision = "inventory_0004"
 branch_labels = None
 depends_on = None
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "recalls_0003"
-down_revision = "recalls_0001"
+down_revision = "recalls_0002"
 branch_labels = None
 depends_on = None
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "theft_0003"
-down_revision = "theft_0001"
+down_revision = "theft_0002"
 branch_labels = None
 depends_on = None
 

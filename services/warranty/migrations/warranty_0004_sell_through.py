@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "warranty_0004"
-down_revision = "warranty_0002"
+down_revision = "warranty_0003"
 branch_labels = None
 depends_on = None
 
