@@ -10,6 +10,11 @@ is that export's own peak: constant memory means the same peak for a tenth and f
 
     nice -n 10 .venv/bin/python -m bench.sell_through --sales 1000000
     nice -n 10 .venv/bin/python -m bench.sell_through --sales 1000000 --database-url postgresql://...
+    nice -n 10 .venv/bin/python -m bench.sell_through --sales 1000000 --heap
+
+``--heap`` instead runs the report's generator in this process under ``tracemalloc`` (no HTTP) and
+prints the peak of the Python heap for a tenth of the period and for all of it: what the report
+itself holds, apart from the process's allocator and the HTTP server.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from shared.store import insert_tuples, make_engine, table_of
 from shared.tokens import ensure_admin_token
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
+SAMPLE_BYTES = 12 * 2**20  # about a tenth of a 1,000,000-sale CSV
 COLUMNS = ("manufacturer", "serial", "event_time", "event_type", "event_source", "event_id", "sku", "location",
            "receipt_id", "customer_id", "terminal_id", "recorded_at", "trusted_transfer")
 
@@ -89,19 +95,47 @@ def memory_mib(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def export(client: httpx.Client, pid: int, params: dict) -> tuple[float, int, int, float, float]:
-    """(seconds to the last byte, bytes, lines, RSS before, peak RSS during)."""
+def export(client: httpx.Client, pid: int, params: dict) -> tuple[float, int, int, float, float, list[float]]:
+    """(seconds to the last byte, bytes, lines, RSS before, peak RSS during, RSS every 10% of the bytes
+    of the full CSV)."""
     before, _ = memory_mib(pid)
     reset_peak(pid)
     started = time.perf_counter()
     size = lines = 0
+    samples: list[float] = []
     with client.stream("GET", "/manufacturers/acme/sell-through", params=params) as response:
         response.raise_for_status()
         for chunk in response.iter_bytes():
             size += len(chunk)
             lines += chunk.count(b"\n")  # CSV: one line per sale or return, after the header
+            if size >= (len(samples) + 1) * SAMPLE_BYTES:
+                samples.append(memory_mib(pid)[0])
     elapsed = time.perf_counter() - started
-    return elapsed, size, lines - 1 if params.get("format") == "csv" else 0, before, memory_mib(pid)[1]
+    return elapsed, size, lines - 1 if params.get("format") == "csv" else 0, before, memory_mib(pid)[1], samples
+
+
+def heap_peaks(url: str, days: int) -> list[tuple[str, int, float, float]]:
+    """(label, bytes of CSV, seconds, peak of the Python heap in MiB) for a tenth and for all."""
+    import tracemalloc
+
+    from sqlalchemy.orm import Session
+
+    from services.warranty import sell_through
+
+    engine = make_engine(url)
+    found = []
+    for label, until in (("a tenth, CSV", START + timedelta(days=days / 10)), ("all, CSV", None)):
+        tracemalloc.start()
+        started, size = time.perf_counter(), 0
+        with Session(engine) as session:
+            lines = sell_through.lines(session, "acme", since=START if until else None, until=until, sku=None)
+            for chunk in sell_through.csv_text(lines, sell_through.UNIT_COLUMNS):
+                size += len(chunk)
+        elapsed = time.perf_counter() - started
+        found.append((label, size, elapsed, tracemalloc.get_traced_memory()[1] / 2**20))
+        tracemalloc.stop()
+    engine.dispose()
+    return found
 
 
 def main() -> None:
@@ -111,7 +145,16 @@ def main() -> None:
     parser.add_argument("--return-every", type=int, default=20)
     parser.add_argument("--register-every", type=int, default=10)
     parser.add_argument("--database-url", help="a fresh PostgreSQL database (default: SQLite in a temp dir)")
+    parser.add_argument("--heap", action="store_true", help="measure the Python heap in process instead")
     args = parser.parse_args()
+    if args.heap:
+        with tempfile.TemporaryDirectory(prefix="serialtrack-bench-") as tmp:
+            url = args.database_url or f"sqlite:///{tmp}/warranty.db"
+            seed(url, args.sales, args.days, args.return_every, args.register_every)
+            print(f"machine: {machine()}; {args.sales:,} acme sales; the report's generator in process, tracemalloc")
+            for label, size, elapsed, peak in heap_peaks(url, args.days):
+                print(f"  {label:13s} {size / 2**20:6.1f} MiB of CSV in {elapsed:5.1f} s | Python heap peak {peak:5.1f} MiB")
+        return
     with tempfile.TemporaryDirectory(prefix="serialtrack-bench-") as tmp, ExitStack() as stack:
         data_dir = Path(tmp)
         url = args.database_url or f"sqlite:///{data_dir}/warranty.db"
@@ -131,10 +174,12 @@ def main() -> None:
     print(f"machine: {machine()}; {kind}; warranty as its own process; {args.sales:,} acme sales over {args.days} "
           f"days, a return per {args.return_every}, a registration per {args.register_every}, 100,000 zeta sales; "
           f"seeded in {seeded:.0f} s")
-    for label, (elapsed, size, lines, before, peak) in results:
+    for label, (elapsed, size, lines, before, peak, samples) in results:
         what = f"{lines:>9,} lines ({lines / elapsed:>6,.0f}/s)" if lines else f"{'':>24}"
         print(f"  {label:13s} {what} {size / 2**20:6.1f} MiB in {elapsed:5.1f} s | "
               f"service RSS before {before:5.0f} MiB, peak during {peak:5.0f} MiB")
+        if len(samples) > 1:
+            print(f"  {'':13s} RSS every 12 MiB sent: {' '.join(f'{m:.0f}' for m in samples)}")
 
 
 if __name__ == "__main__":
