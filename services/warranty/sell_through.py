@@ -25,18 +25,26 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from shared.store import as_utc, chunks
+from shared.store import VoidRow, as_utc, chunks, table_of
 
 from .domain import REGISTERED, RETURNED, SOLD, Fact, OrderKey, sale_ownerships
 from .store import _facts
 
 PART = 1000
+_voids = table_of(VoidRow)
 KINDS = {SOLD: "sold", RETURNED: "returned"}
 UNIT_COLUMNS = ("kind", "time", "serial", "sku", "location", "channel", "owner_registered", "owner_via", "sold_at")
 COUNT_COLUMNS = ("sku", "location", "sold", "returned", "net", "sold_with_owner")
+
+
+def _not_voided():
+    """A fact whose event was voided (event.voided, shared/voids.py) is no sale, return or registration:
+    one primary-key probe of the voids table per row."""
+    return ~exists().where(_voids.c.service == "warranty", _voids.c.voided_id == _facts.c.event_id,
+                           _voids.c.voided_source == _facts.c.event_source)
 
 
 def _period_rows(session: Session, manufacturer: str, since: datetime | None, until: datetime | None,
@@ -56,7 +64,7 @@ def _period_rows(session: Session, manufacturer: str, since: datetime | None, un
         query = (select(_facts.c.id, _facts.c.serial, _facts.c.event_type, _facts.c.event_time,
                         _facts.c.event_source, _facts.c.event_id, _facts.c.sku, _facts.c.location,
                         _facts.c.terminal_id)
-                 .where(*conditions).order_by(_facts.c.event_time, _facts.c.id))
+                 .where(*conditions, _not_voided()).order_by(_facts.c.event_time, _facts.c.id))
         yield from session.execute(query.execution_options(yield_per=PART))
 
     yield from heapq.merge(read(SOLD), read(RETURNED), key=lambda row: (row.event_time, row.id))
@@ -74,7 +82,8 @@ def _unit_facts(session: Session, manufacturer: str, serials: Iterable[str]) -> 
     found: dict[str, list[Fact]] = {}
     for part in chunks(sorted(set(serials))):
         for serial, kind, at, source, event_id, sku, customer, trusted in session.execute(
-                select(*_OWNERSHIP_COLUMNS).where(_facts.c.manufacturer == manufacturer, _facts.c.serial.in_(part))):
+                select(*_OWNERSHIP_COLUMNS).where(_facts.c.manufacturer == manufacturer, _facts.c.serial.in_(part),
+                                                  _not_voided())):
             if kind in _OWNERSHIP_TYPES:
                 found.setdefault(serial, []).append(Fact(
                     time=as_utc(at), source=source, event_id=event_id, type=kind, sku=sku, customer_id=customer,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.support import factories as f
 from tests.support.reports import AgingStory, SellThroughStory
 
 
@@ -164,3 +165,22 @@ def test_stock_aging_refuses_bad_parameters(inventory):
                    {"format": "xlsx"}, {"limit": 0}, {"sku": "x" * 65}, {"location": "a\x01b"}):
         assert api.get("/stock/aging", params=params).status_code == 422, params
     assert api.get("/stock/aging", params={"manufacturer": "no such!"}).status_code == 400
+
+
+def test_a_voided_sale_leaves_the_sell_through(warranty):
+    """A sale scanned by mistake and voided (event.voided) was never a sale: not a line, not a count, not
+    an owner on record; the void applies whether it comes before or after the sale."""
+    story = SellThroughStory()
+    events = story.events()
+    before = report(warranty, **story.params())
+    assert before["units"] == []
+    warranty.apply_each(events)
+    full = report(warranty, **story.params())
+    sale = next(e for e in events if e.type == "unit.sold")
+    warranty.apply(f.voided(sale, minutes=0))
+    after = report(warranty, **story.params())
+    def is_the_sale(u):
+        return u["kind"] == "sold" and u["serial"] == sale.data.serial and u["time"] == sale.time.isoformat()
+    assert sum(map(is_the_sale, full["units"])) == 1 and not any(map(is_the_sale, after["units"]))
+    assert len(after["units"]) == len(full["units"]) - 1
+    assert after["totals"]["sold"] == full["totals"]["sold"] - 1
