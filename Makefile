@@ -22,8 +22,9 @@ up: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/mypy
 
+# -rs: every skip prints its reason. Two workers, each test module on one (README, "Tests").
 test: lint
-	$(BIN)/python -m pytest -q -rs  # -rs: every skip prints its reason
+	$(BIN)/python -m pytest -q -rs -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/inventory_throughput.py
