@@ -34,8 +34,10 @@ class Selection:
     serials: frozenset[str] = frozenset()
 
 
-class _Bucket:
-    """Ranges of one (prefix, width) as disjoint elementary segments: bisect, no scan."""
+class RangeSegments:
+    """Ranges of one (prefix, width) as disjoint elementary segments (a sweep over their bounds), each
+    with the ranges covering it: a number's ranges, or whether any range meets an interval, by
+    bisection, no scan. Also the theft service's near-miss index (services/theft/near.py)."""
 
     __slots__ = ("covering", "points")
 
@@ -61,13 +63,22 @@ class _Bucket:
         i = bisect_right(self.points, number) - 1
         return self.covering[i] if i >= 0 else ()
 
+    def meets(self, low: int, high: int) -> bool:
+        """Whether some range holds a number in [low, high]."""
+        i = max(bisect_right(self.points, low) - 1, 0)
+        while i < len(self.points) and self.points[i] <= high:
+            if self.covering[i] and (i + 1 == len(self.points) or self.points[i + 1] > low):
+                return True
+            i += 1
+        return False
+
 
 @dataclass(slots=True)
 class SerialIndex:
     """The selections of one manufacturer, indexed (see the module docstring)."""
 
     explicit: dict[str, list[Hashable]] = field(default_factory=dict)
-    buckets: dict[tuple[str, int | None], _Bucket] = field(default_factory=dict)
+    buckets: dict[tuple[str, int | None], RangeSegments] = field(default_factory=dict)
     prefix_lengths: frozenset[int] = frozenset()
     sku_only: dict[str, list[Hashable]] = field(default_factory=dict)
     skus: dict[Hashable, frozenset[str]] = field(default_factory=dict)  # the sku condition of each selection
@@ -88,7 +99,7 @@ class SerialIndex:
                 index.explicit.setdefault(serial, []).append(key)
             for r in selection.ranges:
                 ranges.setdefault((r.prefix, r.width), []).append((r.first, r.last, key))
-        index.buckets = {bucket: _Bucket(items) for bucket, items in ranges.items()}
+        index.buckets = {bucket: RangeSegments(items) for bucket, items in ranges.items()}
         index.prefix_lengths = frozenset(len(prefix) for prefix, _ in index.buckets)
         return index
 

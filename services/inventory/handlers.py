@@ -231,16 +231,7 @@ def apply_events(session: Session, events: list[Event]) -> None:
         history.extend((key, fact) for fact in facts)
         derived = [store.anomaly_row(key, e) for e in outcome.effects if isinstance(e, Anomaly)]
         if outcome.refolded:
-            # Reconcile with what was recorded: withdraw anomalies that only came from arrival
-            # order, reopen ones derived again, record the new ones. Manifest anomalies are not the
-            # fold's: _judge_manifests reconciles them.
-            kept = {i: status for i, status in recorded.get(key, {}).items() if i[2] not in MANIFEST_KINDS}
-            derived_ids = {store.anomaly_identity(row) for row in derived}
-            withdrawn_now = [i for i, status in kept.items() if status == "open" and i not in derived_ids]
-            withdraw.extend(withdrawn_now)
-            reopen.extend(i for i in derived_ids if kept.get(i) == "withdrawn")
-            outgoing.extend(_withdrawal_event(identity) for identity in withdrawn_now)
-            derived = [row for row in derived if store.anomaly_identity(row) not in kept]
+            derived = _reconcile_anomalies(derived, recorded.get(key, {}), withdraw, reopen, outgoing)
         anomaly_rows.extend(derived)
         outgoing.extend(_anomaly_event(row) for row in derived)
         holds = _first_holds(outcome.effects)
@@ -300,14 +291,7 @@ def _refold(session: Session, keys: list[store.UnitKey]) -> None:
                 continue
         saved.append(state)
         derived = [store.anomaly_row(key, e) for e in effects if isinstance(e, Anomaly)]
-        # Manifest anomalies are not the fold's: _judge_manifests reconciles them.
-        known = {i: status for i, status in recorded.get(key, {}).items() if i[2] not in MANIFEST_KINDS}
-        derived_ids = {store.anomaly_identity(row) for row in derived}
-        withdrawn_now = [i for i, status in known.items() if status == "open" and i not in derived_ids]
-        withdraw.extend(withdrawn_now)
-        reopen.extend(i for i in derived_ids if known.get(i) == "withdrawn")
-        outgoing.extend(_withdrawal_event(identity) for identity in withdrawn_now)
-        fresh = [row for row in derived if store.anomaly_identity(row) not in known]
+        fresh = _reconcile_anomalies(derived, recorded.get(key, {}), withdraw, reopen, outgoing)
         anomaly_rows.extend(fresh)
         outgoing.extend(_anomaly_event(row) for row in fresh)
         if state.recalls_seen:
@@ -380,6 +364,21 @@ def _add_theft_selections(session: Session, per_unit: dict[store.UnitKey, list[F
         applied = {(f.source, f.event_id) for f in (*histories.get(key, ()), *per_unit[key])}
         per_unit[key].extend(f for f in covering if (f.source, f.event_id) not in applied)
     return histories
+
+
+def _reconcile_anomalies(derived: list[dict], recorded: dict[tuple, str], withdraw: list[tuple], reopen: list[tuple],
+                         outgoing: list[Event]) -> list[dict]:
+    """After a unit's whole history was folded again: withdraw the recorded anomalies it no longer
+    derives (they came from arrival order, or from a voided event), reopen the withdrawn ones it
+    derives again, and return the new ones to record. Manifest anomalies are not the fold's:
+    _judge_manifests reconciles them."""
+    known = {i: status for i, status in recorded.items() if i[2] not in MANIFEST_KINDS}
+    derived_ids = {store.anomaly_identity(row) for row in derived}
+    withdrawn_now = [i for i, status in known.items() if status == "open" and i not in derived_ids]
+    withdraw.extend(withdrawn_now)
+    reopen.extend(i for i in derived_ids if known.get(i) == "withdrawn")
+    outgoing.extend(_withdrawal_event(identity) for identity in withdrawn_now)
+    return [row for row in derived if store.anomaly_identity(row) not in known]
 
 
 def _withdrawal_event(identity: tuple) -> Event:

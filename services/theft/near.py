@@ -25,7 +25,6 @@ intervals of keys that a seen serial near some member must have one of, for the 
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -33,6 +32,7 @@ from typing import Literal
 from rapidfuzz.distance import DamerauLevenshtein
 
 from shared.identity import SerialRange
+from shared.serial_index import RangeSegments
 
 MIN_EDIT_LENGTH = 8
 HOMOGLYPHS = str.maketrans("OILSBZ", "011582")  # each misread letter to the digit it is read as
@@ -155,46 +155,7 @@ class PrefixIndex:
         return found
 
 
-class _Segments:
-    """The ranges of one (normalized prefix, width) as disjoint elementary segments (a sweep over their
-    bounds), each with the ranges covering it: a number's ranges, or whether any range meets an
-    interval, by bisection."""
-
-    __slots__ = ("covering", "points")
-
-    def __init__(self, ranges: Iterable[tuple[int, int, Hashable]]):
-        changes: dict[int, list[tuple[int, Hashable]]] = {}
-        for first, last, key in ranges:
-            changes.setdefault(first, []).append((1, key))
-            changes.setdefault(last + 1, []).append((-1, key))
-        active: dict[Hashable, int] = {}
-        self.points: list[int] = []
-        self.covering: list[tuple[Hashable, ...]] = []
-        for point in sorted(changes):
-            for delta, key in changes[point]:
-                count = active.get(key, 0) + delta
-                if count:
-                    active[key] = count
-                else:
-                    active.pop(key, None)
-            self.points.append(point)
-            self.covering.append(tuple(active))
-
-    def find(self, number: int) -> tuple[Hashable, ...]:
-        i = bisect_right(self.points, number) - 1
-        return self.covering[i] if i >= 0 else ()
-
-    def meets(self, low: int, high: int) -> bool:
-        """Whether some range holds a number in [low, high]."""
-        i = max(bisect_right(self.points, low) - 1, 0)
-        while i < len(self.points) and self.points[i] <= high:
-            if self.covering[i] and (i + 1 == len(self.points) or self.points[i + 1] > low):
-                return True
-            i += 1
-        return False
-
-
-def _padded_variants(tail: str, width: int, segments: _Segments) -> Iterator[str]:
+def _padded_variants(tail: str, width: int, segments: RangeSegments) -> Iterator[str]:
     """Digit strings of ``width`` one edit from ``tail`` that some range could hold: a changed or
     added digit is tried only where the digits before it leave a range reachable (one bisection)."""
     odd = [i for i, c in enumerate(tail) if c not in DIGITS]
@@ -245,11 +206,11 @@ class RangeNearIndex:
         for key, rng in ranges:
             self._raw_prefix[key] = rng.prefix
             groups.setdefault(normalize(rng.prefix), {}).setdefault(rng.width, []).append((rng.first, rng.last, key))
-        self._buckets = {prefix: {width: _Segments(items) for width, items in by_width.items()}
+        self._buckets = {prefix: {width: RangeSegments(items) for width, items in by_width.items()}
                          for prefix, by_width in groups.items()}
         self._prefixes = PrefixIndex(groups)
 
-    def _numbers(self, nx: str, prefix: str, width: int | None, segments: _Segments,
+    def _numbers(self, nx: str, prefix: str, width: int | None, segments: RangeSegments,
                  edits: bool) -> Iterator[tuple[str, bool]]:
         """(number as written, edited) of every member-shaped candidate with this prefix."""
         lp = len(prefix)
