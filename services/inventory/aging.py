@@ -14,14 +14,13 @@ in the database; the units themselves are read a page at a time, or streamed for
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
+from shared.csv_export import cell, stream
 from shared.store import as_utc
 
 from .domain import ON_HAND, Status
@@ -132,22 +131,4 @@ def iter_units(session: Session, *, now: datetime, **filters) -> Iterator[dict]:
 
 
 def csv_text(units: Iterable[dict]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(UNIT_COLUMNS)
-    for n, unit in enumerate(units, start=1):
-        writer.writerow([_cell(unit[c]) for c in UNIT_COLUMNS])
-        if n % 500 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (datetime, int)):
-        return value.isoformat() if isinstance(value, datetime) else str(value)
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text  # no formula when a spreadsheet opens it
+    return stream(UNIT_COLUMNS, ([cell(unit[c]) for c in UNIT_COLUMNS] for unit in units))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -30,6 +28,7 @@ from shared.auth import (
     customer_data_routes,
     manufacturer_filter,
 )
+from shared.csv_export import cell, download, stream
 from shared.http import (
     NAME_PATTERN,
     SHAPED_ERRORS,
@@ -257,13 +256,6 @@ COUNT_REPORT_FIELDS = ("count_id", "location", "counted_at", "manufacturer", "se
                        "status_at_count", "location_at_count", "detail")
 
 
-def _csv_cell(value) -> str:
-    if value is None:
-        return ""
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text  # no formulas in a spreadsheet
-
-
 def _shipment_unit(row) -> ShipmentUnitOut:
     return ShipmentUnitOut(manufacturer=row.manufacturer, serial=row.serial, location=row.location,
                            on_time=row.on_time, time=as_utc(row.event_time), event_source=row.event_source,
@@ -430,8 +422,7 @@ def read_api(engine: Engine) -> APIRouter:
             def rows():
                 with Session(engine) as session:
                     yield from aging.csv_text(aging.iter_units(session, now=now, **filters))
-            return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
-                                     headers={"Content-Disposition": 'attachment; filename="stock-aging.csv"'})
+            return download(rows(), "stock-aging.csv")
         with Session(engine) as session:
             summary = aging.summary(session, now=now, **filters)
             total, units = aging.units_page(session, now=now, limit=limit, offset=offset, **filters)
@@ -508,22 +499,12 @@ def read_api(engine: Engine) -> APIRouter:
             raise HTTPException(404, detail=f"count {count_id} is not known to inventory")
         head = (count.count_id, count.location, as_utc(count.counted_at))
 
-        def rows() -> Iterator[str]:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(COUNT_REPORT_FIELDS)
+        def rows() -> Iterator[list[str]]:
             with Session(engine) as session:
-                for n, r in enumerate(store.count_unit_rows(session, count_id), 1):
-                    writer.writerow([_csv_cell(v) for v in (*head, r.manufacturer, r.serial, r.result, r.seen,
-                                                            r.status_at_count, r.location_at_count, r.detail)])
-                    if n % 1000 == 0:
-                        yield buffer.getvalue()
-                        buffer.seek(0)
-                        buffer.truncate()
-            yield buffer.getvalue()
+                for r in store.count_unit_rows(session, count_id):
+                    yield [cell(v) for v in (*head, r.manufacturer, r.serial, r.result, r.seen, r.status_at_count,
+                                             r.location_at_count, r.detail)]
 
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in count_id)
-        return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="count-{safe}.csv"'})
+        return download(stream(COUNT_REPORT_FIELDS, rows()), f"count-{count_id}.csv")
 
     return router

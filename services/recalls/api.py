@@ -3,8 +3,6 @@ manufacturer report as CSV and JSON (OpenAPI at /docs)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -18,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from shared.auth import RECALL_CAMPAIGNS, UNIT_LOOKUP, Principal, allow, manufacturer_filter
+from shared.csv_export import cell, download, stream
 from shared.http import (
     COMMON_ERRORS,
     Limit,
@@ -165,13 +164,6 @@ def _unit(row) -> CampaignUnitOut:
 RecallId = Annotated[str, id_path("recall id")]
 
 
-def _csv_cell(value) -> str:
-    if value is None:
-        return ""
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text  # no formulas in a spreadsheet
-
-
 def _not_found(recall_id: str) -> HTTPException:
     return HTTPException(404, detail=f"recall {recall_id!r} is not known (no recall.issued, amendment or closure "
                                      "of it has been applied)")
@@ -248,23 +240,13 @@ def read_api(engine: Engine) -> APIRouter:
         with Session(engine) as session:
             visible_recall(session, recall_id, caller)
 
-        def rows() -> Iterator[str]:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(REPORT_FIELDS)
+        def rows() -> Iterator[list[str]]:
             with Session(engine) as session:
-                for n, row in enumerate(store.iter_campaign_units(session, recall_id), 1):
+                for row in store.iter_campaign_units(session, recall_id):
                     unit = _unit(row).model_dump()
-                    writer.writerow([_csv_cell(unit[f]) for f in REPORT_FIELDS])
-                    if n % 1000 == 0:
-                        yield buffer.getvalue()
-                        buffer.seek(0)
-                        buffer.truncate()
-            yield buffer.getvalue()
+                    yield [cell(unit[f]) for f in REPORT_FIELDS]
 
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in recall_id)
-        return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="recall-{safe}.csv"'})
+        return download(stream(REPORT_FIELDS, rows()), f"recall-{recall_id}.csv")
 
     @router.get("/recalls/{recall_id}/report.json", summary="Manufacturer report: campaign, progress, every unit",
                 responses=unknown_recall)

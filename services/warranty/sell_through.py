@@ -16,9 +16,7 @@ as sales.
 
 from __future__ import annotations
 
-import csv
 import heapq
-import io
 import itertools
 import json
 from collections.abc import Iterable, Iterator
@@ -28,6 +26,7 @@ from datetime import datetime
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from shared.csv_export import cell, stream
 from shared.store import VoidRow, as_utc, chunks, table_of
 
 from .domain import REGISTERED, RETURNED, SOLD, Fact, OrderKey, sale_ownerships
@@ -152,27 +151,13 @@ def _batched(rows: Iterable) -> Iterator[tuple]:  # itertools.batched from Pytho
 
 
 def _cell(value) -> str:
-    if value is None:
-        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (datetime, int)):
-        return value.isoformat() if isinstance(value, datetime) else str(value)  # -1 is a number, not a formula
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text  # no formula when a spreadsheet opens it
+    return cell(value)
 
 
 def csv_text(rows: Iterable[dict], columns: tuple[str, ...]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for n, row in enumerate(rows, start=1):
-        writer.writerow([_cell(row[c]) for c in columns])
-        if n % 500 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+    return stream(columns, ([_cell(row[c]) for c in columns] for row in rows))
 
 
 def _json_value(value):
